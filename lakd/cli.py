@@ -1,0 +1,56 @@
+"""`lakd` console entry point.
+
+Each sub-command lives in its own module under `lakd.commands` and exposes
+`register(subparsers)`; modules are imported lazily so `lakd --help` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# sub-command name -> module implementing it (module.register(subparsers) adds the parser,
+# and sets `func` on it; func(args) returns the exit status)
+COMMANDS = {
+    "shards": "lakd.commands.shards",
+    "models": "lakd.commands.models",
+    "train": "lakd.commands.train",
+    "eval": "lakd.commands.eval",
+    "demo": "lakd.commands.demo",
+}
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lakd import __version__
+
+    parser = argparse.ArgumentParser(prog="lakd", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"lakd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        try:
+            importlib.import_module(module).register(sub)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as exc:
+        print(f"lakd {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
