@@ -27,7 +27,9 @@ class UsageError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     from lakd import __version__
 
-    parser = argparse.ArgumentParser(prog="lakd", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="lakd", description="Label-Assisted Distillation (LAD) for semantic segmentation at HPC scale."
+    )
     parser.add_argument("--version", action="version", version=f"lakd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in COMMANDS.items():
