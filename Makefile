@@ -3,15 +3,16 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # CPU build of torch for development and CI; on a cluster install your CUDA build of torch first.
+# tests/constraints.txt pins the versions CI was proven with.
 TORCH_SPEC ?= torch==2.13.0
 
 .PHONY: demo test setup clean
 
-$(BIN)/.lakd-installed: pyproject.toml
+$(BIN)/.lakd-installed: pyproject.toml tests/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test]' -c tests/constraints.txt
 	touch $@
 
 setup: $(BIN)/.lakd-installed
