@@ -1,0 +1,46 @@
+"""Small building blocks shared by backbones and heads."""
+from __future__ import annotations
+
+import torch.nn as nn
+
+
+def scale_channels(channels: int, width: float, minimum: int = 4) -> int:
+    """`channels * width`, rounded, never below `minimum` (or `channels` itself when smaller)."""
+    if width == 1.0:
+        return int(channels)
+    return max(min(minimum, channels), int(channels * width + 0.5))
+
+
+def conv_bn_relu(in_ch: int, out_ch: int, kernel_size: int = 3, stride: int = 1, dilation: int = 1,
+                 groups: int = 1, act: type[nn.Module] | None = nn.ReLU) -> nn.Sequential:
+    """conv (no bias) + BatchNorm + activation as `Sequential` (state-dict keys `0.weight`, `1.*`)."""
+    padding = dilation * (kernel_size - 1) // 2
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding, dilation=dilation, groups=groups, bias=False),
+        nn.BatchNorm2d(out_ch),
+    ]
+    if act is not None:
+        layers.append(act(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def init_weights(module: nn.Module) -> None:
+    """Kaiming-normal (fan_out) convolutions, BatchNorm 1/0, zero biases: the ResNet/CIRKD scheme."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
+def init_classifier(conv: nn.Conv2d) -> None:
+    """Pixel classifiers start small (N(0, 0.01), zero bias) so initial logits are near uniform."""
+    nn.init.normal_(conv.weight, 0.0, 0.01)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
