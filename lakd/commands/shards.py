@@ -1,0 +1,93 @@
+"""`lakd shards build|info|verify`: raw datasets -> WebDataset shards + manifest, and their summary."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("shards", help="build WebDataset shards from a raw dataset; inspect a manifest",
+                              description="Build WebDataset tar shards + manifest from a raw dataset layout, "
+                                          "or summarise / verify a manifest.")
+    sub = p.add_subparsers(dest="shards_command", metavar="ACTION")
+
+    from lakd.data.cards import NAMES
+
+    b = sub.add_parser("build", help="convert one split of a raw dataset into shards",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    b.add_argument("dataset", choices=NAMES, help="dataset name (see shards/README.md)")
+    b.add_argument("--root", help="raw dataset folder (not needed for synthetic)")
+    b.add_argument("--split", default="train", help="split to convert (e.g. train, val; VOC: train_aug, val)")
+    b.add_argument("--out", default="shards/out", help="output folder for shards and manifest")
+    b.add_argument("--workers", type=int, default=None, help="reader processes (default: min(8, CPUs))")
+    b.add_argument("--samples-per-shard", type=int, default=None, help="samples per tar shard (default 256)")
+    b.add_argument("--skip-bad", action="store_true", help="skip (and count) bad samples instead of failing")
+    b.add_argument("--no-progress", action="store_true", help="no progress output")
+    g = b.add_argument_group("synthetic only")
+    g.add_argument("--num-samples", type=int, default=None, help="samples to generate (default: train 2000, val 200)")
+    g.add_argument("--image-size", type=int, default=None, help="image side in pixels (default 128)")
+    g.add_argument("--seed", type=int, default=None, help="generator seed (default 0)")
+    b.set_defaults(func=run_build)
+
+    i = sub.add_parser("info", help="summarise a manifest")
+    i.add_argument("manifest", help="manifest file (or folder holding one)")
+    i.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    i.set_defaults(func=run_info)
+
+    v = sub.add_parser("verify", help="check local shards against the manifest's sha256 checksums")
+    v.add_argument("manifest", help="manifest file (or folder holding one)")
+    v.set_defaults(func=run_verify)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def run(args) -> int:  # the CLI contract's name; dispatches to the action
+    return args.func(args)
+
+
+def run_build(args) -> int:
+    from lakd.cli import UsageError
+    from lakd.data.build import DEFAULT_SAMPLES_PER_SHARD, build_shards
+    from lakd.data.manifest import load_manifest
+
+    opts = {}
+    synthetic_opts = {"num_samples": args.num_samples, "image_size": args.image_size, "seed": args.seed}
+    if args.dataset == "synthetic":
+        opts = {k: v for k, v in synthetic_opts.items() if v is not None}
+    elif any(v is not None for v in synthetic_opts.values()):
+        raise UsageError("--num-samples/--image-size/--seed only apply to the synthetic dataset")
+    try:
+        path = build_shards(args.dataset, args.split, args.out, args.root,
+                            samples_per_shard=args.samples_per_shard or DEFAULT_SAMPLES_PER_SHARD,
+                            workers=args.workers, skip_bad=args.skip_bad,
+                            progress=False if args.no_progress else None, **opts)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    m = load_manifest(path)
+    print(f"wrote {m.total} samples in {len(m.shards)} shards ({m.skipped} skipped) -> {path}")
+    return 0
+
+
+def run_info(args) -> int:
+    from lakd.cli import UsageError
+    from lakd.data.manifest import load_manifest
+
+    try:
+        m = load_manifest(args.manifest)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    sys.stdout.write(m.to_json() if args.json else m.summary() + "\n")
+    return 0
+
+
+def run_verify(args) -> int:
+    from lakd.cli import UsageError
+    from lakd.data.build import verify_shards
+
+    try:
+        problems = verify_shards(args.manifest)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    for p in problems:
+        print(p)
+    print("ok" if not problems else f"{len(problems)} problem(s)")
+    return 0 if not problems else 1

@@ -1,0 +1,141 @@
+"""The manifest of one split of a shard set: `<out>/<dataset>-<split>.manifest.json`.
+
+Shard entries are paths relative to the manifest's folder (as written by `lakd shards build`), absolute
+paths, or `pipe:` URLs (e.g. `pipe:curl -s https://host/x.tar`). `load_manifest(..., shard_root=...)`
+re-roots relative entries: a folder, or a template containing `{shard}` (e.g.
+`pipe:aws s3 cp s3://bucket/shards/{shard} -`).
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+FORMAT = "lakd-shards/1"
+SUFFIX = ".manifest.json"
+
+
+@dataclass
+class Manifest:
+    dataset: str
+    split: str
+    shards: list[str]
+    samples_per_shard: list[int]
+    total: int
+    num_classes: int
+    class_pixel_histogram: list[int]
+    sha256: dict[str, str]
+    config: dict
+    lakd_version: str
+    skipped: int = 0
+    skipped_keys: list[str] = field(default_factory=list)
+    ignore_pixels: int = 0
+    ignore_index: int = 255
+    format: str = FORMAT
+    # where the manifest was loaded from (not serialised)
+    path: Path | None = field(default=None, repr=False, compare=False)
+    shard_root: str | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("path")
+        d.pop("shard_root")
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n"
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent if self.path is not None else Path(".")
+
+    def shard_urls(self) -> list[str]:
+        """Openable location of every shard (local path or `pipe:` URL)."""
+        return [self.resolve(s) for s in self.shards]
+
+    def resolve(self, shard: str) -> str:
+        if shard.startswith("pipe:") or os.path.isabs(shard) or "://" in shard:
+            return shard
+        root = self.shard_root
+        if root is None:
+            return str(self.base_dir / shard)
+        if "{shard}" in root:
+            return root.replace("{shard}", shard)
+        if root.startswith("pipe:"):
+            raise ValueError("shard_root starting with 'pipe:' must contain '{shard}'")
+        return str(Path(root) / shard)
+
+    def offsets(self) -> list[int]:
+        """Global index of the first sample of each shard (shards in manifest order)."""
+        out, acc = [], 0
+        for n in self.samples_per_shard:
+            out.append(acc)
+            acc += n
+        return out
+
+    def summary(self) -> str:
+        from lakd.data.cards import get_card
+
+        lines = [
+            f"{self.dataset} / {self.split}: {self.total} samples in {len(self.shards)} shards"
+            f" ({self.skipped} skipped), {self.num_classes} classes, lakd {self.lakd_version}",
+        ]
+        if self.path is not None:
+            lines.append(f"manifest: {self.path}")
+            sizes = [os.path.getsize(u) for u in self.shard_urls() if os.path.exists(u)]
+            if sizes:
+                lines.append(f"bytes on disk: {sum(sizes) / 1e6:.1f} MB ({len(sizes)} shards present locally)")
+        if self.shards:
+            lines.append(f"shards: {self.shards[0]} ... {self.shards[-1]}")
+        hist = self.class_pixel_histogram
+        tot = sum(hist) + self.ignore_pixels
+        if tot:
+            try:
+                names = get_card(self.dataset).class_names
+            except ValueError:
+                names = [str(i) for i in range(self.num_classes)]
+            lines.append(f"pixels: {tot} ({100.0 * self.ignore_pixels / tot:.1f}% ignore)")
+            lines.append("class pixel share:")
+            for i, n in enumerate(hist):
+                lines.append(f"  {i:3d} {names[i] if i < len(names) else '?':<24s} {100.0 * n / tot:6.2f}%")
+        if self.skipped_keys:
+            lines.append("skipped: " + ", ".join(self.skipped_keys[:20]) + (" ..." if len(self.skipped_keys) > 20 else ""))
+        return "\n".join(lines)
+
+
+def manifest_name(dataset: str, split: str) -> str:
+    return f"{dataset}-{split}{SUFFIX}"
+
+
+def load_manifest(path, *, shard_root: str | None = None) -> Manifest:
+    """Load a manifest from its file, a folder holding exactly one manifest, or a glob matching one file."""
+    if isinstance(path, Manifest):
+        return path
+    p = Path(os.fspath(path))
+    if p.is_dir():
+        found = sorted(p.glob("*" + SUFFIX))
+        if len(found) != 1:
+            raise ValueError(f"{p}: expected exactly one *{SUFFIX} in the folder, found {len(found)}")
+        p = found[0]
+    elif not p.exists() and glob.has_magic(str(p)):
+        found = sorted(glob.glob(str(p)))
+        if len(found) != 1:
+            raise ValueError(f"{p}: the pattern must match exactly one manifest, matched {len(found)}")
+        p = Path(found[0])
+    try:
+        d = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"manifest not found: {p}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{p}: not a JSON manifest ({exc})") from None
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        raise ValueError(f"{p}: not a lakd shard manifest (format {d.get('format') if isinstance(d, dict) else None!r})")
+    known = {f for f in Manifest.__dataclass_fields__ if f not in ("path", "shard_root")}
+    m = Manifest(**{k: v for k, v in d.items() if k in known})
+    if len(m.shards) != len(m.samples_per_shard) or sum(m.samples_per_shard) != m.total:
+        raise ValueError(f"{p}: inconsistent manifest (shards / samples_per_shard / total)")
+    m.path = p.resolve()
+    m.shard_root = shard_root
+    return m
