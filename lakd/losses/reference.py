@@ -55,6 +55,8 @@ def check_logit_pair(name: str, student: torch.Tensor, teacher: torch.Tensor) ->
                          f"{tuple(teacher.shape)} differ in shape (resize the teacher's logits first)")
     if student.device != teacher.device:
         raise ValueError(f"{name}: student logits on {student.device} but teacher logits on {teacher.device}")
+    if student.numel() == 0:
+        raise ValueError(f"{name}: empty logits of shape {tuple(student.shape)}")
 
 
 def check_ce_inputs(logits: torch.Tensor, labels: torch.Tensor) -> None:
