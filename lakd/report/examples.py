@@ -1,0 +1,101 @@
+"""Predictions of the finished models on a few validation images, for the report's example grid.
+
+Each model is loaded from its stage's export (`lakd.models.export.load_export`); the label-assisted teacher
+gets the ground truth through the fixed class code (its privileged input at distillation time), built with
+the noise settings its stage was trained with (`noise` section of the stage's config.yaml).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import yaml
+
+from lakd.report.results import StageResult
+
+# (column title, role, label input for label-assisted models)
+DEFAULT_COLUMNS = (
+    ("LA teacher, with label", "teacher_label", "fixed"),
+    ("Baseline", "baseline", None),
+    ("KD", "kd", None),
+    ("LAD", "lad", None),
+)
+
+
+def _noise_settings(r: StageResult, meta: dict) -> dict:
+    """LabelNoiser keyword arguments of a label-assisted model: from its export meta, else its config.yaml."""
+    noise = meta.get("noise")
+    if not isinstance(noise, dict):
+        cfg_path = r.stage_dir / "config.yaml"
+        cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.exists() else {}
+        noise = (cfg or {}).get("noise") or {}
+    keys = ("code_dim", "sigma", "fixed_sigma", "scale")
+    return {k: noise[k] for k in keys if k in noise}
+
+
+def _pick(results: Sequence[StageResult], role: str, student_arch: str | None) -> StageResult | None:
+    """The run shown for a role: same student architecture where it applies, lowest seed first."""
+    cands = [r for r in results if r.has_role(role) and r.export_path() is not None]
+    if student_arch and role in ("baseline", "kd", "lad"):
+        cands = [r for r in cands if r.arch == student_arch] or cands
+    return min(cands, key=lambda r: (r.seed is None, r.seed or 0, r.run_name), default=None)
+
+
+@torch.no_grad()
+def predict_examples(results: Sequence[StageResult], val_manifest: str | Path, *, num_examples: int = 4,
+                     columns: Sequence[tuple[str, str, str | None]] = DEFAULT_COLUMNS,
+                     student_arch: str | None = None, device: str | torch.device = "cpu") -> dict:
+    """`{"dataset", "class_names", "columns", "examples", "caption"}` for `write_report(examples=...)`.
+
+    Uses the first `num_examples` validation images that hold at least two classes (so there is something to
+    segment). Columns whose role has no finished run with an export are left out."""
+    from lakd.data.cards import get_card
+    from lakd.data.pipeline import build_eval_loader
+    from lakd.evaluation.evaluate import label_input_fn
+    from lakd.evaluation.inference import predict
+    from lakd.method.label_noise import LabelNoiser
+    from lakd.models.export import load_export
+
+    models = []
+    for title, role, label_mode in columns:
+        r = _pick(results, role, student_arch)
+        if r is None:
+            continue
+        model, meta = load_export(r.export_path(), map_location=device)
+        input_fn = None
+        if int(meta.get("label_channels", 0)) > 0:
+            noiser = LabelNoiser(int(meta["num_classes"]), **_noise_settings(r, meta))
+            input_fn = label_input_fn(noiser, label_mode or "zeros")
+        models.append((title, r, model, meta, input_fn))
+    if not models:
+        return {"examples": []}
+    meta0 = models[0][3]
+    mean = np.asarray(meta0["mean"], dtype=np.float32)
+    std = np.asarray(meta0["std"], dtype=np.float32)
+    card = get_card(meta0["dataset"])
+
+    examples = []
+    for sample in build_eval_loader(val_manifest, mean=meta0["mean"], std=meta0["std"]):
+        label = sample["label"].to(device).long()
+        if len(torch.unique(label[label != card.ignore_index])) < 2:
+            continue
+        preds = {}
+        for title, r, model, meta, input_fn in models:
+            image = sample["image"].to(device).float()
+            if list(meta["mean"]) != list(meta0["mean"]) or list(meta["std"]) != list(meta0["std"]):
+                raw = image * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
+                image = (raw - torch.tensor(meta["mean"]).view(1, 3, 1, 1)) / torch.tensor(meta["std"]).view(1, 3, 1, 1)
+            extra = input_fn(image, label) if input_fn is not None else None
+            preds[title] = predict(model, image, mode="whole", extra_input=extra).argmax(1)[0].cpu().numpy()
+        img = sample["image"][0].permute(1, 2, 0).cpu().numpy() * std + mean
+        examples.append({"image": np.clip(img, 0, 255).astype(np.uint8), "label": label[0].cpu().numpy(),
+                         "preds": preds, "key": sample.get("key", [None])[0]})
+        if len(examples) >= num_examples:
+            break
+    used = ", ".join(f"{title}: `{r.run_name}`" for title, r, *_ in models)
+    return {"dataset": meta0["dataset"], "class_names": list(card.class_names), "examples": examples,
+            "columns": [m[0] for m in models],
+            "caption": f"Models shown (lowest seed): {used}. The LA teacher is fed the ground truth through "
+                       f"the fixed class code; every other model sees the image only."}
