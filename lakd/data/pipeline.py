@@ -149,8 +149,9 @@ def iter_shard_range(url: str, start: int, stop: int, needed=None, stats: dict |
         finally:
             try:
                 tf.close()
-            finally:
                 closer.close()
+            except Exception:  # e.g. a `pipe:` reader killed by SIGPIPE because we stopped early
+                pass
     for p in range(max(pos, start), stop):  # positions the shard could not deliver
         if needed is None or needed(p):
             yield p, None

@@ -1,0 +1,212 @@
+#!/usr/bin/env python
+"""Data-throughput benchmark: the lakd shard pipeline vs a folder of file pairs read like the reference code.
+
+Both sides decode the same JPEG images and uint8 PNG labels and produce the same training crops (random scale
+0.5-2.0, pad, crop, flip, normalise) on one CPU core (one process, one thread), in one run on one machine:
+
+- `shards`: `lakd.data.build_train_loader` over WebDataset tar shards (sequential tar reads; only the crop
+  window is resized);
+- `folder_lakd_transform` (for insight only): the same folder with lakd's transform, which shows how much
+  of the gain comes from the tar stream and how much from resizing only the crop window;
+- `folder`: a torch `Dataset` over `images/<i>.jpg` + `labels/<i>.png`, one file pair per sample, doing what
+  the reference code's `__getitem__` does (decode, resize the whole image and label, float mean/std, pad,
+  crop, flip), through a `DataLoader` with `num_workers=0`. PIL is used on both sides (OpenCV is not a lakd
+  dependency).
+
+Prints a table and a JSON line; `--json PATH` also writes it (default benchmarks/results/bench_data.json).
+Both data sets are written fresh and are in the page cache: this measures CPU cost per sample, not disk.
+Usage: python benchmarks/bench_data.py [--num-images 48] [--height 1024 --width 2048] [--crop 512] [--samples 96]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import lakd
+from lakd import IGNORE_INDEX
+from lakd.data.build import _ShardWriter, atomic_write_bytes, encode_label_png
+from lakd.data.manifest import FORMAT, Manifest, manifest_name
+from lakd.data.pipeline import build_train_loader
+from lakd.data.readers.synthetic import generate
+from lakd.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+
+def make_data(root: Path, n: int, h: int, w: int, seed: int = 0) -> tuple[Path, Path]:
+    """n synthetic scenes at h x w: a folder of file pairs and the same bytes as shards + manifest."""
+    import io
+
+    folder, shards = root / "folder", root / "shards"
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels").mkdir(parents=True)
+    shards.mkdir()
+    writer = _ShardWriter(shards, "bench", "train", 16)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        img, lab = generate(i, 256, seed)
+        im = Image.fromarray(img).resize((w, h), Image.BICUBIC)
+        arr = np.asarray(im, dtype=np.int16) + rng.integers(-6, 7, (h, w, 3))  # fine detail like a real photo
+        im = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=90)
+        jpg = buf.getvalue()
+        label = np.asarray(Image.fromarray(lab).resize((w, h), Image.NEAREST))
+        png = encode_label_png(label)
+        (folder / "images" / f"{i:06d}.jpg").write_bytes(jpg)
+        (folder / "labels" / f"{i:06d}.png").write_bytes(png)
+        writer.add(i, jpg, "jpg", png, {"key": f"{i:06d}", "index": i, "width": w, "height": h})
+    writer.close_shard()
+    m = Manifest(dataset="synthetic", split="train", shards=writer.names, samples_per_shard=writer.counts,
+                 total=n, num_classes=8, class_pixel_histogram=[0] * 8, sha256=writer.sha, config={},
+                 lakd_version=lakd.__version__, format=FORMAT)
+    mpath = shards / manifest_name("bench", "train")
+    atomic_write_bytes(mpath, m.to_json().encode())
+    return folder, mpath
+
+
+class FolderDataset(torch.utils.data.Dataset):
+    """One image file + one label file per sample, augmented the way the reference code's Dataset does."""
+
+    def __init__(self, folder: Path, crop: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        self.images = sorted((folder / "images").glob("*.jpg"))
+        self.labels = [folder / "labels" / (p.stem + ".png") for p in self.images]
+        self.crop = crop
+        self.mean = np.asarray(mean, np.float32)
+        self.std = np.asarray(std, np.float32)
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        image = Image.open(self.images[i]).convert("RGB")
+        label = Image.open(self.labels[i])
+        f = 0.5 + random.randint(0, 15) / 10.0
+        w, h = image.size
+        size = (int(round(w * f)), int(round(h * f)))
+        image = np.asarray(image.resize(size, Image.BILINEAR), np.float32)
+        label = np.asarray(label.resize(size, Image.NEAREST), np.int64)
+        image = (image - self.mean) / self.std
+        ph, pw = max(self.crop - label.shape[0], 0), max(self.crop - label.shape[1], 0)
+        if ph or pw:
+            image = np.pad(image, ((0, ph), (0, pw), (0, 0)))
+            label = np.pad(label, ((0, ph), (0, pw)), constant_values=IGNORE_INDEX)
+        y0 = random.randint(0, label.shape[0] - self.crop)
+        x0 = random.randint(0, label.shape[1] - self.crop)
+        image = image[y0:y0 + self.crop, x0:x0 + self.crop].transpose(2, 0, 1)
+        label = label[y0:y0 + self.crop, x0:x0 + self.crop]
+        if random.random() < 0.5:
+            image, label = image[:, :, ::-1], label[:, ::-1]
+        return torch.from_numpy(image.copy()), torch.from_numpy(label.copy())
+
+
+class FolderLakdTransform(FolderDataset):
+    """Same files, but lakd's crop-first transform: separates storage effects from transform effects."""
+
+    def __init__(self, folder: Path, crop: int):
+        super().__init__(folder, crop)
+        from lakd.data.transforms import _norm_tensors, scale_choices
+
+        self.mean_t, self.std_t = _norm_tensors(IMAGENET_MEAN, IMAGENET_STD)
+        self.scales = scale_choices((0.5, 2.0))
+        self.epoch = 0
+
+    def __getitem__(self, i):
+        from lakd.data.transforms import decode_image, decode_label, sample_rng, train_transform
+
+        image = decode_image(self.images[i].read_bytes())
+        label = decode_label(self.labels[i].read_bytes())
+        return train_transform(image, label, sample_rng(0, self.epoch, i), crop_size=(self.crop, self.crop),
+                               scales=self.scales, mean_t=self.mean_t, std_t=self.std_t)
+
+
+def time_batches(it, batch_size: int, samples: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        next(it)
+    n = 0
+    t = time.perf_counter()
+    while n < samples:
+        b = next(it)
+        n += (b["image"] if isinstance(b, dict) else b[0]).shape[0]
+    return n / (time.perf_counter() - t)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--num-images", type=int, default=48)
+    ap.add_argument("--height", type=int, default=1024)
+    ap.add_argument("--width", type=int, default=2048)
+    ap.add_argument("--crop", type=int, default=512)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--samples", type=int, default=96, help="timed samples per side (after one warm-up batch)")
+    ap.add_argument("--repeats", type=int, default=2, help="alternate the two sides this many times, keep the best")
+    ap.add_argument("--json", default="benchmarks/results/bench_data.json")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    random.seed(0)
+    with tempfile.TemporaryDirectory(prefix="lakd-bench-") as tmp:
+        t0 = time.perf_counter()
+        folder, manifest = make_data(Path(tmp), args.num_images, args.height, args.width)
+        prep = time.perf_counter() - t0
+        res = {"shards": [], "folder": [], "folder_lakd_transform": []}
+        for r in range(args.repeats):
+            stream = build_train_loader(manifest, batch_size=args.batch_size, crop_size=args.crop, seed=r,
+                                        num_workers=0)
+            res["shards"].append(time_batches(stream, args.batch_size, args.samples))
+            stream.close()
+            dl = torch.utils.data.DataLoader(FolderDataset(folder, args.crop), batch_size=args.batch_size,
+                                             shuffle=True, num_workers=0, drop_last=True)
+
+            def forever(dl=dl):
+                while True:
+                    yield from dl
+
+            res["folder"].append(time_batches(forever(), args.batch_size, args.samples))
+            dl2 = torch.utils.data.DataLoader(FolderLakdTransform(folder, args.crop), batch_size=args.batch_size,
+                                              shuffle=True, num_workers=0, drop_last=True)
+
+            def forever2(dl=dl2):
+                while True:
+                    yield from dl
+
+            res["folder_lakd_transform"].append(time_batches(forever2(), args.batch_size, args.samples))
+    shard_sps, folder_sps = max(res["shards"]), max(res["folder"])
+    folder2_sps = max(res["folder_lakd_transform"])
+    out = {
+        "benchmark": "data_throughput", "unit": "samples/s per core", "shards": round(shard_sps, 2),
+        "folder": round(folder_sps, 2), "folder_lakd_transform": round(folder2_sps, 2), "ratio": round(shard_sps / folder_sps, 3), "goal_ratio": 1.5,
+        "runs": {k: [round(v, 2) for v in vs] for k, vs in res.items()},
+        "config": {"images": args.num_images, "image_size": [args.height, args.width], "crop": args.crop,
+                   "batch_size": args.batch_size, "timed_samples": args.samples, "repeats": args.repeats,
+                   "threads": 1, "processes": 1},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+                    "load_avg_1m": round(os.getloadavg()[0], 2)},
+        "data_prep_s": round(prep, 1), "lakd_version": lakd.__version__,
+    }
+    print(f"{'pipeline':<34s} {'samples/s/core':>15s}")
+    print(f"{'lakd shards (tar stream)':<34s} {shard_sps:15.2f}")
+    print(f"{'folder of file pairs (reference)':<34s} {folder_sps:15.2f}")
+    print(f"{'folder, lakd crop-first transform':<34s} {folder2_sps:15.2f}   (storage vs transform split)")
+    print(f"{'ratio shards / folder':<34s} {shard_sps / folder_sps:15.2f}   (goal >= 1.5)")
+    print(f"({args.num_images} JPEG {args.height}x{args.width} images, {args.crop}x{args.crop} crops, 1 process x "
+          f"1 thread, best of {args.repeats}; 1-min load average {out['machine']['load_avg_1m']} on "
+          f"{out['machine']['cpus']} CPUs)")
+    print(json.dumps(out))
+    if args.json:
+        p = Path(args.json)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(p, (json.dumps(out, indent=1) + "\n").encode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
