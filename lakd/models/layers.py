@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 def scale_channels(channels: int, width: float, minimum: int = 4) -> int:
@@ -44,3 +45,22 @@ def init_classifier(conv: nn.Conv2d) -> None:
     nn.init.normal_(conv.weight, 0.0, 0.01)
     if conv.bias is not None:
         nn.init.zeros_(conv.bias)
+
+
+class PooledConvBNReLU(nn.Sequential):
+    """AdaptiveAvgPool -> 1x1 conv -> BN -> ReLU (keys `1.weight`, `2.*`), used by ASPP image pooling and
+    PSP pyramid stages. With a 1x1 pooled map and a batch of one, training-mode BatchNorm has a single value
+    per channel and would raise; the BN then normalises with its running statistics for that call instead."""
+
+    def __init__(self, bins: int, in_ch: int, out_ch: int):
+        super().__init__(nn.AdaptiveAvgPool2d(bins), nn.Conv2d(in_ch, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch),
+                         nn.ReLU(inplace=True))
+
+    def forward(self, x):
+        pool, conv, bn, relu = self
+        y = conv(pool(x))
+        if self.training and y.shape[0] * y.shape[2] * y.shape[3] == 1:
+            y = F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        else:
+            y = bn(y)
+        return relu(y)

@@ -11,7 +11,6 @@ import json
 import math
 from typing import Any, Callable
 
-import torch.nn as nn
 
 from lakd.models.backbones import BACKBONES, build_backbone
 from lakd.models.heads import ASPPHead, FCNHead, PSPHead
@@ -19,13 +18,13 @@ from lakd.models.layers import scale_channels
 from lakd.models.segmentor import Segmentor
 
 MODELS = ("fcn", "pspnet", "deeplabv3", "stdc", "ocrnet")
-_DILATED = ("resnet18", "resnet50", "resnet101", "mobilenetv2")
+_DILATED = ("resnet18", "resnet50", "resnet101", "mobilenetv2", "hrnetv2_w18")
 COMBINATIONS: dict[str, tuple[str, ...]] = {
     "fcn": _DILATED,
     "pspnet": _DILATED,
     "deeplabv3": _DILATED,
-    "ocrnet": (),  # TODO(issue 3): HRNetV2-W18 / ResNet OCRNet
-    "stdc": (),  # TODO(issue 3): STDC1/2
+    "stdc": ("stdc1", "stdc2"),
+    "ocrnet": _DILATED,
 }
 # default (model, backbone) pairs: what `lakd models` lists first and what a user most likely wants
 DEFAULT_BACKBONE = {"fcn": "resnet18", "pspnet": "resnet18", "deeplabv3": "resnet18", "stdc": "stdc1",

@@ -13,7 +13,8 @@ import torch.nn as nn
 class SegOutput:
     """What every lakd model returns.
 
-    logits:     [N, num_classes, ceil(H/8), ceil(W/8)] main class logits (output stride 8).
+    logits:     [N, num_classes, ceil(H/8), ceil(W/8)] main class logits (output stride 8; upsample them to the
+                label size, bilinear with align_corners=True as the reference code, for the loss / prediction).
     aux_logits: [N, num_classes, h, w] auxiliary-head logits (FCN head on c3 for ResNets, OCRNet's soft object
                 regions, STDC's context head) in training mode when the model has an aux head; None otherwise
                 (eval mode skips the aux head).
@@ -33,8 +34,6 @@ class Segmentor(nn.Module):
     `config` holds the `build_model` keyword arguments; `build_model(**model.config)` rebuilds the architecture.
     """
 
-    output_stride = 8
-
     def __init__(self, backbone: nn.Module, decode_head: nn.Module, aux_head: nn.Module | None,
                  config: dict[str, Any], *, return_aux: bool = True):
         super().__init__()
@@ -43,6 +42,8 @@ class Segmentor(nn.Module):
         self.aux_head = aux_head
         self._config = dict(config)
         self.return_aux = return_aux and aux_head is not None
+        # stride of the logits w.r.t. the input: 8 for every registered model (4 for hrnetv2_w18, concat_stride=4)
+        self.output_stride = int(getattr(backbone, "strides", [8])[-1])
 
     @property
     def config(self) -> dict[str, Any]:
@@ -69,10 +70,9 @@ class Segmentor(nn.Module):
         return SegOutput(logits=logits, aux_logits=aux if (self.training and self.return_aux) else None,
                          features=features)
 
-    @staticmethod
-    def output_size(height: int, width: int) -> tuple[int, int]:
-        """Spatial size of `logits` for an input of `height` x `width`."""
-        return math.ceil(height / 8), math.ceil(width / 8)
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """Spatial size of `logits` for an input of `height` x `width` (ceil(H/8), ceil(W/8))."""
+        return math.ceil(height / self.output_stride), math.ceil(width / self.output_stride)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self._config.items())

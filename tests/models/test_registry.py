@@ -22,7 +22,7 @@ def test_forward_backward_shapes(name, backbone):
     x = torch.randn(2, 4, 65, 50)
     out = model(x)
     assert isinstance(out, SegOutput)
-    h, w = Segmentor.output_size(65, 50)
+    h, w = model.output_size(65, 50)
     assert (h, w) == (9, 7)
     assert out.logits.shape == (2, 5, h, w)
     assert out.features is not None and out.features.shape[0] == 2 and out.features.shape[-2:] == (h, w)
@@ -108,3 +108,19 @@ def test_width_scales_parameters():
         full = _count(build_model("pspnet", "resnet18", 19))
         small = _count(build_model("pspnet", "resnet18", 19, width=SMALL))
     assert small < full / 50
+
+
+@pytest.mark.parametrize("name", ["deeplabv3", "pspnet"])
+def test_batch_of_one_trains(name):
+    """Pooled 1x1 branches fall back to running statistics instead of failing on a batch of one."""
+    model = build_model(name, "resnet18", 3, width=SMALL)
+    out = model(torch.randn(1, 3, 40, 40))
+    (out.logits.mean() + out.aux_logits.mean()).backward()
+
+
+def test_hrnet_concat_stride_4():
+    model = build_model("ocrnet", "hrnetv2_w18", 3, width=SMALL, concat_stride=4)
+    assert model.output_stride == 4
+    out = model(torch.randn(2, 3, 64, 64))
+    assert out.logits.shape[-2:] == model.output_size(64, 64) == (16, 16)
+    assert build_model(**model.config).output_stride == 4

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lakd.models.layers import conv_bn_relu, init_classifier
+from lakd.models.layers import PooledConvBNReLU, conv_bn_relu, init_classifier
 
 STYLES = ("cirkd", "mmseg")
 
@@ -22,7 +22,7 @@ class ASPP(nn.Module):
         self.pool_first, self.align_corners = pool_first, align_corners
         self.convs = nn.ModuleList([conv_bn_relu(in_channels, channels, 1)] +
                                    [conv_bn_relu(in_channels, channels, 3, dilation=r) for r in rates])
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), *conv_bn_relu(in_channels, channels, 1))
+        self.pool = PooledConvBNReLU(1, in_channels, channels)
         n = len(rates) + 2
         self.project = (nn.Sequential(*conv_bn_relu(n * channels, channels, 1),
                                       nn.Dropout(dropout) if dropout > 0 else nn.Identity())

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lakd.models.layers import conv_bn_relu, init_classifier
+from lakd.models.layers import PooledConvBNReLU, conv_bn_relu, init_classifier
 
 
 class PSPHead(nn.Module):
@@ -17,9 +17,7 @@ class PSPHead(nn.Module):
         self.in_index = in_index
         self.align_corners = align_corners
         pool_channels = pool_channels or max(1, in_channels // 4)
-        self.ppm = nn.ModuleList([
-            nn.Sequential(nn.AdaptiveAvgPool2d(b), *conv_bn_relu(in_channels, pool_channels, 1)) for b in bins
-        ])
+        self.ppm = nn.ModuleList([PooledConvBNReLU(b, in_channels, pool_channels) for b in bins])
         self.bottleneck = conv_bn_relu(in_channels + len(bins) * pool_channels, channels, 3)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(channels, num_classes, 1)
