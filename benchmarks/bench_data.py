@@ -6,12 +6,12 @@ Both sides decode the same JPEG images and uint8 PNG labels and produce the same
 
 - `shards`: `lakd.data.build_train_loader` over WebDataset tar shards (sequential tar reads; only the crop
   window is resized);
-- `folder_lakd_transform` (for insight only): the same folder with lakd's transform, which shows how much
-  of the gain comes from the tar stream and how much from resizing only the crop window;
 - `folder`: a torch `Dataset` over `images/<i>.jpg` + `labels/<i>.png`, one file pair per sample, doing what
   the reference code's `__getitem__` does (decode, resize the whole image and label, float mean/std, pad,
   crop, flip), through a `DataLoader` with `num_workers=0`. PIL is used on both sides (OpenCV is not a lakd
-  dependency).
+  dependency);
+- `folder_lakd_transform` (for insight only): the same folder with lakd's transform, which shows how much
+  of the gain comes from the tar stream and how much from resizing only the crop window.
 
 Prints a table and a JSON line; `--json PATH` also writes it (default benchmarks/results/bench_data.json).
 Both data sets are written fresh and are in the page cache: this measures CPU cost per sample, not disk.
@@ -114,9 +114,9 @@ class FolderLakdTransform(FolderDataset):
 
     def __init__(self, folder: Path, crop: int):
         super().__init__(folder, crop)
-        from lakd.data.transforms import _norm_tensors, scale_choices
+        from lakd.data.transforms import norm_tensors, scale_choices
 
-        self.mean_t, self.std_t = _norm_tensors(IMAGENET_MEAN, IMAGENET_STD)
+        self.mean_t, self.std_t = norm_tensors(IMAGENET_MEAN, IMAGENET_STD)
         self.scales = scale_choices((0.5, 2.0))
         self.epoch = 0
 

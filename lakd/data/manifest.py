@@ -3,7 +3,8 @@
 Shard entries are paths relative to the manifest's folder (as written by `lakd shards build`), absolute
 paths, or `pipe:` URLs (e.g. `pipe:curl -s https://host/x.tar`). `load_manifest(..., shard_root=...)`
 re-roots relative entries: a folder, or a template containing `{shard}` (e.g.
-`pipe:aws s3 cp s3://bucket/shards/{shard} -`).
+`pipe:aws s3 cp s3://bucket/shards/{shard} -`). The manifest itself may be read from a `pipe:` command; its
+shards are then fetched by the same command with the manifest's file name replaced by the shard's.
 """
 from __future__ import annotations
 
@@ -109,10 +110,47 @@ def manifest_name(dataset: str, split: str) -> str:
     return f"{dataset}-{split}{SUFFIX}"
 
 
+def _parse(d, where: str) -> Manifest:
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        raise ValueError(f"{where}: not a lakd shard manifest (format {d.get('format') if isinstance(d, dict) else None!r})")
+    known = {f for f in Manifest.__dataclass_fields__ if f not in ("path", "shard_root")}
+    m = Manifest(**{k: v for k, v in d.items() if k in known})
+    if len(m.shards) != len(m.samples_per_shard) or sum(m.samples_per_shard) != m.total:
+        raise ValueError(f"{where}: inconsistent manifest (shards / samples_per_shard / total)")
+    return m
+
+
+def _load_piped(url: str, shard_root: str | None) -> Manifest:
+    """A manifest read from a `pipe:` command; shards default to the same command with the manifest's file
+    name replaced by each shard's (e.g. `pipe:curl -s https://host/d/x-train.manifest.json`)."""
+    import subprocess
+
+    cmd = url[len("pipe:"):]
+    try:
+        out = subprocess.run(cmd, shell=True, check=True, capture_output=True).stdout
+        d = json.loads(out)
+    except subprocess.CalledProcessError as exc:
+        raise ValueError(f"{url}: command failed with status {exc.returncode}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{url}: not a JSON manifest ({exc})") from None
+    m = _parse(d, url)
+    if shard_root is None:
+        name = f"{m.dataset}-{m.split}{SUFFIX}"
+        if name not in url:
+            raise ValueError(f"{url}: cannot tell where the shards are; pass shard_root (a folder or a "
+                             f"template with {{shard}})")
+        shard_root = url.replace(name, "{shard}")
+    m.shard_root = shard_root
+    return m
+
+
 def load_manifest(path, *, shard_root: str | None = None) -> Manifest:
-    """Load a manifest from its file, a folder holding exactly one manifest, or a glob matching one file."""
+    """Load a manifest from its file, a folder holding exactly one manifest, a glob matching one file, or a
+    `pipe:` command printing it."""
     if isinstance(path, Manifest):
         return path
+    if isinstance(path, str) and path.startswith("pipe:"):
+        return _load_piped(path, shard_root)
     p = Path(os.fspath(path))
     if p.is_dir():
         found = sorted(p.glob("*" + SUFFIX))
@@ -130,12 +168,7 @@ def load_manifest(path, *, shard_root: str | None = None) -> Manifest:
         raise ValueError(f"manifest not found: {p}") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{p}: not a JSON manifest ({exc})") from None
-    if not isinstance(d, dict) or d.get("format") != FORMAT:
-        raise ValueError(f"{p}: not a lakd shard manifest (format {d.get('format') if isinstance(d, dict) else None!r})")
-    known = {f for f in Manifest.__dataclass_fields__ if f not in ("path", "shard_root")}
-    m = Manifest(**{k: v for k, v in d.items() if k in known})
-    if len(m.shards) != len(m.samples_per_shard) or sum(m.samples_per_shard) != m.total:
-        raise ValueError(f"{p}: inconsistent manifest (shards / samples_per_shard / total)")
+    m = _parse(d, str(p))
     m.path = p.resolve()
     m.shard_root = shard_root
     return m

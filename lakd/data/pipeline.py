@@ -39,7 +39,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lakd.data.manifest import Manifest, load_manifest
-from lakd.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, CorruptSample, _norm_tensors, decode_image,
+from lakd.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, CorruptSample, norm_tensors, decode_image,
                                   decode_label, eval_transform, sample_rng, scale_choices, train_transform)
 
 log = logging.getLogger("lakd.data")
@@ -305,9 +305,10 @@ class _TrainIterable(IterableDataset):
         st = self.states[L]
         epoch, k0 = int(st["epoch"]), int(st["pos"])
         stats = {c: int(st.get("stats", {}).get(c, 0)) for c in _COUNTERS}
-        mean_t, std_t = _norm_tensors(self.mean, self.std)
+        mean_t, std_t = norm_tensors(self.mean, self.std)
         imgs, labs = [], []
         while True:
+            good_before = stats["samples"]
             segs, perm = self.plan(epoch, slot)
             mask = None
             if k0 > 0:
@@ -336,6 +337,10 @@ class _TrainIterable(IterableDataset):
                              "_lakd": {"worker": L, "epoch": epoch, "pos": k + 1, "stats": dict(stats)}}
                     imgs, labs = [], []
                     yield batch
+            if stats["samples"] == good_before and k0 == 0:
+                raise RuntimeError(f"lakd.data: no readable sample in a whole epoch of rank {self.rank}, worker {L} "
+                                   f"({stats['corrupt']} corrupt so far); are the shards intact? "
+                                   f"(lakd shards verify MANIFEST)")
             epoch += 1
             k0 = 0
 
@@ -518,7 +523,7 @@ class _EvalIterable(IterableDataset):
         lo, hi = _balanced_bounds(n, self.W, w)
         segs = _runs(self.counts, np.arange(len(self.urls)), [(self.a + lo, self.a + hi)])[0]
         stats = {c: 0 for c in _COUNTERS}
-        mean_t, std_t = _norm_tensors(self.mean, self.std)
+        mean_t, std_t = norm_tensors(self.mean, self.std)
         for vp, sample in _read_run(self.urls, self.offsets, segs, None, stats):
             item = {"_lakd": None}
             if sample is None:

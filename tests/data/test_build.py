@@ -112,3 +112,22 @@ def test_progress_lines_when_not_a_tty(tmp_path, capsys):
     build_shards("synthetic", "train", tmp_path, num_samples=3, image_size=16, workers=1)
     err = capsys.readouterr().err
     assert "[lakd shards] synthetic/train: 3/3 samples (100%)" in err
+
+
+def test_shards_read_by_stock_webdataset(tmp_path):
+    import io
+
+    import webdataset as wds
+    from PIL import Image
+
+    from lakd.data.readers.synthetic import generate
+
+    m = load_manifest(build_shards("synthetic", "val", tmp_path, num_samples=5, image_size=20, samples_per_shard=2,
+                                   workers=1, progress=False))
+    ds = wds.WebDataset(m.shard_urls(), shardshuffle=False, empty_check=False)
+    samples = list(ds)
+    assert [s["__key__"] for s in samples] == [f"{i:08d}" for i in range(5)]
+    for i, s in enumerate(samples):
+        assert set(s) >= {"jpg", "label.png", "json"}
+        lab = np.asarray(Image.open(io.BytesIO(s["label.png"])))
+        np.testing.assert_array_equal(lab, generate(i, 20, 0, 1)[1])

@@ -75,11 +75,11 @@ def _reference_augment(image, label, rng, crop, scales, mean, std):
 
 def test_crop_then_resize_matches_resize_then_crop():
     from lakd.data.readers.synthetic import generate
-    from lakd.data.transforms import _norm_tensors
+    from lakd.data.transforms import norm_tensors
 
     img, lab = generate(3, 61, 0)
     image, label = Image.fromarray(img), Image.fromarray(lab)
-    mean_t, std_t = _norm_tensors(IMAGENET_MEAN, IMAGENET_STD)
+    mean_t, std_t = norm_tensors(IMAGENET_MEAN, IMAGENET_STD)
     scales = scale_choices((0.5, 2.0))
     for i in range(40):
         crop = [(32, 32), (48, 40), (80, 70)][i % 3]
@@ -268,3 +268,25 @@ def test_state_from_other_rank_resumes_approximately(shards, caplog):
     next(r)
     with pytest.raises(ValueError):
         r.load_state_dict({"version": 99})
+
+
+def test_all_corrupt_raises_instead_of_hanging(tmp_path):
+    m = build_shards("synthetic", "train", tmp_path, num_samples=6, image_size=16, samples_per_shard=3, workers=1,
+                     progress=False)
+    for p in tmp_path.glob("*.tar"):
+        p.write_bytes(b"\0" * 100)
+    s = build_train_loader(m, batch_size=2, crop_size=8, seed=0)
+    with pytest.raises(RuntimeError, match="no readable sample"):
+        next(s)
+
+
+def test_manifest_from_pipe_and_glob(shards):
+    m = load_manifest(f"pipe:cat {shards}")
+    assert m.shard_urls()[0] == f"pipe:cat {shards.parent}/synthetic-train-000000.tar"
+    a = build_train_loader(m, batch_size=2, crop_size=16, seed=0)
+    b = build_train_loader(str(shards.parent / "*.manifest.json"), batch_size=2, crop_size=16, seed=0)
+    assert _same(_take(a, 3), _take(b, 3))
+    with pytest.raises(ValueError, match="command failed"):
+        load_manifest("pipe:false")
+    with pytest.raises(ValueError, match="not found"):
+        load_manifest(shards.parent / "nope.manifest.json")
