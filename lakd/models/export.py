@@ -25,15 +25,17 @@ _SUFFIXES = (".safetensors", ".json")
 
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The bare lakd model inside DeepSpeed / DDP (`.module`) or torch.compile (`._orig_mod`) wrappers."""
-    seen = 0
-    while seen < 8:
-        seen += 1
-        if hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
-            model = model._orig_mod
-        elif hasattr(model, "module") and isinstance(model.module, nn.Module) and not hasattr(model, "config"):
-            model = model.module
-        else:
+    from lakd.models.segmentor import Segmentor
+
+    for _ in range(8):
+        if isinstance(model, Segmentor):
             break
+        inner = getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            inner = getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            break
+        model = inner
     return model
 
 

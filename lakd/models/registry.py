@@ -4,6 +4,13 @@ Every (model, backbone) pair in `COMBINATIONS` is built, run forward + backward 
 Head widths at `width=1` follow the reference code of each family (CIRKD for FCN-aux/PSPNet/DeepLabV3 on
 ResNet/MobileNetV2 -- this is the label-assisted distillation paper's code base --, mmseg for FCN, STDC and OCRNet);
 `width < 1` scales backbone and heads alike (e.g. `width=0.125` trains in seconds on a CPU).
+
+Auxiliary heads: an FCN head on c3 (ResNet layer3, MobileNetV2's 96-channel stage) for FCN / PSPNet / DeepLabV3,
+an FCN head on the 1/16 context feature for STDC, the soft-object-region FCN head for OCRNet (always built, as
+OCRNet needs it; `aux=False` only stops returning its logits). FCN / PSPNet / DeepLabV3 on HRNet have none.
+
+Reproducing the official LAD code (DeepLabV3-ResNet18 teacher/student on VOC):
+`build_model("deeplabv3", "resnet18", 21, 4, dropout=0.01, aspp_dropout=0.01)`; its PSPNet keeps dropout 0.1.
 """
 from __future__ import annotations
 
@@ -170,9 +177,11 @@ def build_model(name: str, backbone: str, num_classes: int, in_channels: int = 3
                  whole-model checkpoint in lakd / CIRKD / mmseg / torchvision key layout (see `lakd.models.weights`).
                  A first conv with fewer input channels than the model is widened (RGB copied, the rest
                  N(0,1) * `extra_channel_std`, default 0.1 as the LAD code).
-    kw:          model options (`channels`, `dropout`, `aux_dropout`, DeepLabV3 `rates`/`aspp_dropout`/`style`,
-                 PSPNet `pool_channels`/`bins`, FCN `num_convs`/`concat_input`/`kernel_size`, OCRNet
-                 `ocr_channels`, ResNet `deep_stem`, HRNet `concat_stride`).
+    kw:          model options (`channels`, `dropout` (0.1; decode and aux heads), `aux_dropout`, DeepLabV3
+                 `rates` (12, 24, 36) / `aspp_dropout` (0.5) / `style` ("cirkd" or "mmseg"), PSPNet
+                 `pool_channels` / `bins`, FCN `num_convs` / `concat_input` / `kernel_size`, OCRNet `ocr_channels`,
+                 ResNet `deep_stem` (True; False = torchvision 7x7 stem), HRNet `concat_stride` (8 or 4)).
+                 Channel options are given at width 1 and scaled by `width`. Unknown options raise ValueError.
     """
     _check_name(name)
     if backbone not in BACKBONES:

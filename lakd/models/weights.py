@@ -91,8 +91,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types; one line for the user
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"weight file {p} cannot be read as safetensors or a weights-only torch checkpoint: "
-                         f"{msg}") from None
+        raise ValueError(f"weight file {p} cannot be read as safetensors or a weights-only torch checkpoint "
+                         f"({msg}); if you trust the file, re-save just its state dict (torch.save(ckpt"
+                         f"['state_dict'], ...)) or convert it to safetensors") from None
     return _extract_tensors(obj, p)
 
 
@@ -355,7 +356,11 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, layout: str = "au
             report.mismatched.append(f"{k}: {list(v.shape)} vs {list(target.shape)}")
             continue
         to_load[k] = v
-    in_scope = [k for k in own if scope == "model" or k.startswith("backbone.")]
+    # an ImageNet file covers the backbone body (for STDC: not the context path / fusion built on top of it)
+    body = "backbone." + getattr(getattr(model, "backbone", None), "imagenet_prefix", "")
+    if any(k.startswith("backbone.") and not k.startswith(body) for k in state):
+        body = "backbone."  # the file has the whole backbone module
+    in_scope = [k for k in own if scope == "model" or k.startswith(body)]
     report.missing = [k for k in in_scope if k not in state]
     report.loaded = sorted(to_load)
     if strict and not report.ok:

@@ -424,3 +424,40 @@ def test_mmseg_key_names_land_on_same_shaped_lakd_keys(model, backbone):
     for k, v in converted.items():
         assert k in own, k
         assert own[k].shape == v.shape, k
+
+
+def test_bare_stdc_imagenet_file_widened(tmp_path):
+    """An mmseg-style STDCNet ImageNet file (`stages.*` with ConvModule names) into a 3+2 channel teacher."""
+    src = build_model("stdc", "stdc1", 5, width=SMALL)
+    bare = {}
+    for k, v in src.state_dict().items():
+        if k.startswith("backbone.backbone."):
+            k = k[len("backbone.backbone."):]
+            k = re.sub(r"\.0\.(weight|bias)$", r".conv.\1", k)
+            k = re.sub(r"\.1\.(weight|bias|running_mean|running_var|num_batches_tracked)$", r".bn.\1", k)
+            bare[k] = v
+    bare["linear.weight"] = torch.zeros(10, 128)
+    save_file(bare, str(tmp_path / "stdc1.safetensors"))
+    dst = build_model("stdc", "stdc1", 5, in_channels=5, width=SMALL)
+    report = load_weights(dst, tmp_path / "stdc1.safetensors")
+    assert report.layout == "mmseg" and report.scope == "backbone" and report.ok, report.summary()
+    assert report.ignored == ["linear.weight"] and len(report.widened) == 1
+    w = dst.backbone.backbone.stages[0][0].weight
+    assert w.shape[1] == 5 and torch.equal(w[:, :3], src.backbone.backbone.stages[0][0].weight)
+    assert torch.equal(dst.backbone.backbone.stages[3][1].layers[2][0].weight,
+                       src.backbone.backbone.stages[3][1].layers[2][0].weight)
+
+
+def test_export_of_wrapped_engine_like_object(tmp_path):
+    from lakd.models.export import load_export, save_export
+
+    class Engine(torch.nn.Module):  # DeepSpeedEngine keeps its own `config` and the model as `.module`
+        def __init__(self, m):
+            super().__init__()
+            self.module = m
+            self.config = {"train_batch_size": 8}
+
+    model = build_model("fcn", "mobilenetv2", 4, width=SMALL)
+    save_export(Engine(model), tmp_path / "e", {"dataset": "camvid"})
+    loaded, meta = load_export(tmp_path / "e")
+    assert meta["model"]["name"] == "fcn" and meta["label_channels"] == 0

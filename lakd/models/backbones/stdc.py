@@ -112,6 +112,7 @@ class STDCNet(nn.Module):
         self.out_channels = [ch[2], ctx, ctx, fused]
         self.strides = [8, 8, 16, 8]
         self.first_conv = "backbone.stages.0.0"
+        self.imagenet_prefix = "backbone."  # ImageNet files hold the STDCNet body only
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
