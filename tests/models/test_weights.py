@@ -288,6 +288,14 @@ def test_mobilenetv2_layouts(tmp_path):
     report = load_weights(dst, tmp_path / "tv.pth")
     assert report.layout == "torchvision" and report.ok and len(report.ignored) == 3
     assert all(torch.equal(dst.state_dict()[k], v) for k, v in src.state_dict().items() if k.startswith("backbone."))
+    # CIRKD ImageNet file: flat InvertedResidual indices (`features.N.conv.K`)
+    flat = dict(_mbv2_flat(bb), **{"classifier.1.weight": torch.zeros(10, 1280)})
+    assert detect_layout(flat) == "cirkd"
+    torch.save(flat, tmp_path / "mobilenetv2-imagenet.pth")
+    dst = build_model("deeplabv3", "mobilenetv2", 5, 4, width=SMALL)
+    report = load_weights(dst, tmp_path / "mobilenetv2-imagenet.pth")
+    assert report.ok and report.scope == "backbone" and len(report.widened) == 1
+    assert torch.equal(dst.backbone.features[5].conv[1][0].weight, src.backbone.features[5].conv[1][0].weight)
     # CIRKD whole model (flat InvertedResidual indices, `pretrained.net.` prefix, no aux head)
     src2 = build_model("deeplabv3", "mobilenetv2", 5, width=SMALL, aux=False)
     cirkd = {}
