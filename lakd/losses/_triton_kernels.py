@@ -32,7 +32,16 @@ import triton
 import triton.language as tl
 
 # "minus infinity" that keeps exp() and the online rescaling free of inf - inf
-_NEG = -1.0e30
+_NEG = tl.constexpr(-1.0e30)
+
+
+@triton.jit
+def _idx(x, IDX64: tl.constexpr):
+    """Index arithmetic in int64 only when a tensor has 2**31 elements or more (int32 saves registers)."""
+    if IDX64:
+        return x.to(tl.int64)
+    else:
+        return x
 
 
 @triton.jit
@@ -40,16 +49,17 @@ def _softmax_kl_fwd(
     s_ptr, t_ptr, lse_s_ptr, lse_t_ptr, part_ptr,
     R, K, INNER, OUTER_STRIDE, K_STRIDE, inv_T,
     BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, SINGLE: tl.constexpr, SYMMETRIC: tl.constexpr,
+    IDX64: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    rows = _idx(pid, IDX64) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_mask = rows < R
     rows_c = tl.where(row_mask, rows, 0)
-    base = (rows_c // INNER).to(tl.int64) * OUTER_STRIDE + (rows_c % INNER)
+    base = _idx(rows_c // INNER, IDX64) * OUTER_STRIDE + (rows_c % INNER)
     ks = tl.arange(0, BLOCK_K)
     if SINGLE:
         kmask = ks < K
-        offs = base[:, None] + ks[None, :].to(tl.int64) * K_STRIDE
+        offs = base[:, None] + _idx(ks, IDX64)[None, :] * K_STRIDE
         m2 = row_mask[:, None] & kmask[None, :]
         xs = tl.load(s_ptr + offs, mask=m2, other=0.0).to(tl.float32) * inv_T
         xt = tl.load(t_ptr + offs, mask=m2, other=0.0).to(tl.float32) * inv_T
@@ -71,7 +81,7 @@ def _softmax_kl_fwd(
         a_st = tl.zeros([BLOCK_R], tl.float32)
         for k0 in range(0, K, BLOCK_K):
             kk = k0 + ks
-            offs = base[:, None] + kk[None, :].to(tl.int64) * K_STRIDE
+            offs = base[:, None] + _idx(kk, IDX64)[None, :] * K_STRIDE
             m2 = row_mask[:, None] & (kk < K)[None, :]
             xs = tl.load(s_ptr + offs, mask=m2, other=0.0).to(tl.float32) * inv_T
             xt = tl.load(t_ptr + offs, mask=m2, other=0.0).to(tl.float32) * inv_T
@@ -107,15 +117,16 @@ def _softmax_kl_bwd(
     s_ptr, t_ptr, lse_s_ptr, lse_t_ptr, gscale_ptr, gs_ptr, gt_ptr,
     R, K, INNER, OUTER_STRIDE, K_STRIDE, inv_T,
     BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, WRITE_S: tl.constexpr, WRITE_T: tl.constexpr,
+    IDX64: tl.constexpr,
 ):
     pid_r = tl.program_id(0)
     pid_k = tl.program_id(1)
-    rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
+    rows = _idx(pid_r, IDX64) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_mask = rows < R
     rows_c = tl.where(row_mask, rows, 0)
-    base = (rows_c // INNER).to(tl.int64) * OUTER_STRIDE + (rows_c % INNER)
+    base = _idx(rows_c // INNER, IDX64) * OUTER_STRIDE + (rows_c % INNER)
     kk = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
-    offs = base[:, None] + kk[None, :].to(tl.int64) * K_STRIDE
+    offs = base[:, None] + _idx(kk, IDX64)[None, :] * K_STRIDE
     m2 = row_mask[:, None] & (kk < K)[None, :]
     lse_s = tl.load(lse_s_ptr + rows_c)
     lse_t = tl.load(lse_t_ptr + rows_c)
@@ -145,10 +156,10 @@ def _bilinear_src(dst, scale, n_in):
 def _up_ce_fwd(
     x_ptr, lab_ptr, lse_ptr, part_loss_ptr, part_cnt_ptr, part_bad_ptr,
     P, C, h, w, H, W, scale_h, scale_w, ignore_index,
-    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, SINGLE: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, SINGLE: tl.constexpr, IDX64: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    p = pid * BLOCK_P + tl.arange(0, BLOCK_P)
+    p = _idx(pid, IDX64) * BLOCK_P + tl.arange(0, BLOCK_P)
     pmask = p < P
     p = tl.where(pmask, p, 0)
     X = p % W
@@ -163,7 +174,7 @@ def _up_ce_fwd(
     valid = labelled & in_range
     bad = labelled & (~in_range)
     hw = h * w
-    nbase = n.to(tl.int64) * C * hw
+    nbase = _idx(n, IDX64) * C * hw
     o00 = (nbase + y0 * w + x0)[:, None]
     o01 = (nbase + y0 * w + x1)[:, None]
     o10 = (nbase + y1 * w + x0)[:, None]
@@ -175,7 +186,7 @@ def _up_ce_fwd(
     cs = tl.arange(0, BLOCK_C)
     if SINGLE:
         m2 = pmask[:, None] & (cs < C)[None, :]
-        coff = cs[None, :].to(tl.int64) * hw
+        coff = _idx(cs, IDX64)[None, :] * hw
         v00 = tl.load(x_ptr + o00 + coff, mask=m2, other=0.0).to(tl.float32)
         v01 = tl.load(x_ptr + o01 + coff, mask=m2, other=0.0).to(tl.float32)
         v10 = tl.load(x_ptr + o10 + coff, mask=m2, other=0.0).to(tl.float32)
@@ -191,7 +202,7 @@ def _up_ce_fwd(
         for c0 in range(0, C, BLOCK_C):
             cc = c0 + cs
             m2 = pmask[:, None] & (cc < C)[None, :]
-            coff = cc[None, :].to(tl.int64) * hw
+            coff = _idx(cc, IDX64)[None, :] * hw
             v00 = tl.load(x_ptr + o00 + coff, mask=m2, other=0.0).to(tl.float32)
             v01 = tl.load(x_ptr + o01 + coff, mask=m2, other=0.0).to(tl.float32)
             v10 = tl.load(x_ptr + o10 + coff, mask=m2, other=0.0).to(tl.float32)
@@ -215,6 +226,7 @@ def _up_ce_bwd(
     x_ptr, lab_ptr, lse_ptr, gscale_ptr, gx_ptr, yrange_ptr, xrange_ptr,
     C, h, w, H, W, scale_h, scale_w, ignore_index,
     TI: tl.constexpr, TJ: tl.constexpr, YB: tl.constexpr, XB: tl.constexpr, BLOCK_C: tl.constexpr,
+    IDX64: tl.constexpr,
 ):
     pid_t = tl.program_id(0)
     n = tl.program_id(1)
@@ -233,9 +245,9 @@ def _up_ce_bwd(
     cs = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = cs < C
     hw = h * w
-    nbase = n.to(tl.int64) * C * hw
-    coff = cs[None, :].to(tl.int64) * hw
-    lbase = n.to(tl.int64) * H * W
+    nbase = _idx(n, IDX64) * C * hw
+    coff = _idx(cs, IDX64)[None, :] * hw
+    lbase = _idx(n, IDX64) * H * W
     pp = tl.arange(0, YB * XB)
     py = pp // XB
     px = pp % XB

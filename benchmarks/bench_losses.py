@@ -1,0 +1,309 @@
+"""Benchmark the LAD losses: eager reference vs torch.compile vs fused Triton kernels.
+
+For each loss (upsample+CE, pixel KD, CWD, symmetric CWD) and shape (Cityscapes-like: 16x19x64x128 logits,
+512x1024 labels; ADE20K-like: 16x150x64x64 logits, 512x512 labels) it measures forward+backward time (median
+of --iters), the peak memory above the inputs (CUDA), and the bytes autograd keeps for backward beyond the
+inputs (every device). It prints a table and writes JSON.
+
+    python benchmarks/bench_losses.py                       # CUDA when present, else a CPU eager-vs-compile table
+    python benchmarks/bench_losses.py --dtype bf16 --json out.json
+
+Goals (issue 7, on a GPU): fused >= 2x faster than eager, <= 1/3 of its peak memory, faster than torch.compile;
+the pixel-KD forward kernel within 2x of the time to read its inputs once at the measured memory bandwidth.
+Without CUDA the fused kernels cannot run (the Triton interpreter is a correctness tool, not a fast path); the
+script says so and compares eager with torch.compile on the CPU with a smaller batch (--batch, default 2).
+All variants run with check_labels=False (no host sync, same work).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lakd.losses import reference as R  # noqa: E402
+
+SHAPES = {
+    "cityscapes": {"logits": (16, 19, 64, 128), "labels": (16, 512, 1024)},
+    "ade20k": {"logits": (16, 150, 64, 64), "labels": (16, 512, 512)},
+}
+LOSSES = ("upsample_ce", "pixel_kd", "cwd", "cwd_symmetric")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+T = 4.0
+
+
+def loss_fn(impl: str, name: str):
+    """A function (x, y) -> scalar for one loss and implementation (eager | compile | fused)."""
+    if impl == "fused":
+        from lakd.losses import fused as mod
+    else:
+        mod = R
+    if name == "upsample_ce":
+        def fn(x, y):
+            return mod.upsample_cross_entropy(x, y, 255, check_labels=False)
+    elif name == "pixel_kd":
+        def fn(x, y):
+            return mod.pixel_kd(x, y, T)
+    elif name == "cwd":
+        def fn(x, y):
+            return mod.cwd(x, y, T)
+    else:
+        def fn(x, y):
+            return mod.cwd_symmetric(x, y, T)
+    if impl == "compile":
+        fn = torch.compile(fn, dynamic=False)
+    return fn
+
+
+def make_inputs(shape: dict, name: str, dtype, device, batch: int):
+    g = torch.Generator(device="cpu").manual_seed(0)
+    n, c, h, w = shape["logits"]
+    n = batch or n
+    x = (torch.randn(n, c, h, w, generator=g) * 3).to(device=device, dtype=dtype).requires_grad_()
+    if name == "upsample_ce":
+        H, W = shape["labels"][1:]
+        y = torch.randint(0, c, (n, H, W), generator=g)
+        y[torch.rand(n, H, W, generator=g) < 0.1] = 255
+        return x, y.to(device)
+    y = (torch.randn(n, c, h, w, generator=g) * 3).to(device=device, dtype=dtype)
+    if name == "cwd_symmetric":
+        y.requires_grad_()
+    return x, y
+
+
+def saved_bytes(fn, x, y) -> int:
+    """Bytes autograd keeps for backward, beyond the storage of the inputs."""
+    inputs = {x.untyped_storage().data_ptr(), y.untyped_storage().data_ptr()}
+    seen, total = set(), 0
+
+    def pack(t):
+        nonlocal total
+        ptr = t.untyped_storage().data_ptr() if t.device.type != "meta" else id(t)
+        if ptr not in inputs and ptr not in seen:
+            seen.add(ptr)
+            total += t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = fn(x, y)
+    del loss
+    return total
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_fwd_bwd(fn, x, y, device, iters: int, warmup: int, backward: bool = True):
+    def step():
+        x.grad = None
+        if y.requires_grad:
+            y.grad = None
+        loss = fn(x, y)
+        if backward:
+            loss.backward()
+        return loss
+
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    times = []
+    for _ in range(iters):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            step()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def peak_memory(fn, x, y, device) -> int | None:
+    if device.type != "cuda":
+        return None
+    x.grad = None
+    if y.requires_grad:
+        y.grad = None
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    loss = fn(x, y)
+    loss.backward()
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device) - base
+    del loss
+    return peak
+
+
+def copy_bandwidth(device) -> float | None:
+    """Achievable device memory bandwidth (bytes/s) from a large device-to-device copy (read + write)."""
+    if device.type != "cuda":
+        return None
+    a = torch.empty(256 * 2**20, dtype=torch.uint8, device=device)
+    b = torch.empty_like(a)
+    for _ in range(3):
+        b.copy_(a)
+    torch.cuda.synchronize(device)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(20):
+        b.copy_(a)
+    end.record()
+    end.synchronize()
+    return 2 * a.numel() * 20 / (start.elapsed_time(end) / 1e3)
+
+
+def run(args) -> dict:
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
+    dtype = DTYPES[args.dtype]
+    impls = ["eager", "compile"]
+    notes = []
+    if device.type == "cuda":
+        from lakd.losses.dispatch import triton_available
+
+        if triton_available():
+            impls.append("fused")
+        else:
+            notes.append("triton is not installed: no fused column")
+        batch = args.batch or 0
+    else:
+        notes.append("No CUDA device: the fused Triton kernels were NOT measured (they need a GPU; the Triton "
+                     "interpreter only checks correctness). CPU table: eager vs torch.compile, batch "
+                     f"{args.batch or 2} instead of 16, no peak-memory column.")
+        batch = args.batch or 2
+    if args.impls:
+        impls = [i for i in impls if i in args.impls.split(",")]
+    bw = copy_bandwidth(device)
+    rows = []
+    for shape_name in args.shapes.split(","):
+        shape = SHAPES[shape_name]
+        for name in args.losses.split(","):
+            x, y = make_inputs(shape, name, dtype, device, batch)
+            row = {"shape": shape_name, "loss": name, "logits": list(x.shape), "dtype": args.dtype}
+            if name == "upsample_ce":
+                row["labels"] = list(y.shape)
+            for impl in impls:
+                fn = loss_fn(impl, name)
+                try:
+                    t0 = time.perf_counter()
+                    fn(x, y).backward()  # first call (compiles)
+                    _sync(device)
+                    row[f"{impl}_first_call_s"] = time.perf_counter() - t0
+                    row[f"{impl}_ms"] = 1e3 * time_fwd_bwd(fn, x, y, device, args.iters, args.warmup)
+                    row[f"{impl}_saved_mb"] = saved_bytes(fn, x, y) / 2**20
+                    peak = peak_memory(fn, x, y, device)
+                    row[f"{impl}_peak_mb"] = None if peak is None else peak / 2**20
+                    if name == "pixel_kd" and impl == "fused" and bw:
+                        fwd = time_fwd_bwd(fn, x, y, device, args.iters, args.warmup, backward=False)
+                        read_once = (x.numel() * x.element_size() + y.numel() * y.element_size()) / bw
+                        row["fused_fwd_ms"] = 1e3 * fwd
+                        row["read_inputs_once_ms"] = 1e3 * read_once
+                        row["fused_fwd_over_read_once"] = fwd / read_once
+                except Exception as exc:  # noqa: BLE001 - one failing variant must not hide the others
+                    row[f"{impl}_error"] = f"{type(exc).__name__}: {exc}"[:300]
+            if "fused_ms" in row and "eager_ms" in row:
+                row["speedup_vs_eager"] = row["eager_ms"] / row["fused_ms"]
+                if row.get("compile_ms"):
+                    row["speedup_vs_compile"] = row["compile_ms"] / row["fused_ms"]
+                if row.get("eager_peak_mb"):
+                    row["peak_ratio_vs_eager"] = row["fused_peak_mb"] / row["eager_peak_mb"]
+            rows.append(row)
+            del x, y
+    env = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+           or platform.machine(), "torch": torch.__version__, "python": platform.python_version(),
+           "cpu_threads": torch.get_num_threads(), "copy_bandwidth_gb_s": bw / 1e9 if bw else None}
+    try:
+        import triton
+
+        env["triton"] = triton.__version__
+    except ImportError:
+        env["triton"] = None
+    return {"env": env, "device_type": device.type, "dtype": args.dtype, "impls": impls, "notes": notes,
+            "iters": args.iters, "rows": rows}
+
+
+def _fmt(v, spec=".2f"):
+    return "-" if v is None else format(v, spec)
+
+
+def print_table(result: dict) -> None:
+    impls = result["impls"]
+    print(f"# lakd loss benchmark on {result['env']['device']} ({result['device_type']}), {result['dtype']}, "
+          f"torch {result['env']['torch']}, triton {result['env']['triton']}")
+    for note in result["notes"]:
+        print(f"# NOTE: {note}")
+    head = ["shape", "loss"] + [f"{i} ms" for i in impls] + [f"{i} peak MB" for i in impls] \
+        + [f"{i} saved MB" for i in impls]
+    if "fused" in impls:
+        head += ["x eager", "x compile", "peak/eager"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for row in result["rows"]:
+        cells = [row["shape"], row["loss"]]
+        cells += [_fmt(row.get(f"{i}_ms")) if f"{i}_error" not in row else "error" for i in impls]
+        cells += [_fmt(row.get(f"{i}_peak_mb"), ".1f") for i in impls]
+        cells += [_fmt(row.get(f"{i}_saved_mb"), ".1f") for i in impls]
+        if "fused" in impls:
+            cells += [_fmt(row.get("speedup_vs_eager")), _fmt(row.get("speedup_vs_compile")),
+                      _fmt(row.get("peak_ratio_vs_eager"))]
+        print("| " + " | ".join(cells) + " |")
+    for row in result["rows"]:
+        for i in impls:
+            if f"{i}_error" in row:
+                print(f"# {row['shape']}/{row['loss']} {i}: {row[f'{i}_error']}")
+        if "fused_fwd_over_read_once" in row:
+            print(f"# {row['shape']} pixel_kd fused forward {row['fused_fwd_ms']:.3f} ms = "
+                  f"{row['fused_fwd_over_read_once']:.2f}x the time to read its inputs once "
+                  f"({row['read_inputs_once_ms']:.3f} ms at {result['env']['copy_bandwidth_gb_s']:.0f} GB/s)")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="eager vs torch.compile vs fused Triton losses: time and memory")
+    ap.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    ap.add_argument("--shapes", default=",".join(SHAPES))
+    ap.add_argument("--losses", default=",".join(LOSSES))
+    ap.add_argument("--impls", default="", help="subset of eager,compile,fused (default: all available)")
+    ap.add_argument("--batch", type=int, default=0, help="batch size (default 16 on CUDA, 2 on CPU)")
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--cpu", action="store_true", help="run on the CPU even when CUDA is present")
+    ap.add_argument("--json", default="", help="output JSON (default benchmarks/results/bench_losses-<dev>.json)")
+    args = ap.parse_args(argv)
+    for s in args.shapes.split(","):
+        if s not in SHAPES:
+            ap.error(f"unknown shape {s!r}; choose from {', '.join(SHAPES)}")
+    for name in args.losses.split(","):
+        if name not in LOSSES:
+            ap.error(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        ap.error("unset TRITON_INTERPRET: the benchmark measures compiled kernels")
+    result = run(args)
+    print_table(result)
+    out = Path(args.json) if args.json else ROOT / "benchmarks" / "results" / \
+        f"bench_losses-{result['device_type']}-{args.dtype}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, out)
+    print(f"# JSON: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
