@@ -1,0 +1,65 @@
+"""The results table of a sweep, in the paper's form (lakd.report): rows dataset x student, columns baseline /
+KD / LAD student mIoU, the image-only teacher and the label-assisted teacher with and without its labels.
+
+Only the runs the sweep planned are read, each with the role(s) the plan gave it, so an image-only teacher
+trained as a ``baseline`` stage lands in the teacher column (and in its baseline row when it is one).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+RESULT_FILES = ("results.md", "results.csv", "results.json")
+
+
+def _write(path: Path, text: str) -> Path:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def planned_results(plan_summary: dict) -> tuple[list, list[str]]:
+    """(StageResult of every finished planned stage, run dirs still missing a result)."""
+    from lakd.report.results import load_result
+
+    found, missing = [], []
+    for job in plan_summary["jobs"]:
+        if job["kind"] != "stage":
+            continue
+        stage_dir = Path(job["run_dir"])
+        if not (stage_dir / "result.json").exists():
+            missing.append(str(stage_dir))
+            continue
+        r = load_result(stage_dir)
+        r.roles = tuple(job["roles"])
+        r.role = r.roles[0]
+        if r.seed is None:
+            r.seed = job.get("seed")
+        found.append(r)
+    return found, missing
+
+
+def write_results(plan_summary: dict, sweep_dir: Path) -> dict[str, Path]:
+    """Write ``results.md``, ``results.csv`` and ``results.json`` into ``sweep_dir``; returns their paths."""
+    from lakd.report.table import build_rows, markdown_table, rows_csv, runs_table
+
+    sweep_dir = Path(sweep_dir)
+    results, missing = planned_results(plan_summary)
+    rows = build_rows(results)
+    md = [f"# Sweep {plan_summary['sweep']}: results", "",
+          "mIoU in percent (mean ± std over seeds). Columns: student trained alone (Baseline), distilled from an "
+          "image-only teacher (KD) and from a label-assisted teacher (LAD); the teachers' own mIoU, the "
+          "label-assisted one evaluated with its label input and with a zero label channel.", "",
+          markdown_table(rows), "## Runs", "", runs_table(results)]
+    if missing:
+        md += ["## Not finished", "", *[f"- `{m}`" for m in missing], ""]
+    files = {
+        "markdown": _write(sweep_dir / "results.md", "\n".join(md)),
+        "csv": _write(sweep_dir / "results.csv", rows_csv(rows)),
+        "json": _write(sweep_dir / "results.json", json.dumps(
+            {"sweep": plan_summary["sweep"], "rows": [r.as_dict() for r in rows], "missing": missing},
+            indent=1, default=str)),
+    }
+    return files

@@ -1,0 +1,252 @@
+"""Submit a sweep's plan to Slurm with submitit, as a DAG of job arrays.
+
+- Jobs already finished on disk are skipped; jobs still queued or running (recorded ids found in ``squeue``) are
+  not submitted again, and new jobs depend on them; everything else is (re)submitted and resumes from its run
+  directory. A queued job whose dependency can never be satisfied any more (its teacher failed for good) is
+  cancelled and submitted again behind the new teacher job.
+- Jobs of one level (shards; teachers; students + baselines; collect) with the same resources and the same
+  dependencies form one Slurm array (``--array=0-N%array_parallelism``); students depend (``afterok``) on their
+  teacher's job or array task, the collect job on everything (``afterany``: it tabulates what finished).
+- Training jobs run one task per GPU over ``nodes`` nodes (submitit's srun), ``--requeue``, USR2 ``signal_delay_s``
+  before the time limit, and a teardown that requeues the job after a preemption or, up to ``retries`` times, a
+  failure (lakd.sweep.requeue). srun's ``--wait`` ends the surviving ranks when one dies.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from lakd.sweep.plan import Job, Plan
+from lakd.sweep.spec import Resources, time_minutes
+from lakd.sweep.state import DEAD_DEPENDENCY, Records, job_states, slurm_available, sweep_lock
+
+
+def level(job: Job) -> int:
+    if job.kind == "shards":
+        return 0
+    if job.kind == "collect":
+        return 3
+    return 1 if any(r.startswith("teacher") for r in job.roles) else 2
+
+
+@dataclass
+class Group:
+    """Jobs submitted together as one Slurm job (one job) or array (several)."""
+
+    level: int
+    kind: str
+    stage: Optional[str]
+    resources: Resources
+    dependency: str  # sbatch --dependency value ("" = none)
+    after: list[str] = field(default_factory=list)  # keys of the jobs it waits for
+    jobs: list[Job] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SubmitReport:
+    skipped_done: list[str] = field(default_factory=list)
+    skipped_active: list[tuple[str, str]] = field(default_factory=list)  # (key, slurm id)
+    cancelled: list[tuple[str, str]] = field(default_factory=list)
+    groups: list[Group] = field(default_factory=list)
+
+    @property
+    def submitted(self) -> list[tuple[str, str]]:
+        return [(j.key, i) for g in self.groups for j, i in zip(g.jobs, g.ids)]
+
+
+def _resources_key(job: Job) -> str:
+    r = job.resources
+    return json.dumps(r.__dict__, sort_keys=True, default=str) + f"|{job.kind}|{job.stage}"
+
+
+def _job_resources(job: Job) -> Resources:
+    """Shard and collect jobs: one task on one node of the CPU partition, no GPU."""
+    r = job.resources
+    if job.kind == "stage":
+        return r
+    import dataclasses
+
+    return dataclasses.replace(r, partition=r.cpu_partition or r.partition, nodes=1, gpus_per_node=0,
+                               tasks_per_node=1, per_stage={})
+
+
+def make_executor(plan: Plan, group: Group, python: str = sys.executable):
+    """The submitit executor of one group (resources, dependency, teardown)."""
+    import submitit
+
+    r = _job_resources(group.jobs[0])
+    ex = submitit.AutoExecutor(folder=plan.state_dir / "logs" / "%j", cluster="slurm",
+                               slurm_max_num_timeout=r.max_requeues)
+    what = group.stage or group.kind
+    teardown = [
+        "lakd_rc=$?",  # srun's exit status (the line before is submitit's srun)
+        " ".join(shlex.quote(x) for x in (
+            python, "-m", "lakd.sweep.requeue", "--max-requeues", str(r.max_requeues),
+            "--retries", str(r.retries), "--events", str(plan.state_dir / "events.jsonl"))) + ' --rc "$lakd_rc"',
+        "exit $?",
+    ]
+    additional = {"requeue": True, **r.additional}
+    if group.dependency:
+        additional["dependency"] = group.dependency
+    params = dict(
+        name=f"lakd-{plan.spec.name}-{what}", timeout_min=max(1, int(round(time_minutes(r.time)))),
+        nodes=r.nodes, tasks_per_node=r.tasks, cpus_per_task=r.cpus_per_task,
+        slurm_partition=r.partition, slurm_signal_delay_s=r.signal_delay_s,
+        slurm_array_parallelism=r.array_parallelism, slurm_additional_parameters=additional,
+        slurm_srun_args=[f"--wait={r.srun_wait_s}"] if r.srun_wait_s else [],
+        slurm_setup=["export PYTHONUNBUFFERED=1", *r.setup], slurm_teardown=teardown,
+    )
+    if r.gpus_per_node:
+        params["gpus_per_node"] = r.gpus_per_node
+    if r.mem_gb is not None:
+        params["mem_gb"] = r.mem_gb
+    for key in ("account", "qos", "constraint", "exclude"):
+        if getattr(r, key):
+            params[f"slurm_{key}"] = getattr(r, key)
+    ex.update_parameters(**params)
+    return ex
+
+
+def _callable(plan: Plan, job: Job):
+    from lakd.sweep import tasks
+
+    if job.kind == "shards":
+        return tasks.build_dataset_shards, (job.shards,)
+    if job.kind == "collect":
+        return tasks.collect_task, (plan.describe(), str(plan.sweep_dir))
+    return tasks.StageTask(job.config, job.key), ()
+
+
+def write_plan_files(plan: Plan) -> None:
+    """``.sweep/plan.json`` and one resolved config per stage (``.sweep/configs/<run>.<stage>.yaml``)."""
+    import yaml
+
+    cfg_dir = plan.state_dir / "configs"
+    cfg_dir.mkdir(parents=True, exist_ok=True)
+    for job in plan.jobs.values():
+        if job.kind == "stage":
+            path = config_path(plan, job)
+            text = yaml.safe_dump(job.config, sort_keys=False, default_flow_style=None)
+            if not path.exists() or path.read_text() != text:
+                tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+                tmp.write_text(text)
+                os.replace(tmp, path)
+    tmp = plan.state_dir / f"plan.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(plan.describe(), indent=1))
+    os.replace(tmp, plan.state_dir / "plan.json")
+
+
+def config_path(plan: Plan, job: Job) -> Path:
+    return plan.state_dir / "configs" / f"{job.run_name}.{job.stage}.yaml"
+
+
+def submit_plan(plan: Plan, *, dry_run: bool = False, log: Callable[[str], None] = print,
+                python: str = sys.executable) -> SubmitReport:
+    """Submit what is neither finished nor queued/running (see module docstring). ``dry_run``: print the
+    plan (jobs, arrays, dependencies, resources) and submit nothing."""
+    query = slurm_available()
+    if not dry_run and not query:
+        raise RuntimeError("sbatch/squeue not found: is this a Slurm login node? (use --executor local otherwise)")
+    records = Records(plan.state_dir)
+    if dry_run:
+        return _submit(plan, records, query=query, dry_run=True, log=log, python=python)
+    with sweep_lock(plan.state_dir, "submit"):
+        write_plan_files(plan)
+        return _submit(plan, records, query=query, dry_run=False, log=log, python=python)
+
+
+def _submit(plan: Plan, records: Records, *, query: bool, dry_run: bool, log, python: str) -> SubmitReport:
+    states = job_states(plan, records, query_slurm=query)
+    report = SubmitReport()
+    slurm_id: dict[str, Optional[str]] = {}  # key -> id new jobs must wait for (None: finished)
+    to_submit: list[Job] = []
+    for key, st in states.items():
+        job = plan.jobs[key]
+        if st.state == "done":
+            report.skipped_done.append(key)
+            slurm_id[key] = None
+        elif st.active and st.slurm and st.slurm.reason == DEAD_DEPENDENCY:
+            report.cancelled.append((key, st.slurm_id))
+            to_submit.append(job)
+        elif st.active:
+            report.skipped_active.append((key, st.slurm_id))
+            slurm_id[key] = st.slurm_id
+        else:
+            to_submit.append(job)
+    if report.cancelled and not dry_run:
+        subprocess.run(["scancel", *[i for _, i in report.cancelled]], check=False)
+    for key, sid in report.cancelled:
+        log(f"cancelled {sid} ({key}): its dependency can never be satisfied; submitting it again")
+
+    # groups, level by level (a level only depends on earlier ones)
+    for lvl in range(4):
+        groups: dict[tuple, Group] = {}
+        for job in (j for j in to_submit if level(j) == lvl):
+            after = [k for k in job.deps if slurm_id.get(k)]
+            if job.kind == "collect":  # every array as a whole (A, not A_0 A_1 ...): they are all ours
+                waits = list(dict.fromkeys(slurm_id[k].split("_")[0] for k in after))
+                dep = f"afterany:{':'.join(waits)}" if waits else ""
+            else:
+                waits = sorted({slurm_id[k] for k in after})
+                dep = f"afterok:{':'.join(waits)}" if waits else ""
+            gkey = (_resources_key(job), dep)
+            if gkey not in groups:
+                groups[gkey] = Group(lvl, job.kind, job.stage, job.resources, dep, after=after)
+            groups[gkey].jobs.append(job)
+        for group in groups.values():
+            if dry_run:
+                group.ids = [f"<new {j.key}>" for j in group.jobs]
+            else:
+                group.ids = _submit_group(plan, group, python)
+                for job, sid in zip(group.jobs, group.ids):
+                    records.add(job.key, sid, dependency=group.dependency)
+                records.save()
+            for job, sid in zip(group.jobs, group.ids):
+                slurm_id[job.key] = sid
+            report.groups.append(group)
+    _print_report(plan, report, dry_run, log)
+    return report
+
+
+def _submit_group(plan: Plan, group: Group, python: str) -> list[str]:
+    ex = make_executor(plan, group, python)
+    calls = [_callable(plan, j) for j in group.jobs]
+    if len(calls) == 1:
+        fn, args = calls[0]
+        return [str(ex.submit(fn, *args).job_id)]
+    with ex.batch():
+        jobs = [ex.submit(fn, *args) for fn, args in calls]
+    return [str(j.job_id) for j in jobs]
+
+
+def _print_report(plan: Plan, report: SubmitReport, dry_run: bool, log) -> None:
+    verb = "would submit" if dry_run else "submitted"
+    log(f"sweep {plan.spec.name}: {len(plan.jobs)} jobs in {plan.sweep_dir}")
+    if report.skipped_done:
+        log(f"  finished, skipped: {len(report.skipped_done)}")
+    for key, sid in report.skipped_active:
+        log(f"  already queued/running, not submitted again: {key} (job {sid})")
+    names = {0: "shards", 1: "teachers", 2: "students + baselines", 3: "collect"}
+    for g in report.groups:
+        r = _job_resources(g.jobs[0])
+        what = "job" if len(g.jobs) == 1 else f"array of {len(g.jobs)} (at most {r.array_parallelism} at once)"
+        res = (f"partition {r.partition}, {r.nodes} node(s) x {r.tasks} task(s)"
+               + (f", {r.gpus_per_node} GPU(s)/node" if r.gpus_per_node else "")
+               + f", {r.cpus_per_task} CPU(s)/task, time {r.time}")
+        log(f"  {verb} [{names[g.level]}] {what}: {res}")
+        if g.after:
+            kind = g.dependency.split(":")[0]
+            shown = ", ".join(g.after[:3]) + (f" and {len(g.after) - 3} more" if len(g.after) > 3 else "")
+            ids = "" if dry_run else f" = {g.dependency}"
+            log(f"    {kind} {shown}{ids}")
+        for job, sid in zip(g.jobs, g.ids):
+            log(f"      {sid}  {job.key}  ({job.label})")
+    if not report.groups:
+        log("  nothing to submit" + ("" if report.skipped_active else ": the sweep is complete"))

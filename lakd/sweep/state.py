@@ -1,0 +1,251 @@
+"""Where each job of a sweep stands: finished on disk, queued or running in Slurm, failed, resumable, to do.
+
+The disk is the truth for "finished" (``result.json`` of a stage, the manifests of a shard job, a results table
+newer than every result for collect); Slurm (``squeue``, then ``sacct``) tells about jobs recorded in
+``<sweep>/.sweep/jobs.json``, which holds every job id the sweep submitted.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import getpass
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+from lakd.sweep.plan import Job, Plan
+
+ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "CONFIGURING", "COMPLETING",
+          "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
+DEAD_DEPENDENCY = "DependencyNeverSatisfied"
+
+
+# --------------------------------------------------------------------------------------------- records
+class Records:
+    """``<sweep>/.sweep/jobs.json``: job key -> every Slurm job id submitted for it (newest last)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / "jobs.json"
+        self.data: dict[str, list[dict]] = {}
+        if self.path.exists():
+            self.data = json.loads(self.path.read_text()).get("jobs", {})
+
+    def latest(self, key: str) -> Optional[str]:
+        entries = self.data.get(key) or []
+        return entries[-1]["id"] if entries else None
+
+    def add(self, key: str, slurm_id: str, **extra) -> None:
+        self.data.setdefault(key, []).append({"id": str(slurm_id), "time": time.time(), **extra})
+
+    def key_of(self, slurm_id: str) -> Optional[str]:
+        for key, entries in self.data.items():
+            if any(e["id"] == slurm_id for e in entries):
+                return key
+        return None
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps({"jobs": self.data}, indent=1))
+        os.replace(tmp, self.path)
+
+
+@contextlib.contextmanager
+def sweep_lock(state_dir: Path, what: str) -> Iterator[None]:
+    """One launcher at a time per sweep (two concurrent runs could submit the same job twice)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / "lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise RuntimeError(f"another launcher is working on this sweep ({f.read().strip() or 'unknown'}); "
+                               f"lock file {state_dir / 'lock'}") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{what} pid {os.getpid()} on {os.uname().nodename}")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------------------------------- slurm queries
+def slurm_available() -> bool:
+    return shutil.which("sbatch") is not None and shutil.which("squeue") is not None
+
+
+@dataclass
+class SlurmJob:
+    id: str
+    state: str
+    reason: str = ""
+    nodes: str = ""
+    exit_code: str = ""
+    comment: str = ""
+
+
+def _run(cmd: list[str]) -> str:
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:2])} failed: {r.stderr.strip() or r.stdout.strip()}")
+    return r.stdout
+
+
+def squeue(ids: Optional[set[str]] = None) -> dict[str, SlurmJob]:
+    """This user's queued/running jobs, one line per array task (``12_3``), restricted to ``ids`` if given."""
+    out = _run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T|%r|%N|%k"])
+    jobs = {}
+    for line in out.splitlines():
+        parts = line.split("|")
+        if len(parts) < 5:
+            continue
+        jid, state, reason, nodes, comment = parts[:5]
+        if ids is None or jid in ids:
+            jobs[jid] = SlurmJob(jid, state, reason, nodes, comment=comment)
+    return jobs
+
+
+def sacct(ids: set[str]) -> dict[str, SlurmJob]:
+    """Final states of ended jobs (accounting); empty when accounting is off."""
+    if not ids or shutil.which("sacct") is None:
+        return {}
+    base = sorted({i.split("_")[0] for i in ids})
+    try:
+        out = _run(["sacct", "-n", "-P", "-X", "-j", ",".join(base), "-o", "JobID,State,ExitCode,NodeList"])
+    except RuntimeError:
+        return {}
+    jobs = {}
+    for line in out.splitlines():
+        parts = line.split("|")
+        if len(parts) < 4 or parts[0] not in ids:
+            continue
+        jobs[parts[0]] = SlurmJob(parts[0], parts[1].split()[0], "", parts[3], parts[2])
+    return jobs
+
+
+# ------------------------------------------------------------------------------------------ job states
+@dataclass
+class JobState:
+    job: Job
+    state: str  # done | pending | running | failed | partial | todo | stale
+    slurm_id: Optional[str] = None
+    detail: str = ""
+    slurm: Optional[SlurmJob] = None
+    events: list[dict] = field(default_factory=list)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("pending", "running")
+
+
+def finished_on_disk(job: Job, plan: Plan) -> bool:
+    if job.kind == "stage":
+        return (job.stage_dir / "result.json").exists()
+    if job.kind == "shards":
+        return all(p.exists() for p in job.manifests())
+    if job.kind == "collect":  # a table written after every planned stage finished
+        table = plan.sweep_dir / "results.csv"
+        results = [j.stage_dir / "result.json" for j in plan.jobs.values() if j.kind == "stage"]
+        if not table.exists() or not all(r.exists() for r in results):
+            return False
+        return table.stat().st_mtime >= max((r.stat().st_mtime for r in results), default=0)
+    raise ValueError(job.kind)
+
+
+def has_checkpoint(job: Job) -> bool:
+    return job.kind == "stage" and (job.stage_dir / "checkpoints" / "latest").exists()
+
+
+def progress(job: Job) -> str:
+    """``step 120/300`` from the last line of the stage's metrics.jsonl (cheap: reads the file's tail)."""
+    if job.kind != "stage":
+        return ""
+    path = job.stage_dir / "metrics.jsonl"
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    total = ((job.config or {}).get("train") or {}).get("iters")
+    for line in reversed(lines):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and "step" in rec:
+            return f"step {rec['step']}/{total}" if total else f"step {rec['step']}"
+    return ""
+
+
+def read_events(plan: Plan) -> dict[str, list[dict]]:
+    """Requeue/retry events (lakd.sweep.requeue) by Slurm job id."""
+    path = plan.state_dir / "events.jsonl"
+    out: dict[str, list[dict]] = {}
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        try:
+            ev = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        out.setdefault(str(ev.get("job")), []).append(ev)
+    return out
+
+
+def job_states(plan: Plan, records: Optional[Records] = None, *, query_slurm: Optional[bool] = None) -> dict[str, JobState]:
+    """The state of every job of the plan (see module docstring)."""
+    records = records or Records(plan.state_dir)
+    if query_slurm is None:
+        query_slurm = slurm_available()
+    latest = {k: records.latest(k) for k in plan.jobs}
+    ids = {i for i in latest.values() if i}
+    queued = squeue(ids) if (query_slurm and ids) else {}
+    ended = sacct(ids - set(queued)) if (query_slurm and ids) else {}
+    events = read_events(plan)
+    out = {}
+    for key, job in plan.jobs.items():
+        sid = latest[key]
+        st = JobState(job, "todo", sid, events=events.get(str(sid), []))
+        if sid in queued:
+            sj = queued[sid]
+            st.slurm = sj
+            st.state = "running" if sj.state in ("RUNNING", "COMPLETING", "CONFIGURING") else "pending"
+            st.detail = sj.state.lower() if sj.state not in ("RUNNING", "PENDING") else ""
+            if sj.state == "PENDING" and sj.reason and sj.reason != "None":
+                st.detail = sj.reason
+            if sj.nodes:
+                st.detail = f"{st.detail} on {sj.nodes}".strip()
+        elif finished_on_disk(job, plan):
+            st.state = "done"
+        elif sid in ended:
+            st.slurm = ended[sid]
+            st.state = "failed"
+            st.detail = f"{ended[sid].state.lower()} (exit {ended[sid].exit_code})"
+        elif has_checkpoint(job):
+            st.state = "partial"
+        elif sid is not None:
+            st.state = "failed" if query_slurm else "todo"
+            st.detail = "left the queue without finishing" if query_slurm else ""
+        if st.events:
+            last = st.events[-1]
+            note = last.get("cause") or last.get("action")
+            retries = sum(1 for e in st.events if e.get("action") == "retry")
+            requeues = sum(1 for e in st.events if e.get("action") == "requeue")
+            bits = [f"{requeues} requeue(s)" if requeues else "", f"{retries} retry(ies)" if retries else "",
+                    f"last: {note}" if note else ""]
+            st.detail = "; ".join(b for b in [st.detail] + bits if b)
+        if st.state in ("running", "partial", "failed", "pending"):
+            prog = progress(job)
+            if prog:
+                st.detail = f"{prog}; {st.detail}".strip("; ")
+        out[key] = st
+    return out

@@ -1,0 +1,108 @@
+"""`sbatch slurm/teacher.sh` on the real test cluster: end to end, interrupted by the pre-timeout signal
+(requeue + exact resume), on two nodes, and resumed on a different node count.
+
+The pre-timeout signal is sent with `scancel --signal=USR2` (what `#SBATCH --signal=USR2@300` does before the
+limit; Slurm checks limits only every ~30 s). Steps are slowed down (tests/slurm/slowstep) so that the signal
+lands between two checkpoints.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from slurmtest import assert_same_weights, latest_step, metrics_steps, stage_args
+
+pytestmark = pytest.mark.slow
+ITERS = 16
+DELAY = 0.4  # seconds per step while a test wants to interrupt the job
+
+
+def _result(stage_dir) -> dict:
+    return json.loads((stage_dir / "result.json").read_text())
+
+
+def _sbatch_teacher(slurm, shards_dir, run_name, *, nodes, tasks, env=None):
+    runs = slurm.workdir / "runs"
+    job = slurm.sbatch(
+        "slurm/teacher.sh",
+        [f"-N{nodes}", f"--ntasks-per-node={tasks}", f"--gpus-per-node={tasks}", "--cpus-per-task=1", "--time=15",
+         f"--output={slurm.workdir}/{run_name}-%j.out"],
+        ["--config", "synthetic", *stage_args(shards_dir, runs, run_name)], env=env)
+    return job, runs / run_name / "teacher", slurm.workdir / f"{run_name}-{job}.out"
+
+
+def _interrupt_after_checkpoint(slurm, job, stage_dir):
+    slurm.wait_for(lambda: latest_step(stage_dir) >= 4, 300, f"the first checkpoint of job {job}")
+    slurm.signal(job, "USR2")
+
+
+def test_sbatch_teacher_end_to_end(reference_teacher):
+    ref = reference_teacher
+    rows = ref["slurm"].sacct(ref["job"])
+    assert rows and rows[0]["State"] == "COMPLETED", rows
+    res = _result(ref["stage_dir"])
+    assert res["stage"] == "teacher" and res["steps"] == ITERS
+    assert 0 <= res["eval"]["image"]["miou"] <= 1 and 0 <= res["eval"]["label"]["miou"] <= 1
+    assert ref["export"].exists() and ref["export"].with_suffix(".json").exists()
+    assert "lakd: attempt 1 of job" in ref["log"]
+    assert re.search(r"2 process\(es\) \(slurm", ref["log"]), "the ranks did not come from srun's environment"
+    assert metrics_steps(ref["stage_dir"]) == list(range(1, ITERS + 1))
+
+
+def test_interrupted_job_requeues_and_resumes_exactly(slurm, shards_dir, reference_teacher):
+    """One node, 2 tasks: USR2 mid-training -> every rank checkpoints -> exit 75 -> requeue -> resume."""
+    job, stage_dir, log = _sbatch_teacher(slurm, shards_dir, "interrupted", nodes=1, tasks=2,
+                                          env=slurm.with_step_delay(DELAY))
+    _interrupt_after_checkpoint(slurm, job, stage_dir)
+    slurm.wait_gone(job, 600, "(interrupted teacher)")
+    text = log.read_text()
+    assert "lakd: attempt 2 of job" in text, text[-3000:]
+    assert "checkpointed after a preemption/time-limit signal: requeue 1" in text
+    m = re.search(r"preempted by SIGUSR2 at step (\d+)", text)
+    assert m and 4 <= int(m.group(1)) < ITERS, text[-3000:]
+    assert _result(stage_dir)["steps"] == ITERS
+    assert metrics_steps(stage_dir) == list(range(1, ITERS + 1)), "steps lost or repeated across the requeue"
+    assert_same_weights(stage_dir / "teacher.safetensors", reference_teacher["export"])
+
+
+def test_two_node_teacher_requeues_and_equals_single_node(slurm, two_nodes, shards_dir, reference_teacher):
+    """2 nodes x 1 task through sbatch: ranks/world/master from Slurm, each rank's checkpoint part in the shared
+    run directory, interrupted + requeued, final weights == the 1-node 2-process run."""
+    job, stage_dir, log = _sbatch_teacher(slurm, shards_dir, "twonode", nodes=2, tasks=1,
+                                          env=slurm.with_step_delay(DELAY))
+    _interrupt_after_checkpoint(slurm, job, stage_dir)
+    ckpt = stage_dir / "checkpoints" / (stage_dir / "checkpoints" / "latest").read_text().strip()
+    assert (ckpt / "lakd_rank00000.json").exists() and (ckpt / "lakd_rank00001.json").exists(), \
+        f"every rank writes its part of the checkpoint: {sorted(p.name for p in ckpt.iterdir())}"
+    slurm.wait_gone(job, 600, "(two-node teacher)")
+    text = log.read_text()
+    assert "lakd: attempt 2 of job" in text
+    assert re.search(r"nodes n\[1-2\]", text), text[:2000]
+    assert "2 process(es) (slurm" in text
+    assert _result(stage_dir)["steps"] == ITERS
+    assert_same_weights(stage_dir / "teacher.safetensors", reference_teacher["export"])
+
+
+def test_resume_on_fewer_nodes(slurm, two_nodes, shards_dir):
+    """A 2-node run stopped after a checkpoint (requeue disabled) finishes as a 1-node job: the engine's
+    documented different-world-size path (weights + schedule, with a warning)."""
+    env = dict(slurm.with_step_delay(DELAY), LAKD_MAX_REQUEUES="0")
+    job, stage_dir, log = _sbatch_teacher(slurm, shards_dir, "shrink", nodes=2, tasks=1, env=env)
+    _interrupt_after_checkpoint(slurm, job, stage_dir)
+    slurm.wait_gone(job, 600, "(2-node part)")
+    assert "not requeued" in log.read_text()
+    assert not (stage_dir / "result.json").exists()
+    stopped_at = latest_step(stage_dir)
+    assert 4 <= stopped_at < ITERS
+
+    job2, stage_dir2, log2 = _sbatch_teacher(slurm, shards_dir, "shrink", nodes=1, tasks=1)
+    assert stage_dir2 == stage_dir
+    slurm.wait_gone(job2, 600, "(1-node part)")
+    text = log2.read_text()
+    assert "world size 2 -> 1" in text, text[-3000:]
+    res = _result(stage_dir)
+    assert res["steps"] == ITERS
+    steps = metrics_steps(stage_dir)
+    assert steps[-1] == ITERS and steps.count(stopped_at + 1) == 1

@@ -1,0 +1,129 @@
+"""`python launchers/sweep.py --partition gpu` on the real two-node test cluster: the tiny synthetic sweep end to
+end (shards -> teachers -> students -> collect) with every stage on 2 nodes, its order in Slurm's accounting,
+a re-run that submits nothing, and a rank killed mid-job (the job ends in bounded time, the failure is reported
+with node and rank, the sweep retries it and the retry resumes from the last checkpoint)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sys
+import time
+from datetime import datetime
+
+import pytest
+import yaml
+
+from lakd.sweep.spec import resolve_source
+from slurmtest import REPO, STAGE_OVERRIDES, TEST_SHARDS, assert_same_weights, latest_step, metrics_steps
+
+pytestmark = pytest.mark.slow
+
+
+def write_sweep(slurm, shards_dir, **changes) -> str:
+    raw = yaml.safe_load(resolve_source("tiny").read_text())
+    raw["runs_dir"] = str(slurm.workdir / "runs")
+    raw["overrides"] = dict(STAGE_OVERRIDES, **{"data.shards_dir": str(slurm.workdir / "shards")})
+    raw["datasets"]["synthetic"]["shards"]["splits"] = TEST_SHARDS
+    raw["resources"].update(srun_wait_s=10, signal_delay_s=60, time="00:20:00")
+    raw.update(changes)
+    path = slurm.workdir / "sweep.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def sweep_cmd(sweep: str, *args: str) -> list[str]:
+    return [sys.executable, str(REPO / "launchers/sweep.py"), *args, "--sweep", sweep]
+
+
+def _time(s: str) -> datetime:
+    return datetime.fromisoformat(s)
+
+
+def test_sweep_end_to_end_on_two_nodes(slurm, two_nodes, shards_dir, reference_teacher):
+    sweep = write_sweep(slurm, shards_dir)
+    r = slurm.run(sweep_cmd(sweep, "--partition", "gpu", "--nodes", "2", "--gpus-per-node", "1", "--executor",
+                            "slurm", "--wait", "--wait-timeout", "900"), timeout=1000)
+    assert r.returncode == 0, r.stdout + r.stderr + slurm.tail_logs()
+    sweep_dir = slurm.workdir / "runs" / "tiny"
+    assert "submitted [shards] job" in r.stdout and "submitted [collect] job" in r.stdout
+
+    # the results table, in the paper's form
+    md = (sweep_dir / "results.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| synthetic |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert all(re.fullmatch(r"\d+\.\d", c) for c in cells[2:8]), row  # baseline KD LAD + 3 teacher columns
+    csv = (sweep_dir / "results.csv").read_text().splitlines()
+    assert csv[0].startswith("dataset,student,baseline_mean") and csv[1].startswith("synthetic,")
+
+    # the dependency order, as Slurm recorded it
+    records = json.loads((sweep_dir / ".sweep/jobs.json").read_text())["jobs"]
+    plan = json.loads((sweep_dir / ".sweep/plan.json").read_text())
+    ids = {key: entries[-1]["id"] for key, entries in records.items()}
+    rows = {row["JobID"]: row for row in slurm.sacct(",".join(ids.values()))}
+    assert all(rows[i]["State"] == "COMPLETED" for i in ids.values()), rows
+    for job in plan["jobs"]:
+        for dep in job["deps"]:
+            assert _time(rows[ids[job["key"]]]["Start"]) >= _time(rows[ids[dep]]["End"]), (job["key"], dep)
+        if job["kind"] == "stage":
+            assert rows[ids[job["key"]]]["NodeList"] == "n[1-2]", (job["key"], rows[ids[job["key"]]])
+
+    # the label-assisted teacher trained by submitit on 2 nodes x 1 task == sbatch on 1 node x 2 tasks
+    assert_same_weights(sweep_dir / "synthetic-dlv3_r18_la/teacher/teacher.safetensors", reference_teacher["export"])
+
+    # running the finished sweep again submits nothing
+    again = slurm.run(sweep_cmd(sweep, "--partition", "gpu", "--nodes", "2", "--gpus-per-node", "1",
+                                "--executor", "slurm"))
+    assert again.returncode == 0, again.stderr
+    assert "nothing to submit: the sweep is complete" in again.stdout and "submitted" not in again.stdout
+    assert json.loads((sweep_dir / ".sweep/jobs.json").read_text())["jobs"] == records
+    status = slurm.run(sweep_cmd(sweep, "status"))
+    assert status.returncode == 0 and "total: 7 done" in status.stdout, status.stdout
+
+
+def test_killed_rank_is_reported_and_retried_from_the_checkpoint(slurm, two_nodes, shards_dir, reference_teacher):
+    sweep = write_sweep(slurm, shards_dir, baselines=[],
+                        pairs=[{"teacher": "dlv3_r18_la", "student": "dlv3_r18"}])
+    env = slurm.with_step_delay(0.4)
+    r = slurm.run(sweep_cmd(sweep, "--partition", "gpu", "--nodes", "2", "--gpus-per-node", "1", "--retries", "1",
+                            "--executor", "slurm"), env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    sweep_dir = slurm.workdir / "runs" / "tiny"
+    records = json.loads((sweep_dir / ".sweep/jobs.json").read_text())["jobs"]
+    job = records["teacher/synthetic-dlv3_r18_la"][-1]["id"]
+    stage_dir = sweep_dir / "synthetic-dlv3_r18_la" / "teacher"
+    events_file = sweep_dir / ".sweep/events.jsonl"
+    try:
+        slurm.wait_for(lambda: latest_step(stage_dir) >= 4, 300, "the teacher's first checkpoint")
+        pids = slurm.wait_for(lambda: slurm.job_processes(job, rank=1), 30, "rank 1's process")
+        killed_at = time.monotonic()
+        os.kill(pids[0], signal.SIGKILL)  # the "node" of rank 1 dies
+
+        def retried():
+            if not events_file.exists():
+                return None
+            return [e for e in map(json.loads, events_file.read_text().splitlines()) if e["action"] == "retry"]
+
+        events = slurm.wait_for(retried, 120, "the sweep to retry the teacher")
+        ended_after = time.monotonic() - killed_at
+        assert ended_after < 60, f"the job took {ended_after:.0f} s to end after a rank died"
+        (ev,) = events
+        assert ev["job"] == job and re.fullmatch(r"n[12] rank 1: Killed", ev["cause"]), ev
+
+        status = slurm.run(sweep_cmd(sweep, "status"))
+        assert "1 retry(ies)" in status.stdout and "rank 1: Killed" in status.stdout, status.stdout
+
+        slurm.wait_for(lambda: (stage_dir / "result.json").exists() or None, 400, "the retried teacher to finish")
+        slurm.wait_gone(job, 60)
+    finally:
+        others = [e[-1]["id"] for k, e in records.items() if k != "teacher/synthetic-dlv3_r18_la"]
+        slurm.run(["scancel", *others])  # the student and collect jobs are not needed here
+    log = (sweep_dir / f".sweep/logs/{job}/{job}_0_log.err").read_text()
+    assert "retry 1 of 1" in log and log.count("Starting with JobEnvironment") >= 2
+    resumed = re.findall(r"resum\w* .*?step (\d+)", log)
+    assert resumed and int(resumed[-1]) >= 4, log[-3000:]
+    steps = metrics_steps(stage_dir)
+    assert steps[-1] == 16 and sorted(set(steps)) == list(range(1, 17))
+    # resumed on the same world size from a complete checkpoint: exactly the uninterrupted run
+    assert_same_weights(stage_dir / "teacher.safetensors", reference_teacher["export"])
