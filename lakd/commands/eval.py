@@ -1,0 +1,219 @@
+"""`lakd eval EXPORT --shards MANIFEST`: evaluate an exported model, print a per-class table, write JSON/PNGs.
+
+A label-assisted model (export ``label_channels > 0``) is evaluated with its privileged input (``fixed``: the
+fixed, evenly spaced label code of distillation time), without it (``zero``: zeros in the label channels), or
+both (the default). Results use the stage-output keys: ``eval.label`` (fixed code) and ``eval.image``
+(zero channel, or the plain image for image-only models).
+
+Runs on several ranks when started by torchrun (WORLD_SIZE/RANK/LOCAL_RANK): each rank evaluates its part of
+the set and the confusion matrices are summed; rank 0 prints and writes the JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+LABEL_INPUT_CHOICES = ("fixed", "zero", "both")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval", help="evaluate an exported model on a shard manifest (mIoU, per-class IoU)",
+        description="Evaluate an exported model (<p>.safetensors + <p>.json) on the images of a shard manifest: "
+                    "per-class IoU table, JSON results, optional colourised prediction PNGs.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("export", help="export path (<p>, <p>.safetensors or <p>.json)")
+    p.add_argument("--shards", required=True, help="manifest of the evaluation split (file or folder holding one)")
+    p.add_argument("--mode", choices=("whole", "slide", "msflip"), default="whole",
+                   help="inference mode (reference protocol: whole)")
+    p.add_argument("--crop-size", type=int, nargs="+", default=None, metavar="N",
+                   help="sliding-window crop (H [W]); required for slide, optional for msflip")
+    p.add_argument("--stride", type=int, nargs="+", default=None, metavar="N",
+                   help="sliding-window stride (H [W]); default 2/3 of the crop")
+    p.add_argument("--scales", type=float, nargs="+", default=None, metavar="S",
+                   help="msflip scales (default 0.5 0.75 1.0 1.25 1.5 1.75)")
+    p.add_argument("--no-flip", action="store_true", help="msflip without the horizontal flip")
+    p.add_argument("--label-input", choices=LABEL_INPUT_CHOICES, default=None,
+                   help="label-assisted models: fixed label code, zero channel, or both (default both)")
+    p.add_argument("--out", default=None, help="write the results as JSON to this file")
+    p.add_argument("--save-png", default=None, metavar="DIR",
+                   help="write colourised predictions (dataset palette) to DIR")
+    p.add_argument("--batch-size", type=int, default=1, help="images (or windows) per forward")
+    p.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images (per rank)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    p.set_defaults(func=run)
+
+
+def _pair(v):
+    if v is None:
+        return None
+    if len(v) == 1:
+        return (v[0], v[0])
+    if len(v) == 2:
+        return (v[0], v[1])
+    raise ValueError("expects one or two numbers")
+
+
+def _safe_name(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(key)).strip("._") or "image"
+
+
+def format_table(class_names: list[str], results: dict[str, dict]) -> str:
+    """Per-class IoU table, one column per evaluation variant, then mIoU / aAcc / mAcc rows."""
+    variants = list(results)
+    width = max([10] + [len(n) for n in class_names])
+    head = f"{'class':<{width}}  " + "  ".join(f"{v:>12}" for v in variants)
+    lines = [head, "-" * len(head)]
+
+    def cell(x):
+        return f"{100 * x:12.2f}" if x is not None else f"{'-':>12}"
+
+    for c, name in enumerate(class_names):
+        lines.append(f"{name:<{width}}  " + "  ".join(cell(results[v]["iou"][c]) for v in variants))
+    lines.append("-" * len(head))
+    for key, title in (("miou", "mIoU"), ("miou_all", "mIoU (all C)"), ("acc", "aAcc"), ("macc", "mAcc")):
+        lines.append(f"{title:<{width}}  " + "  ".join(cell(results[v][key]) for v in variants))
+    return "\n".join(lines)
+
+
+def _init_distributed(device_arg):
+    import torch
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_arg:
+        device = torch.device(device_arg)
+    elif torch.cuda.is_available():
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def run(args) -> int:
+    from lakd.cli import UsageError
+    from lakd.data.cards import get_card
+    from lakd.data.manifest import load_manifest
+    from lakd.data.pipeline import build_eval_loader
+    from lakd.evaluation.evaluate import evaluate, label_input_fn
+    from lakd.method.label_noise import LabelNoiser
+    from lakd.models.export import load_export
+
+    try:
+        crop = _pair(args.crop_size)
+        stride = _pair(args.stride)
+    except ValueError as exc:
+        raise UsageError(f"--crop-size/--stride {exc}") from None
+    if args.mode == "slide" and crop is None:
+        raise UsageError("--mode slide needs --crop-size")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    try:
+        manifest = load_manifest(args.shards)
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"--shards: {exc}") from None
+    rank, world, device = _init_distributed(args.device)
+    try:
+        model, meta = load_export(args.export, map_location=device)
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"export: {exc}") from None
+    num_classes = int(meta["num_classes"])
+    if int(manifest.num_classes) != num_classes:
+        raise UsageError(f"the export predicts {num_classes} classes but {manifest.dataset} has "
+                         f"{manifest.num_classes}")
+    try:
+        card = get_card(manifest.dataset)
+        class_names, palette_card = list(card.class_names), card
+    except ValueError:
+        class_names, palette_card = [f"class_{c}" for c in range(num_classes)], None
+
+    label_channels = int(meta.get("label_channels", 0))
+    variants: dict[str, object] = {}
+    if label_channels > 0:
+        if meta.get("label_noise"):
+            try:
+                noiser = LabelNoiser.from_dict(meta["label_noise"])
+            except (TypeError, ValueError) as exc:
+                raise UsageError(f"export label_noise settings: {exc}") from None
+        else:
+            noiser = LabelNoiser(num_classes, code_dim=label_channels)
+            if rank == 0:
+                print(f"lakd eval: note: the export has no label_noise settings; using {noiser}", file=sys.stderr)
+        if noiser.code_dim != label_channels:
+            raise UsageError(f"export label_noise has code_dim {noiser.code_dim} but the model takes "
+                             f"{label_channels} label channel(s)")
+        choice = args.label_input or "both"
+        if choice in ("fixed", "both"):
+            variants["label"] = label_input_fn(noiser, "fixed")
+        if choice in ("zero", "both"):
+            variants["image"] = label_input_fn(noiser, "zeros")
+    else:
+        if args.label_input == "fixed":
+            raise UsageError("--label-input fixed: this model takes no label channel (label_channels = 0)")
+        variants["image"] = None
+
+    mean, std = meta.get("mean"), meta.get("std")
+    kwargs = {} if mean is None else {"mean": mean, "std": std}
+    loader = build_eval_loader(manifest, rank=rank, world_size=world, num_workers=args.workers, **kwargs)
+
+    results: dict[str, dict] = {}
+    for name, input_fn in variants.items():
+        on_pred = None
+        if args.save_png:
+            out_dir = Path(args.save_png) / (name if len(variants) > 1 else "")
+            out_dir.mkdir(parents=True, exist_ok=True)
+            on_pred = _png_writer(out_dir, palette_card)
+        scales = args.scales
+        flip = False if args.no_flip else None
+        results[name] = evaluate(model, loader, num_classes, input_fn=input_fn, mode=args.mode, crop_size=crop,
+                                 stride=stride, scales=scales, flip=flip, device=device,
+                                 batch_size=args.batch_size, on_prediction=on_pred, max_images=args.max_images)
+    if rank == 0:
+        titles = {"label": "with label", "image": "zero label" if label_channels > 0 else "image"}
+        print(f"{meta['model'].get('name')}-{meta['model'].get('backbone')} on {manifest.dataset}/{manifest.split} "
+              f"({results[next(iter(results))]['pixels']} labelled pixels, mode {args.mode})")
+        print(format_table(class_names, {titles[k]: v for k, v in results.items()}))
+        if args.out:
+            doc = {"export": str(args.export), "shards": str(args.shards), "dataset": manifest.dataset,
+                   "split": manifest.split, "mode": args.mode, "crop_size": crop, "stride": stride,
+                   "scales": args.scales, "flip": not args.no_flip if args.mode == "msflip" else False,
+                   "label_channels": label_channels, "class_names": class_names, "eval": results}
+            _write_json(Path(args.out), doc)
+            print(f"wrote {args.out}")
+    return 0
+
+
+def _png_writer(out_dir: Path, card):
+    import numpy as np
+    from PIL import Image
+
+    def write(keys, pred, label):
+        for key, p in zip(keys, pred.numpy()):
+            if card is not None:
+                img = Image.fromarray(card.colorize(p.astype(np.uint8)))
+            else:
+                img = Image.fromarray(p.astype(np.uint8), mode="L")
+            path = out_dir / f"{_safe_name(key)}.png"
+            tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+            img.save(tmp, format="PNG")
+            os.replace(tmp, path)
+
+    return write
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    os.replace(tmp, path)
