@@ -1,0 +1,86 @@
+"""`lakd eval EXPORT --shards MANIFEST`: table, JSON, PNGs, label-input variants, bad input."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lakd.cli import main
+from lakd.data.build import build_shards
+from lakd.data.cards import get_card
+from lakd.method.label_noise import LabelNoiser
+from lakd.models import build_model
+from lakd.models.export import save_export
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards")
+    return build_shards("synthetic", "val", out, num_samples=4, image_size=32, seed=0, samples_per_shard=3,
+                        workers=1, progress=False)
+
+
+def _export(tmp_path, label_channels, noise=True):
+    torch.manual_seed(0)
+    model = build_model("fcn", "resnet18", 8, in_channels=3 + label_channels, width=0.125)
+    meta = {"dataset": "synthetic"}
+    if label_channels and noise:
+        meta["label_noise"] = LabelNoiser(8, code_dim=label_channels, scale=1.0).to_dict()
+    base = tmp_path / ("teacher" if label_channels else "student")
+    save_export(model, base, meta)
+    return base
+
+
+def test_label_assisted_export_both_variants_json_and_pngs(tmp_path, shards, capsys):
+    exp = _export(tmp_path, 1)
+    out = tmp_path / "res.json"
+    rc = main(["eval", str(exp), "--shards", str(shards), "--out", str(out), "--save-png", str(tmp_path / "png")])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "with label" in text and "zero label" in text and "disk" in text and "mIoU" in text
+    doc = json.loads(out.read_text())
+    assert set(doc["eval"]) == {"label", "image"} and doc["label_channels"] == 1
+    for res in doc["eval"].values():
+        assert len(res["iou"]) == 8 and 0 <= res["miou"] <= 1 and res["pixels"] == 4 * 32 * 32
+    pngs = sorted((tmp_path / "png" / "label").glob("*.png"))
+    assert len(pngs) == 4 and len(list((tmp_path / "png" / "image").glob("*.png"))) == 4
+    rgb = np.asarray(Image.open(pngs[0]).convert("RGB")).reshape(-1, 3)
+    palette = {tuple(p) for p in get_card("synthetic").palette}
+    assert {tuple(c) for c in rgb.tolist()} <= palette
+
+
+def test_image_only_export_slide_mode(tmp_path, shards, capsys):
+    exp = _export(tmp_path, 0)
+    out = tmp_path / "r.json"
+    assert main(["eval", str(exp), "--shards", str(shards), "--mode", "slide", "--crop-size", "24", "--stride", "16",
+                 "--batch-size", "2", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert set(doc["eval"]) == {"image"} and doc["mode"] == "slide"
+    assert main(["eval", str(exp), "--shards", str(shards), "--mode", "msflip", "--scales", "0.75", "1.0",
+                 "--label-input", "zero"]) == 0
+
+
+def test_fixed_only_and_missing_noise_settings(tmp_path, shards, capsys):
+    exp = _export(tmp_path, 1, noise=False)
+    out = tmp_path / "r.json"
+    assert main(["eval", str(exp), "--shards", str(shards), "--label-input", "fixed", "--out", str(out)]) == 0
+    assert set(json.loads(out.read_text())["eval"]) == {"label"}
+    assert "no label_noise settings" in capsys.readouterr().err
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path, shards, capsys):
+    img = _export(tmp_path, 0)
+    assert main(["eval", str(img), "--shards", str(shards), "--label-input", "fixed"]) == 2
+    assert "no label channel" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "nope"), "--shards", str(shards)]) == 2
+    assert "export" in capsys.readouterr().err
+    assert main(["eval", str(img), "--shards", str(tmp_path / "missing.json")]) == 2
+    assert "--shards" in capsys.readouterr().err
+    assert main(["eval", str(img), "--shards", str(shards), "--mode", "slide"]) == 2
+    assert "crop-size" in capsys.readouterr().err
+    torch.manual_seed(0)
+    other = build_model("fcn", "resnet18", 5, width=0.125)
+    save_export(other, tmp_path / "five", {"dataset": "synthetic"})
+    assert main(["eval", str(tmp_path / "five"), "--shards", str(shards)]) == 2
+    assert "5 classes" in capsys.readouterr().err
