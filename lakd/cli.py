@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lakd", description="Label-Assisted Distillation (LAD) for semantic segmentation at HPC scale."
     )
     parser.add_argument("--version", action="version", version=f"lakd {__version__}")
+    # the deepspeed launcher starts `<python> -m lakd.cli --local_rank=N ...`; LOCAL_RANK in the environment
+    # says the same, so the value is accepted and not used
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in COMMANDS.items():
         try:

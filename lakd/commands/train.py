@@ -1,0 +1,76 @@
+"""`lakd train --stage {teacher,student,baseline} --config PRESET|FILE [key=value ...]`
+
+Every process of a job runs this command: started by torchrun, the deepspeed launcher, srun (one task per
+GPU/CPU slot), submitit, or alone. The stage resumes from the newest complete checkpoint of its run
+directory. Exit status: 0 done; 2 bad input (nothing written); 75 (EXIT_REQUEUE) preempted after saving a
+checkpoint, start the same command again to resume; 3 (EXIT_DIVERGED) the loss became NaN/inf (the last
+good checkpoint is kept); 1 anything else.
+"""
+from __future__ import annotations
+
+import sys
+
+EPILOG = """\
+examples:
+  lakd train --stage teacher --config synthetic run.name=demo train.iters=200
+  lakd train --stage student --config cityscapes run.name=r18 teacher.export=runs/r18/teacher/teacher.safetensors
+  torchrun --nproc_per_node 4 -m lakd.cli train --stage teacher --config ade20k train.precision=bf16
+  srun --ntasks-per-node 4 lakd train --stage baseline --config voc run.runs_dir=/shared/runs
+
+configuration: a preset name (%(presets)s) or a YAML file (optionally `base: <preset>`), then dotted
+overrides `section.key=value` (YAML values). `lakd train --show-config ...` prints the resolved config.
+
+exit status: 0 finished; 2 bad input; 75 preempted (checkpoint saved: requeue / run again to resume);
+3 non-finite loss (last good checkpoint kept); 1 other failure.
+"""
+
+
+def register(subparsers) -> None:
+    import argparse
+
+    from lakd.config import list_presets
+
+    p = subparsers.add_parser(
+        "train", help="train a teacher, student or baseline stage (DeepSpeed; resumes automatically)",
+        description="Train one stage of LAD from a preset or config file plus key=value overrides.",
+        epilog=EPILOG % {"presets": ", ".join(list_presets())}, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--stage", required=True, choices=("teacher", "student", "baseline"))
+    p.add_argument("--config", required=True, metavar="PRESET|FILE",
+                   help="a preset name or a YAML config file")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.iters=100")
+    p.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from lakd.cli import UsageError
+    from lakd.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config, args.overrides, stage=args.stage)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    if args.show_config:
+        print(cfg.to_yaml(), end="")
+        return 0
+
+    from lakd.engine.checkpoint import CheckpointError
+    from lakd.engine.preemption import EXIT_REQUEUE, Preempted
+    from lakd.engine.stage import run_stage
+    from lakd.engine.trainer import EXIT_DIVERGED, NonFiniteLoss
+
+    try:
+        run_stage(cfg)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    except Preempted as exc:
+        print(f"lakd train: {exc}", file=sys.stderr, flush=True)
+        return EXIT_REQUEUE
+    except NonFiniteLoss as exc:
+        print(f"lakd train: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_DIVERGED
+    except CheckpointError as exc:
+        print(f"lakd train: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0

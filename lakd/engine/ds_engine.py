@@ -1,0 +1,127 @@
+"""One DeepSpeed engine per trained model, built from the typed config.
+
+- batch: ``train.batch_size`` is the global batch; per process ``micro_batch_size`` x ``grad_accum``
+  (:func:`lakd.config.batch_layout`), so the hyper-parameters do not change with the process count;
+- optimizer: SGD (momentum, weight decay; ``lakd.optim.build_optimizer``) with the poly schedule as a
+  closed-form ``LambdaLR`` (the learning rate is a pure function of the step, so a weights-only resume on a
+  different world size lands on the right value);
+- ``gradient_clipping``; ZeRO stage 0 or 1;
+- precision: ``bf16`` = DeepSpeed's ``torch_autocast`` block (parameters, BatchNorm and gradient
+  communication stay fp32). DeepSpeed's own ``bf16`` block casts BatchNorm weights but not its buffers and
+  breaks BN models, so it is never used.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from typing import Callable
+
+import torch
+
+from lakd.config import Config
+
+
+class _QuietDeepSpeed(logging.Filter):
+    """Drop DeepSpeed warnings that lakd's set-up triggers on purpose (torch SGD under ZeRO is fine)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "untested optimizer" not in record.getMessage()
+
+
+def prepare_deepspeed(device: torch.device) -> None:
+    """Process-wide DeepSpeed set-up before its first import: accelerator, log level, no CPU JIT op.
+
+    On CPU DeepSpeed's communication layer JIT-compiles a shared-memory all-reduce op with gcc on first use
+    (~100 s, cached in ~/.cache/torch_extensions). It only serves DeepSpeed's inference all-reduce, which
+    training never calls, so lakd marks it unavailable: a cold machine starts training in seconds.
+    """
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if device.type == "cuda" else "cpu")
+    import deepspeed
+    import deepspeed.ops
+
+    deepspeed.utils.logger.setLevel(logging.WARNING)
+    if not any(isinstance(f, _QuietDeepSpeed) for f in deepspeed.utils.logger.filters):
+        deepspeed.utils.logger.addFilter(_QuietDeepSpeed())
+    # DeepSpeed's ZeRO still calls the deprecated name; nothing for a user to act on
+    warnings.filterwarnings("ignore", message=r".*all_gather_into_tensor.* is deprecated", category=FutureWarning)
+    if device.type == "cpu" and os.environ.get("LAKD_DS_SHM_OP", "0") != "1":
+        compatible = deepspeed.ops.__compatible_ops__
+        if isinstance(compatible, dict):
+            compatible["deepspeed_shm_comm"] = False
+
+
+def poly_factor(cfg: Config) -> Callable[[int], float]:
+    """Learning-rate multiplier of step k: ``(min_lr + (lr - min_lr) (1 - k/iters)^power) / lr``, times a
+    linear warm-up ``(k + 1) / warmup_iters`` for the first ``warmup_iters`` steps."""
+    o, iters = cfg.optim, cfg.train.iters
+    base, floor, power, warm = o.lr, o.min_lr, o.poly_power, o.warmup_iters
+
+    def factor(step: int) -> float:
+        progress = min(max(step, 0), iters) / iters
+        lr = floor + (base - floor) * (1.0 - progress) ** power
+        if warm > 0 and step < warm:
+            lr *= (step + 1) / warm
+        return lr / base
+
+    return factor
+
+
+def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    from lakd.config import ConfigError
+    from lakd.optim import ApexUnavailable, build_optimizer as build
+
+    o = cfg.optim
+    try:
+        return build(model.parameters(), name=o.name, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                     impl=o.impl, nesterov=o.nesterov, betas=tuple(o.betas), eps=o.eps)
+    except ApexUnavailable as exc:
+        raise ConfigError(f"config key 'optim.impl': {exc}") from None
+
+
+def deepspeed_config(cfg: Config, world_size: int, micro: int, accum: int) -> dict:
+    t = cfg.train
+    ds = {
+        "train_batch_size": micro * accum * world_size,
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": accum,
+        "gradient_clipping": float(t.grad_clip),
+        "zero_optimization": {"stage": int(t.zero_stage)},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 2**31 - 1,
+        "wall_clock_breakdown": False,
+        "checkpoint": {"tag_validation": "Ignore"},  # lakd validates tags itself (one tag per step)
+    }
+    if t.precision == "bf16":
+        # empty list: no module communicates its gradients in bf16 (fp32 all-reduce, exact sums)
+        ds["torch_autocast"] = {"enabled": True, "dtype": "bfloat16", "lower_precision_safe_modules": []}
+    return ds
+
+
+def build_engine(model: torch.nn.Module, cfg: Config, world_size: int, micro: int, accum: int):
+    """``(engine, scheduler)`` for ``model`` (already on its device, SyncBN converted where wanted)."""
+    import deepspeed
+
+    optimizer = build_optimizer(model, cfg)
+    factor = poly_factor(cfg)
+
+    def scheduler(opt):
+        return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+    engine, _, _, sched = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=scheduler,
+        config=deepspeed_config(cfg, world_size, micro, accum),
+    )
+    return engine, sched
+
+
+def set_schedule_step(engine, scheduler, step: int, cfg: Config) -> None:
+    """Put the schedule (and DeepSpeed's step counters) at ``step`` after a weights-only load."""
+    f = poly_factor(cfg)(step)
+    scheduler.last_epoch = step
+    lrs = [base * f for base in scheduler.base_lrs]
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = lrs
+    engine.global_steps = step
+    engine.global_samples = step * engine.train_batch_size()

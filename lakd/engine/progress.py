@@ -1,0 +1,129 @@
+"""What a running stage tells people: ``metrics.jsonl`` (machines) and a progress display (humans), rank 0 only.
+
+``metrics.jsonl`` gets one JSON object per logged step (``step, lr, loss, terms, images_per_s, max_rss_mb,
+time``, plus ``gpu_mem_mb`` on GPUs) and one per evaluation (``step, eval``). On a resumed run, lines of
+steps after the resume point (written before the interruption but not covered by the checkpoint) are
+dropped first, so the file reads like one uninterrupted run.
+
+On a terminal the display is a tqdm bar; otherwise (Slurm logs, CI) a plain line every ``print_every`` steps.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+
+def max_rss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def _clean(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/inf
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+class MetricsLog:
+    """Append-only JSONL, flushed per line. Only rank 0 creates one."""
+
+    def __init__(self, path: Path, *, resume_step: int = 0):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._truncate_after(resume_step)
+        self._f = open(self.path, "a", buffering=1)
+
+    def _truncate_after(self, step: int) -> None:
+        if not self.path.exists():
+            return
+        keep = []
+        for line in self.path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # a line cut by a kill
+            if isinstance(rec, dict) and int(rec.get("step", 0)) <= step:
+                keep.append(line)
+        tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        os.replace(tmp, self.path)
+
+    def write(self, record: dict) -> None:
+        self._f.write(json.dumps(_clean(record)) + "\n")
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class Progress:
+    """tqdm bar on a terminal, plain periodic lines otherwise, nothing when ``mode == "none"``."""
+
+    def __init__(self, *, total: int, start: int, desc: str, mode: str = "auto", print_every: int = 50,
+                 stream=None):
+        self.stream = stream or sys.stderr
+        if mode == "auto":
+            mode = "bar" if getattr(self.stream, "isatty", lambda: False)() else "plain"
+        self.mode = mode
+        self.total, self.desc, self.print_every = total, desc, max(1, print_every)
+        self._bar = None
+        self._t0 = time.time()
+        self._start = start
+        if mode == "bar":
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=start, desc=desc, file=self.stream, dynamic_ncols=True,
+                             unit="step")
+
+    def update(self, step: int, info: dict) -> None:
+        if self.mode == "bar":
+            self._bar.update(step - self._bar.n)
+            self._bar.set_postfix(info, refresh=False)
+        elif self.mode == "plain" and (step % self.print_every == 0 or step == self.total):
+            elapsed = time.time() - self._t0
+            rate = (step - self._start) / elapsed if elapsed > 0 else 0.0
+            eta = (self.total - step) / rate if rate > 0 else float("nan")
+            fields = " ".join(f"{k} {v}" for k, v in info.items())
+            self.message(f"{self.desc} step {step}/{self.total} {fields} | {rate:.2f} step/s, eta {_hms(eta)}")
+
+    def message(self, text: str) -> None:
+        if self.mode == "none":
+            return
+        if self._bar is not None:
+            self._bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _hms(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def memory_fields(device: torch.device) -> dict:
+    out = {"max_rss_mb": round(max_rss_mb(), 1)}
+    if device.type == "cuda":
+        out["gpu_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return out
+
+
+def format_metric(value: Optional[float]) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"

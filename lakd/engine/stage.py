@@ -1,0 +1,464 @@
+"""One training stage (teacher, student or baseline) from a typed config: ``run_stage(cfg) -> result``.
+
+Usable in-process (submitit jobs call it directly) and behind ``lakd train``. Every process of the job calls
+it; rank, world size and master address come from the launcher's environment (``lakd.engine.distributed``).
+
+Stages (ARCHITECTURE.md "Stage outputs"):
+
+- ``teacher``: a label-assisted model (``3 + noise.code_dim`` input channels) trained with the dual-path
+  objective; evaluated with the fixed label code (``eval.label``) and with a zero label channel
+  (``eval.image``);
+- ``student``: an image-only model distilled from the frozen teacher export (``teacher.export``, default
+  ``<runs_dir>/<run>/teacher/teacher.safetensors``; the KD row points it at an image-only teacher exported
+  by a baseline stage of another run);
+- ``baseline``: the same student objective without a teacher.
+
+Run directory ``<runs_dir>/<run>/<stage>/``: ``config.yaml`` (resolved), ``checkpoints/``, ``metrics.jsonl``,
+``<stage>.safetensors`` + ``<stage>.json`` (final weights), ``<stage>-best.*`` (best evaluation, when periodic
+evaluation runs), ``result.json`` (written last; its presence means the stage is finished and a new call
+returns it without training).
+
+Resume: a stage always continues from the newest complete checkpoint of its directory. With the same world
+size and ZeRO stage the continuation is exact (bitwise-identical weights to an uninterrupted run on CPU).
+With a different world size (or ZeRO stage) it takes the documented *weights + schedule* path: model weights,
+step, learning-rate schedule, best metric and BatchNorm statistics are restored; the optimizer momentum
+restarts from zero for ZeRO 1 checkpoints (ZeRO 0 keeps it), and the data stream continues at the same
+step with a different sample order. A warning says so.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from lakd.config import Config, ConfigError, batch_layout
+from lakd.engine import batchnorm, rng
+from lakd.engine import distributed as D
+from lakd.engine.checkpoint import CheckpointManager
+from lakd.engine.preemption import PreemptionFlag
+from lakd.engine.progress import MetricsLog, Progress, format_metric
+from lakd.engine.trainer import EvalResult, Trainer, TrainState
+
+log = logging.getLogger("lakd.engine")
+
+__all__ = ["run_stage", "check_config", "stage_result_path"]
+
+
+def stage_result_path(cfg: Config) -> Path:
+    return cfg.stage_dir / "result.json"
+
+
+def _warn(text: str) -> None:
+    """A one-line warning on stderr (rank 0 decides whether to call it)."""
+    print(f"lakd train: warning: {text}", file=sys.stderr, flush=True)
+
+
+def _atomic_json(path: Path, doc: dict) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------ validation
+def _num_classes(cfg: Config) -> int:
+    from lakd.data import get_card
+
+    return cfg.data.num_classes or get_card(cfg.data.dataset).num_classes
+
+
+def _norm(cfg: Config) -> tuple[list[float], list[float]]:
+    from lakd.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    return list(cfg.data.mean or IMAGENET_MEAN), list(cfg.data.std or IMAGENET_STD)
+
+
+def check_config(cfg: Config, world_size: int = 1) -> None:
+    """Everything checkable before a file is written: names, files, batch layout. Raises ConfigError."""
+    from lakd.data import list_cards
+    from lakd.models import COMBINATIONS
+
+    if cfg.data.dataset not in list_cards():
+        raise ConfigError(f"config key 'data.dataset': unknown dataset {cfg.data.dataset!r}; "
+                          f"known: {', '.join(list_cards())}")
+    for prefix, m in (("model", cfg.model), ("teacher.model", cfg.teacher.model)):
+        if prefix == "teacher.model" and cfg.stage != "teacher":
+            continue
+        if prefix == "model" and cfg.stage == "teacher":
+            continue
+        if m.name not in COMBINATIONS:
+            raise ConfigError(f"config key '{prefix}.name': unknown model {m.name!r}; "
+                              f"valid models: {', '.join(COMBINATIONS)}")
+        if m.backbone not in COMBINATIONS[m.name]:
+            raise ConfigError(f"config key '{prefix}.backbone': {m.name} is not available with {m.backbone!r}; "
+                              f"{m.name} backbones: {', '.join(COMBINATIONS[m.name])}")
+        if m.pretrained and not Path(m.pretrained).is_file():
+            raise ConfigError(f"config key '{prefix}.pretrained': file not found: {m.pretrained}")
+    if cfg.optim.impl == "apex":
+        from lakd.optim import APEX_BUILD_HELP
+
+        try:
+            import apex.optimizers  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError(f"config key 'optim.impl': apex asked for but not importable ({exc}). "
+                              f"{APEX_BUILD_HELP}") from None
+    if stage_result_path(cfg).is_file():
+        return  # finished: run_stage only reads the result
+    for split in ("train", "val"):
+        path = cfg.manifest(split)
+        if not path.is_file():
+            raise ConfigError(
+                f"{split} shards not found: {path} (build them with `lakd shards build {cfg.data.dataset} "
+                f"--split {cfg.data.train_split if split == 'train' else cfg.data.val_split} --out "
+                f"{path.parent}`, or set data.{split}_manifest)"
+            )
+    if cfg.stage == "student":
+        export = cfg.teacher_export()
+        if not export.with_suffix(".json").is_file() or not export.with_suffix(".safetensors").is_file():
+            raise ConfigError(
+                f"teacher export not found: {export} (run the teacher stage of run '{cfg.run.name}' first, or "
+                f"set teacher.export to a <stage>.safetensors written by another run)"
+            )
+        from lakd.models.export import read_export_meta
+
+        try:
+            meta = read_export_meta(export)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if int(meta["num_classes"]) != _num_classes(cfg):
+            raise ConfigError(f"teacher export {export} predicts {meta['num_classes']} classes, "
+                              f"dataset {cfg.data.dataset} has {_num_classes(cfg)}")
+    batch_layout(cfg, world_size)
+
+
+# ---------------------------------------------------------------------------------------------- models
+def _build_model(cfg: Config, in_channels: int):
+    from lakd.models import build_model
+
+    m = cfg.stage_model
+    return build_model(m.name, m.backbone, _num_classes(cfg), in_channels, width=m.width, aux=m.aux,
+                       pretrained=m.pretrained, **m.options)
+
+
+def _noiser(cfg: Config, num_classes: int, noise: Optional[dict] = None):
+    from lakd.method.label_noise import LabelNoiser
+
+    n = dict(code_dim=cfg.noise.code_dim, sigma=cfg.noise.sigma, fixed_sigma=cfg.noise.fixed_sigma,
+             scale=cfg.noise.scale)
+    n.update(noise or {})
+    return LabelNoiser(num_classes, **n)
+
+
+def _noise_meta(noiser) -> dict:
+    return {"code_dim": noiser.code_dim, "sigma": noiser.sigma, "fixed_sigma": noiser.fixed_sigma,
+            "scale": noiser.scale}
+
+
+# ----------------------------------------------------------------------------------------------- stage
+class _Stage:
+    """Assembles the pieces of one stage on this process."""
+
+    def __init__(self, cfg: Config, denv: D.DistEnv, device: torch.device):
+        self.cfg, self.denv, self.device = cfg, denv, device
+        self.rank, self.world = denv.rank, denv.world_size
+        self.num_classes = _num_classes(cfg)
+        self.mean, self.std = _norm(cfg)
+        self.micro, self.accum = batch_layout(cfg, self.world)
+        self.noiser = None  # teacher stage: the model's own label noiser
+        self.teacher_info = None  # student stage: {"export", "label_channels"}
+
+    # ---- objective + model
+    def build(self):
+        from lakd.method.objectives import StudentObjective, TeacherObjective
+
+        cfg = self.cfg
+        rng.seed_all(cfg.run.seed)  # identical initial weights on every rank
+        if cfg.stage == "teacher":
+            self.noiser = _noiser(cfg, self.num_classes)
+            model = _build_model(cfg, 3 + self.noiser.code_dim)
+            tl = cfg.teacher_loss
+            objective = TeacherObjective(
+                self.noiser, aux_weight=tl.aux_weight, consistency=tl.consistency,
+                consistency_weight=tl.consistency_weight, temperature=tl.temperature, dual_path=tl.dual_path,
+                consistency_warmup=tl.consistency_warmup, label_dropout=tl.label_dropout,
+            )
+        else:
+            model = _build_model(cfg, 3)
+            sl = cfg.student_loss
+            teacher, noiser = None, None
+            if cfg.stage == "student":
+                teacher, noiser = self._load_teacher()
+            objective = StudentObjective(
+                teacher, noiser=noiser, teacher_label_mode=sl.teacher_label_mode, aux_weight=sl.aux_weight,
+                kd=sl.kd, kd_weight=sl.kd_weight, temperature=sl.temperature,
+            )
+        self.sync_bn = batchnorm.use_sync_bn(cfg.train.sync_bn, self.device, self.world)
+        if self.sync_bn:
+            model = batchnorm.convert_sync_bn(model)
+        model.to(self.device)
+        # per-rank randomness for training (label noise, dropout); the data stream has its own seeds
+        rng.seed_all(cfg.run.seed * 100003 + 7919 * (self.rank + 1))
+        return model, objective
+
+    def _load_teacher(self):
+        from lakd.models.export import load_export
+
+        path = self.cfg.teacher_export()
+        try:
+            teacher, meta = load_export(path, map_location=self.device)
+        except ValueError as exc:
+            raise ConfigError(f"cannot load the teacher export: {exc}") from None
+        teacher.eval().requires_grad_(False)
+        k = int(meta.get("label_channels", 0))
+        for key, mine in (("mean", self.mean), ("std", self.std)):
+            theirs = meta.get(key)
+            if theirs is not None and [round(v, 4) for v in theirs] != [round(v, 4) for v in mine]:
+                if self.rank == 0:
+                    _warn(f"teacher export {path} was trained with {key} {theirs}, this stage uses {mine}")
+        noiser = _noiser(self.cfg, self.num_classes, meta.get("noise")) if k > 0 else None
+        if noiser is not None and noiser.code_dim != k:
+            noiser = _noiser(self.cfg, self.num_classes, {**(meta.get("noise") or {}), "code_dim": k})
+        self.teacher_info = {"export": str(path), "label_channels": k}
+        return teacher, noiser
+
+    # ---- data
+    def train_loader(self, seed_offset: int = 0):
+        from lakd.data.pipeline import build_train_loader
+
+        d = self.cfg.data
+        kw = {} if d.shuffle_buffer is None else {"shuffle_buffer": d.shuffle_buffer}
+        return build_train_loader(
+            self.cfg.manifest("train"), batch_size=self.micro, crop_size=tuple(d.crop_size),
+            seed=self.cfg.run.seed + seed_offset, rank=self.rank, world_size=self.world,
+            num_workers=d.num_workers, scale_range=tuple(d.scale_range), mean=self.mean, std=self.std,
+            pin_memory=self.device.type == "cuda", **kw,
+        )
+
+    def evaluator(self, model):
+        from lakd.data.pipeline import build_eval_loader
+        from lakd.evaluation.evaluate import evaluate, label_input_fn
+
+        cfg, e = self.cfg, self.cfg.eval
+        crop = e.crop_size or cfg.data.crop_size
+        stride = e.stride or [max(1, c * 2 // 3) for c in crop]
+        kw = dict(mode=e.mode, crop_size=tuple(crop), stride=tuple(stride), scales=list(e.scales),
+                  flip=e.flip, device=self.device)
+        if e.mode == "whole":
+            kw.update(crop_size=None, stride=None, scales=None, flip=None)
+        elif e.mode == "slide":
+            kw.update(scales=None, flip=None)
+
+        def run(input_fn, max_images):
+            loader = build_eval_loader(cfg.manifest("val"), rank=self.rank, world_size=self.world,
+                                       mean=self.mean, std=self.std, num_workers=cfg.data.num_workers)
+            per_rank = None if max_images is None else max(1, -(-max_images // self.world))
+            with _autocast(self.device, cfg.train.precision):
+                return evaluate(model, loader, self.num_classes, input_fn=input_fn, max_images=per_rank, **kw)
+
+        def evaluate_all(max_images: Optional[int]) -> EvalResult:
+            if self.noiser is not None:  # label-assisted teacher: with the label code and without it
+                label = run(label_input_fn(self.noiser, "fixed", seed=cfg.run.seed), max_images)
+                image = run(label_input_fn(self.noiser, "zeros"), max_images)
+                metrics = {"image": image, "label": label}
+                score = metrics[e.best_on]["miou"]
+            else:
+                metrics = {"image": run(None, max_images)}
+                score = metrics["image"]["miou"]
+            return EvalResult(metrics, float(score) if score is not None else float("-inf"))
+
+        return evaluate_all
+
+    # ---- exports
+    def export(self, model, name: str, step: int) -> Path:
+        from lakd.models.export import save_export
+
+        meta = {"dataset": self.cfg.data.dataset, "mean": self.mean, "std": self.std,
+                "num_classes": self.num_classes, "stage": self.cfg.stage, "run_name": self.cfg.run.name,
+                "step": step, "config_hash": self.cfg.hash()}
+        if self.noiser is not None:
+            meta["label_channels"] = self.noiser.code_dim
+            meta["noise"] = _noise_meta(self.noiser)
+        else:
+            meta["label_channels"] = 0
+        st_path, _ = save_export(model, self.cfg.stage_dir / name, meta)
+        return st_path
+
+
+def _autocast(device: torch.device, precision: str):
+    from lakd.engine.trainer import autocast_context
+
+    return autocast_context(device, precision)
+
+
+def _read_result(cfg: Config) -> Optional[dict]:
+    path = stage_result_path(cfg)
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    theirs = result.get("config_hash")
+    if theirs and theirs != cfg.hash():
+        raise ConfigError(
+            f"{path.parent} holds a finished {cfg.stage} stage trained with a different configuration "
+            f"(config hash {theirs}, now {cfg.hash()}); choose another run.name or remove that folder"
+        )
+    return result
+
+
+def _resume(stage: _Stage, trainer_parts: dict, ckpt: CheckpointManager, cfg: Config) -> TrainState:
+    """Load the newest complete checkpoint (if any) into the engine, loader and RNGs; return the state."""
+    meta = ckpt.latest() if cfg.checkpoint.resume else None
+    if meta is None:
+        if not cfg.checkpoint.resume and ckpt.complete():
+            raise ConfigError(f"{ckpt.dir} holds checkpoints and checkpoint.resume=false; choose another "
+                              "run.name or remove the folder")
+        return TrainState()
+    if meta.get("config_hash") != cfg.hash():
+        raise ConfigError(
+            f"checkpoint {ckpt.dir / meta['tag']} was written with a different configuration (config hash "
+            f"{meta.get('config_hash')}, now {cfg.hash()}); resuming would mix two experiments. Choose "
+            f"another run.name, or restore the original settings (see {cfg.stage_dir / 'config.yaml'})"
+        )
+    engine, scheduler, loader = trainer_parts["engine"], trainer_parts["scheduler"], trainer_parts["loader"]
+    same_world = int(meta["world_size"]) == stage.world
+    same_zero = int(meta.get("zero_stage", cfg.train.zero_stage)) == cfg.train.zero_stage
+    exact = same_world and same_zero
+    # ZeRO-0 optimizer state is one unpartitioned file: it survives a world-size change
+    module_only = not exact and not (same_zero and cfg.train.zero_stage == 0)
+    state, path = ckpt.load(engine, meta, module_only=module_only)
+    step = int(meta["step"])
+    if module_only:
+        from lakd.engine.ds_engine import set_schedule_step
+
+        set_schedule_step(engine, scheduler, step, cfg)
+    if exact:
+        loader.load_state_dict(state["loader"])
+        if state.get("buffers") is not None:
+            batchnorm.restore(engine.module, state["buffers"])
+        rng.restore(state["rng"])
+    else:
+        old = ckpt.load_rank_state(meta["tag"], min(stage.rank, int(meta["world_size"]) - 1))
+        if old is not None:
+            loader.load_state_dict(old["loader"])  # the stream continues at the step, new sample order
+        if stage.rank == 0:
+            what = (f"world size {meta['world_size']} -> {stage.world}" if not same_world else
+                    f"ZeRO stage {meta.get('zero_stage')} -> {cfg.train.zero_stage}")
+            momentum = "restarts from zero" if module_only else "is kept"
+            _warn(
+                f"resuming {path} with a different set-up ({what}): weights, step {step} and the learning-rate "
+                f"schedule are restored, the optimizer momentum {momentum}, and the data stream continues "
+                f"with a different sample order. The run is not bitwise reproducible from here on."
+            )
+    if stage.rank == 0:
+        log.info("resumed from %s (step %d)", path, step)
+    return TrainState(step=step, best=meta.get("best"), seconds=float(meta.get("seconds", 0.0)),
+                      history=list(meta.get("history", [])), pending_eval=bool(meta.get("pending_eval")))
+
+
+def run_stage(cfg: Config) -> dict:
+    """Train (or resume, or just return) one stage; returns the result dict written to ``result.json``.
+
+    Raises ``ConfigError`` for bad input (nothing written), ``Preempted`` after a preemption signal (every
+    rank saved a checkpoint), ``NonFiniteLoss`` on a NaN/inf loss (nothing saved; the last good checkpoint
+    stays), ``CheckpointError`` for an unusable checkpoint.
+    """
+    denv = D.detect()
+    check_config(cfg, denv.world_size)
+    done = _read_result(cfg)
+    if done is not None:
+        return done
+
+    from lakd.engine.ds_engine import build_engine, prepare_deepspeed
+
+    device = D.pick_device(denv, cfg.train.device)
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        # several processes on one machine share its cores (torchrun sets 1 thread; srun/deepspeed do not)
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // denv.local_world_size))
+    prepare_deepspeed(device)
+    created = D.init_process_group(denv, device, backend=cfg.dist.backend, timeout_s=cfg.dist.timeout_s)
+    flag = PreemptionFlag().install()
+    loader = metrics = progress = None
+    try:
+        stage_dir = cfg.stage_dir
+        ckpt = CheckpointManager(stage_dir / "checkpoints", keep_last=cfg.checkpoint.keep_last,
+                                 keep_best=cfg.checkpoint.keep_best)
+        if denv.rank == 0:
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            _atomic_text(stage_dir / "config.yaml", cfg.to_yaml())
+            removed = ckpt.remove_incomplete()
+            if removed:
+                _warn(f"removed incomplete checkpoint(s) {', '.join(removed)} in {ckpt.dir} (a save was interrupted)")
+        D.barrier()
+
+        st = _Stage(cfg, denv, device)
+        model, objective = st.build()
+        engine, scheduler = build_engine(model, cfg, st.world, st.micro, st.accum)
+        loader = st.train_loader()
+        state = _resume(st, {"engine": engine, "scheduler": scheduler, "loader": loader}, ckpt, cfg)
+
+        evaluate = st.evaluator(engine.module)
+        if denv.rank == 0:
+            metrics = MetricsLog(stage_dir / "metrics.jsonl", resume_step=state.step)
+            progress = Progress(total=cfg.train.iters, start=state.step, desc=f"{cfg.run.name}/{cfg.stage}",
+                                mode=cfg.log.progress, print_every=cfg.log.print_every)
+            progress.message(
+                f"lakd train: {cfg.stage} {cfg.stage_model.name}-{cfg.stage_model.backbone} on {cfg.data.dataset}, "
+                f"{denv.world_size} process(es) ({denv.launcher}, {device.type}), global batch "
+                f"{cfg.train.batch_size} = {st.micro} x {st.accum} accum x {st.world}, "
+                f"{'resuming at step ' + str(state.step) if state.step else 'from scratch'} -> {cfg.train.iters} "
+                f"steps; run dir {stage_dir}"
+            )
+        average_bn = st.world > 1 and not st.sync_bn
+
+        def on_best(step: int) -> None:
+            if denv.rank == 0:
+                st.export(engine.module, f"{cfg.stage}-best", step)
+
+        trainer = Trainer(cfg, engine=engine, scheduler=scheduler, objective=objective, loader=loader,
+                          device=device, accum=st.accum, ckpt=ckpt, evaluate=evaluate, average_bn=average_bn,
+                          metrics=metrics, progress=progress, flag=flag, state=state,
+                          on_best=on_best if cfg.eval.every else None)
+        trainer.fit()
+        loader.close()
+
+        # final model: every rank holds the same weights and (averaged) BatchNorm statistics
+        if average_bn:
+            batchnorm.average_(engine.module)
+        final = trainer.run_eval(final=True)
+        trainer._log_eval(final)
+        result = {
+            "stage": cfg.stage, "run_name": cfg.run.name, "dataset": cfg.data.dataset,
+            "model": dict(engine.module.config), "teacher": st.teacher_info, "steps": state.step,
+            "seconds": round(state.seconds, 3), "eval": final.metrics,
+            "best": state.best, "config_hash": cfg.hash(), "world_size": st.world,
+        }
+        if denv.rank == 0:
+            export_path = st.export(engine.module, cfg.stage, state.step)
+            result["export"] = str(export_path)
+            _atomic_json(stage_result_path(cfg), result)
+            summary = ", ".join(f"{k} mIoU {format_metric(v.get('miou'))}" for k, v in final.metrics.items())
+            progress.message(f"lakd train: {cfg.stage} finished at step {state.step}: {summary}; "
+                             f"wrote {export_path} and {stage_result_path(cfg)}")
+        D.barrier()
+        result["export"] = str(cfg.stage_dir / f"{cfg.stage}.safetensors")
+        return result
+    finally:
+        flag.restore()
+        if loader is not None:
+            loader.close()
+        if progress is not None:
+            progress.close()
+        if metrics is not None:
+            metrics.close()
+        if created:
+            D.destroy_process_group()
+        sys.stderr.flush()

@@ -1,0 +1,216 @@
+"""The train loop of one stage: steps, per-step agreement between ranks, evaluation, checkpoints, resume.
+
+One *step* is one optimizer update on one global batch (``grad_accum`` micro-batches per process). At the
+end of every step the ranks exchange one small tensor (sum all-reduce): the preemption flag, a non-finite
+loss flag and the loss terms. That single collective makes every rank take the same decision (stop for
+preemption, stop on NaN/inf) at the same step, and gives the logged losses averaged over ranks.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+import torch.distributed as dist
+
+from lakd.config import Config
+from lakd.engine import batchnorm, rng
+from lakd.engine import distributed as D
+from lakd.engine.checkpoint import CheckpointManager
+from lakd.engine.preemption import Preempted, PreemptionFlag
+from lakd.engine.progress import MetricsLog, Progress, format_metric, memory_fields
+
+log = logging.getLogger("lakd.engine")
+
+EXIT_DIVERGED = 3  # `lakd train` exit status when training stopped on a non-finite loss
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN/inf; training stopped without saving (the last good checkpoint is kept)."""
+
+    exit_status = EXIT_DIVERGED
+
+
+@dataclass
+class EvalResult:
+    metrics: dict  # {"image": {...}} (+ {"label": {...}} for a label-assisted teacher)
+    score: float  # the value best-model tracking compares
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    best: Optional[dict] = None  # {"step", "score", "tag"}
+    seconds: float = 0.0  # training wall time over all sessions of this stage
+    history: list = field(default_factory=list)  # periodic evaluations: [{"step", "score"}]
+    pending_eval: bool = False  # preempted at an evaluation step before evaluating
+
+
+def autocast_context(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def isolated_cpu_rng():
+    """Whatever runs inside leaves torch's global CPU generator as it found it."""
+    state = torch.get_rng_state()
+    try:
+        yield
+    finally:
+        torch.set_rng_state(state)
+
+
+class Trainer:
+    """Runs the loop for an assembled stage (see :mod:`lakd.engine.stage`)."""
+
+    def __init__(self, cfg: Config, *, engine, scheduler, objective: Callable, loader, device: torch.device,
+                 accum: int, ckpt: CheckpointManager, evaluate: Callable[[Optional[int]], EvalResult],
+                 average_bn: bool, metrics: Optional[MetricsLog], progress: Optional[Progress],
+                 flag: PreemptionFlag, state: TrainState, on_best: Optional[Callable[[int], None]] = None):
+        self.cfg = cfg
+        self.engine, self.scheduler, self.objective = engine, scheduler, objective
+        self.loader, self.device, self.accum = loader, device, accum
+        self.ckpt, self.evaluate, self.average_bn = ckpt, evaluate, average_bn
+        self.metrics, self.progress, self.flag, self.state = metrics, progress, flag, state
+        self.on_best = on_best
+        self.world = D.world_size()
+        self.rank = D.rank()
+        self._autocast = lambda: autocast_context(device, cfg.train.precision)
+        self._keys: Optional[list[str]] = None
+        self._last_tag: Optional[str] = None
+
+    # ------------------------------------------------------------------------------------------ step
+    def _to_device(self, batch: dict) -> dict:
+        nb = self.device.type == "cuda"
+        return {k: (v.to(self.device, non_blocking=nb) if isinstance(v, torch.Tensor) else v)
+                for k, v in batch.items()}
+
+    def train_step(self, step: int) -> tuple[torch.Tensor, list[str]]:
+        """One optimizer step; returns (sum over micro-batches of [loss, *terms], term names)."""
+        acc = None
+        for _ in range(self.accum):
+            with isolated_cpu_rng():  # DataLoader start-up draws from torch's RNG: keep it out of training
+                batch = self._to_device(next(self.loader))
+            batch["step"] = step
+            with self._autocast():
+                out = self.objective(self.engine, batch)
+            self.engine.backward(out.loss)
+            self.engine.step()
+            if self._keys is None:
+                self._keys = sorted(out.terms)
+            vec = torch.stack([out.loss.detach().float()] + [out.terms[k].float() for k in self._keys])
+            acc = vec if acc is None else acc + vec
+        return acc / self.accum, self._keys
+
+    def _agree(self, values: torch.Tensor) -> tuple[bool, bool, list[float]]:
+        """All-reduce [preempt, nonfinite, loss, terms...]: the same decision on every rank."""
+        nonfinite = (~torch.isfinite(values)).any().float().reshape(1)
+        flag = torch.tensor([1.0 if self.flag.requested else 0.0], device=values.device)
+        vec = torch.cat([flag, nonfinite, torch.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)])
+        if self.world > 1:
+            vec = vec.to(self._comm_device())
+            dist.all_reduce(vec)
+        out = vec.tolist()
+        n = float(self.world)
+        return out[0] > 0, out[1] > 0, [v / n for v in out[2:]]
+
+    def _comm_device(self) -> torch.device:
+        return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+
+    # ------------------------------------------------------------------------------------ checkpoint
+    def save(self, *, is_best: bool = False) -> str:
+        st = self.state
+        with batchnorm.averaged_buffers(self.engine.module, self.average_bn) as own:
+            rank_state = {"loader": self.loader.state_dict(), "rng": rng.capture(),
+                          "buffers": own if own is not None else None}
+            meta = {"config_hash": self.cfg.hash(), "best": st.best, "seconds": st.seconds,
+                    "history": st.history, "pending_eval": st.pending_eval,
+                    "zero_stage": self.cfg.train.zero_stage}
+            tag = self.ckpt.save(self.engine, st.step, rank_state=rank_state, meta=meta, is_best=is_best)
+        self._last_tag = tag
+        return tag
+
+    # ------------------------------------------------------------------------------------------ eval
+    def run_eval(self, final: bool = False) -> EvalResult:
+        max_images = None if final else self.cfg.eval.max_images
+        devices = [self.device] if self.device.type == "cuda" else []
+        with batchnorm.averaged_buffers(self.engine.module, self.average_bn), \
+                torch.random.fork_rng(devices=devices):
+            return self.evaluate(max_images)
+
+    def _log_eval(self, res: EvalResult) -> None:
+        if self.metrics is not None:
+            self.metrics.write({"step": self.state.step, "eval": res.metrics, "time": time.time()})
+        if self.progress is not None:
+            parts = ", ".join(f"{k} mIoU {format_metric(v.get('miou'))}" for k, v in res.metrics.items())
+            self.progress.message(f"[eval] step {self.state.step}: {parts}")
+
+    def eval_step(self) -> bool:
+        """Periodic evaluation at the current step with best-model tracking; True if it is a new best."""
+        st = self.state
+        res = self.run_eval()
+        self._log_eval(res)
+        st.history.append({"step": st.step, "score": res.score})
+        is_best = st.best is None or res.score > st.best["score"]
+        if is_best:
+            st.best = {"step": st.step, "score": res.score}
+            if self.on_best is not None:
+                with batchnorm.averaged_buffers(self.engine.module, self.average_bn):
+                    self.on_best(st.step)
+        self.engine.train()
+        return is_best
+
+    # ------------------------------------------------------------------------------------------ loop
+    def fit(self) -> None:
+        cfg, st = self.cfg, self.state
+        iters = cfg.train.iters
+        ev_every, ck_every, log_every = cfg.eval.every, cfg.checkpoint.every, cfg.log.every
+        global_batch = cfg.train.batch_size
+        if st.pending_eval:  # the run was preempted at an evaluation step before it could evaluate
+            if self.eval_step() and self.rank == 0:
+                self.ckpt.mark_best(st.step)
+            st.pending_eval = False
+        self.engine.train()
+        t_session = time.time()
+        while st.step < iters:
+            t0 = time.perf_counter()
+            lr = self.scheduler.get_last_lr()[0]
+            values, keys = self.train_step(st.step)
+            preempt, nonfinite, means = self._agree(values)
+            st.step += 1
+            dt = time.perf_counter() - t0
+            if nonfinite:
+                where = (f"the last good checkpoint is {self.ckpt.dir / self._last_tag}" if self._last_tag
+                         else "no checkpoint was saved yet")
+                raise NonFiniteLoss(
+                    f"non-finite loss at step {st.step} (loss terms on some rank are NaN/inf); training stopped "
+                    f"without saving: {where}. Lower optim.lr or set train.grad_clip, then run again (it "
+                    f"resumes from that checkpoint)."
+                )
+            loss, terms = means[0], dict(zip(keys, means[1:]))
+            if self.rank == 0:
+                if st.step % log_every == 0 and self.metrics is not None:
+                    self.metrics.write({"step": st.step, "lr": lr, "loss": loss, "terms": terms,
+                                        "images_per_s": global_batch / dt if dt > 0 else None,
+                                        **memory_fields(self.device), "time": time.time()})
+                if self.progress is not None:
+                    self.progress.update(st.step, {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}"})
+            is_best = False
+            if ev_every and st.step % ev_every == 0 and st.step < iters:
+                if preempt:
+                    st.pending_eval = True  # no time for it now: the resumed run evaluates this step first
+                else:
+                    is_best = self.eval_step()
+            if preempt or is_best or st.step % ck_every == 0 or st.step == iters:
+                st.seconds += time.time() - t_session
+                t_session = time.time()
+                tag = self.save(is_best=is_best)
+                if preempt:
+                    raise Preempted(st.step, self.flag.signum, str(self.ckpt.dir / tag))
+        st.seconds += time.time() - t_session
+
