@@ -21,10 +21,13 @@ the symmetric form) with g = grad_output * T / denominator. No softmax tensor is
 cross-entropy and an ignore index. The forward pass handles a tile of label pixels x classes: it interpolates
 the four low-res neighbours of every label pixel on the fly, writes the per-pixel lse (4 bytes per label pixel)
 and partial sums of loss, valid count and invalid-label count. The backward pass is a gather, without atomics
-(deterministic): each program owns a TI x TJ tile of low-res pixels and a block of classes, walks the label
-pixels whose interpolation touches that tile, recomputes dz = softmax(z) - onehot(label) there from the saved
-lse, and reduces dz into its tile with the bilinear weights as a small matrix product
-(acc[TI*TJ, classes] += Wgt[TI*TJ, pixels] @ dz[pixels, classes]). Full-resolution logits are never stored.
+(deterministic): each program owns a TI x TJ tile of low-res pixels and a block of classes and walks, one label
+row at a time, the label pixels whose interpolation touches that tile. It recomputes dz = softmax(z) -
+onehot(label) there from the saved lse and uses that bilinear upsampling is separable: the row's dz is reduced
+onto the tile's TJ columns with a small matrix product (row[classes, TJ] = dz[classes, pixels] @
+Wx[pixels, TJ]), then added to the two low-res rows the label row interpolates from (weights 1 - fy and fy).
+That costs TJ multiply-adds per label pixel and class instead of TI*TJ for a dense 2-D weight matrix.
+Full-resolution logits are never stored.
 """
 from __future__ import annotations
 
@@ -225,8 +228,7 @@ def _up_ce_fwd(
 def _up_ce_bwd(
     x_ptr, lab_ptr, lse_ptr, gscale_ptr, gx_ptr, yrange_ptr, xrange_ptr,
     C, h, w, H, W, scale_h, scale_w, ignore_index,
-    TI: tl.constexpr, TJ: tl.constexpr, YB: tl.constexpr, XB: tl.constexpr, BLOCK_C: tl.constexpr,
-    IDX64: tl.constexpr,
+    TI: tl.constexpr, TJ: tl.constexpr, XB: tl.constexpr, BLOCK_C: tl.constexpr, IDX64: tl.constexpr,
 ):
     pid_t = tl.program_id(0)
     n = tl.program_id(1)
@@ -234,56 +236,54 @@ def _up_ce_bwd(
     n_tj = tl.cdiv(w, TJ)
     ti = pid_t // n_tj
     tj = pid_t % n_tj
-    # the label rows/columns whose interpolation touches this tile (precomputed, exact and slightly widened)
     y_lo = tl.load(yrange_ptr + 2 * ti)
     y_hi = tl.load(yrange_ptr + 2 * ti + 1)
     x_lo = tl.load(xrange_ptr + 2 * tj)
     x_hi = tl.load(xrange_ptr + 2 * tj + 1)
-    mm = tl.arange(0, TI * TJ)
-    mi = ti * TI + mm // TJ
-    mj = tj * TJ + mm % TJ
+    ii = ti * TI + tl.arange(0, TI)
+    jj = tj * TJ + tl.arange(0, TJ)
     cs = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = cs < C
     hw = h * w
     nbase = _idx(n, IDX64) * C * hw
-    coff = _idx(cs, IDX64)[None, :] * hw
+    coff = _idx(cs, IDX64)[:, None] * hw + nbase
     lbase = _idx(n, IDX64) * H * W
-    pp = tl.arange(0, YB * XB)
-    py = pp // XB
-    px = pp % XB
-    acc = tl.zeros([TI * TJ, BLOCK_C], tl.float32)
-    for yb in range(y_lo, y_hi, YB):
-        Y = yb + py
-        y_in = Y < y_hi
-        Y = tl.where(y_in, Y, y_lo)
+    xl = tl.arange(0, XB)
+    acc = tl.zeros([TI, BLOCK_C, TJ], tl.float32)
+    for Y in range(y_lo, y_hi):
+        Y = Y + 0 * pid_t  # a tensor in the interpreter too (there a loop index is a Python int)
         y0, y1, fy = _bilinear_src(Y, scale_h, h)
-        wy = tl.where(y0[None, :] == mi[:, None], 1.0 - fy[None, :], 0.0) \
-            + tl.where(y1[None, :] == mi[:, None], fy[None, :], 0.0)
+        wy0 = 1.0 - fy
+        row = tl.zeros([BLOCK_C, TJ], tl.float32)
         for xb in range(x_lo, x_hi, XB):
-            X = xb + px
-            pm = y_in & (X < x_hi)
+            X = xb + xl
+            pm = X < x_hi
             X = tl.where(pm, X, x_lo)
             x0, x1, fx = _bilinear_src(X, scale_w, w)
-            lab = tl.load(lab_ptr + lbase + Y * W + X, mask=pm, other=ignore_index).to(tl.int32)
+            loff = lbase + Y * W + X
+            lab = tl.load(lab_ptr + loff, mask=pm, other=ignore_index).to(tl.int32)
             valid = pm & (lab != ignore_index) & (lab >= 0) & (lab < C)
-            lse = tl.load(lse_ptr + lbase + Y * W + X, mask=valid, other=0.0)
-            m2 = valid[:, None] & cmask[None, :]
-            v00 = tl.load(x_ptr + (nbase + y0 * w + x0)[:, None] + coff, mask=m2, other=0.0).to(tl.float32)
-            v01 = tl.load(x_ptr + (nbase + y0 * w + x1)[:, None] + coff, mask=m2, other=0.0).to(tl.float32)
-            v10 = tl.load(x_ptr + (nbase + y1 * w + x0)[:, None] + coff, mask=m2, other=0.0).to(tl.float32)
-            v11 = tl.load(x_ptr + (nbase + y1 * w + x1)[:, None] + coff, mask=m2, other=0.0).to(tl.float32)
-            wy0 = (1.0 - fy)[:, None]
-            wy1 = fy[:, None]
-            wx0 = (1.0 - fx)[:, None]
-            wx1 = fx[:, None]
-            z = wy0 * (wx0 * v00 + wx1 * v01) + wy1 * (wx0 * v10 + wx1 * v11)
-            prob = tl.exp(tl.where(m2, z - lse[:, None], _NEG))
-            dz = prob - tl.where(cs[None, :] == lab[:, None], 1.0, 0.0)
-            dz = tl.where(m2, dz, 0.0)
-            wx = tl.where(x0[None, :] == mj[:, None], 1.0 - fx[None, :], 0.0) \
-                + tl.where(x1[None, :] == mj[:, None], fx[None, :], 0.0)
-            acc += tl.dot(wy * wx, dz, input_precision="ieee")
+            lse = tl.load(lse_ptr + loff, mask=valid, other=0.0)
+            m2 = cmask[:, None] & valid[None, :]
+            r0 = y0 * w
+            r1 = y1 * w
+            v00 = tl.load(x_ptr + coff + (r0 + x0)[None, :], mask=m2, other=0.0).to(tl.float32)
+            v01 = tl.load(x_ptr + coff + (r0 + x1)[None, :], mask=m2, other=0.0).to(tl.float32)
+            v10 = tl.load(x_ptr + coff + (r1 + x0)[None, :], mask=m2, other=0.0).to(tl.float32)
+            v11 = tl.load(x_ptr + coff + (r1 + x1)[None, :], mask=m2, other=0.0).to(tl.float32)
+            wx0 = (1.0 - fx)[None, :]
+            wx1 = fx[None, :]
+            z = wy0 * (wx0 * v00 + wx1 * v01) + fy * (wx0 * v10 + wx1 * v11)
+            prob = tl.exp(tl.where(m2, z - lse[None, :], _NEG))
+            dz = tl.where(m2, prob - tl.where(cs[:, None] == lab[None, :], 1.0, 0.0), 0.0)
+            # column weights of this chunk's label pixels for the tile's low-res columns: [XB, TJ]
+            aw = tl.where(x0[:, None] == jj[None, :], 1.0 - fx[:, None], 0.0) \
+                + tl.where(x1[:, None] == jj[None, :], fx[:, None], 0.0)
+            row += tl.dot(dz, aw, input_precision="ieee")
+        # the label row Y feeds low-res rows y0 (weight 1 - fy) and y1 (weight fy)
+        wy = tl.where(ii == y0, wy0, 0.0) + tl.where(ii == y1, fy, 0.0)
+        acc += wy[:, None, None] * row[None, :, :]
     gscale = tl.load(gscale_ptr)
-    out_mask = ((mi < h) & (mj < w))[:, None] & cmask[None, :]
-    out_offs = nbase + (mi * w + mj)[:, None] + coff
+    out_offs = coff[None, :, :] + (ii * w)[:, None, None] + jj[None, None, :]
+    out_mask = (ii < h)[:, None, None] & cmask[None, :, None] & (jj < w)[None, None, :]
     tl.store(gx_ptr + out_offs, (acc * gscale).to(gx_ptr.dtype.element_ty), mask=out_mask)

@@ -19,6 +19,7 @@ import functools
 import numpy as np
 import torch
 import triton
+from torch.autograd.function import once_differentiable
 
 from lakd import IGNORE_INDEX
 from lakd.losses import reference
@@ -36,6 +37,11 @@ TUNING = {
     # C: more class blocks in the grid; 32 keeps the gather kernel at ~100 registers, no spills, on sm_80/90)
     "ce_max_block_c": 256,
     "ce_bwd_max_block_c": 32,
+    # backward gather tile: (low-res rows, low-res columns, label pixels per chunk of a label row); the
+    # interpreter prefers few, big program instances
+    "ce_bwd_tile": (8, 16, 32),
+    "interp_ce_bwd_tile": (16, 32, 128),
+    "interp_ce_bwd_max_block_c": 256,
     # elements per program on the GPU: softmax-KL kernels, upsample-CE forward
     "gpu_tile": 4096,
     "gpu_ce_tile": 2048,
@@ -71,7 +77,12 @@ def _launch(kernel, grid, *args, **meta) -> None:
     if _CAPTURE is not None:
         _CAPTURE.append((kernel, tuple(grid), args, meta))
         return
-    kernel[grid](*args, **meta)
+    first = args[0]
+    if first.is_cuda:  # launch on the tensors' device, whatever the current device is
+        with torch.cuda.device(first.device):
+            kernel[grid](*args, **meta)
+    else:
+        kernel[grid](*args, **meta)
 
 
 @contextlib.contextmanager
@@ -158,6 +169,7 @@ class _SoftmaxKL(torch.autograd.Function):
         return total * (temperature * temperature / denom)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_output):
         s, t, lse_s, lse_t = ctx.saved_tensors
         write_s = ctx.needs_input_grad[0]
@@ -191,6 +203,7 @@ def _softmax_kl_grads(s, t, lse_s, lse_t, gscale, temperature, axis, write_s, wr
     return gs, gt
 
 
+@torch.compiler.disable  # raw Triton launches: under torch.compile a graph break, never traced
 def pixel_kd(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """Fused pixel-wise KD (see `lakd.losses.pixel_kd`)."""
     reference.check_logit_pair("pixel_kd", student, teacher)
@@ -199,6 +212,7 @@ def pixel_kd(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -
     return _SoftmaxKL.apply(student, teacher.detach(), T, "class", False)
 
 
+@torch.compiler.disable  # raw Triton launches: under torch.compile a graph break, never traced
 def cwd(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """Fused channel-wise distillation (see `lakd.losses.cwd`)."""
     reference.check_logit_pair("cwd", student, teacher)
@@ -207,6 +221,7 @@ def cwd(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> tor
     return _SoftmaxKL.apply(student, teacher.detach(), T, "space", False)
 
 
+@torch.compiler.disable  # raw Triton launches: under torch.compile a graph break, never traced
 def cwd_symmetric(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
     """Fused cwd(a, sg b) + cwd(b, sg a): one forward and one backward launch for both directions."""
     reference.check_logit_pair("cwd_symmetric", a, b)
@@ -253,10 +268,8 @@ def _support_ranges(n_out: int, n_in: int, tile: int, device: torch.device) -> t
 
 
 def _ce_bwd_tiles(H: int, W: int, h: int, w: int):
-    """(TI, TJ, YB, XB): low-res tile and label-pixel chunk of the backward gather."""
-    if _interpreted():
-        return 8, 8, 16, 16
-    return 8, 8, 4, 16
+    """(TI, TJ, XB): low-res tile (rows x columns) and label-pixel chunk along a label row."""
+    return TUNING["interp_ce_bwd_tile" if _interpreted() else "ce_bwd_tile"]
 
 
 def up_ce_forward(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int):
@@ -283,8 +296,9 @@ def up_ce_forward(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int)
 def up_ce_backward(logits, labels, lse, gscale, ignore_index: int):
     n, c, h, w = logits.shape
     H, W = labels.shape[1:]
-    TI, TJ, YB, XB = _ce_bwd_tiles(H, W, h, w)
-    block_c = max(16, min(_next_pow2(c), _next_pow2(TUNING["ce_bwd_max_block_c"])))
+    TI, TJ, XB = _ce_bwd_tiles(H, W, h, w)
+    cap = TUNING["interp_ce_bwd_max_block_c" if _interpreted() else "ce_bwd_max_block_c"]
+    block_c = max(16, min(_next_pow2(c), _next_pow2(cap)))
     yr = _support_ranges(H, h, TI, logits.device)
     xr = _support_ranges(W, w, TJ, logits.device)
     grad = torch.empty_like(logits)
@@ -292,8 +306,8 @@ def up_ce_backward(logits, labels, lse, gscale, ignore_index: int):
     _launch(K._up_ce_bwd, grid,
         logits, labels, lse, gscale, grad, yr, xr,
         c, h, w, H, W, _scale(h, H), _scale(w, W), int(ignore_index),
-        TI=TI, TJ=TJ, YB=YB, XB=XB, BLOCK_C=block_c, IDX64=_needs_int64(logits, labels),
-        num_warps=4 if _interpreted() else 8, num_stages=1,
+        TI=TI, TJ=TJ, XB=XB, BLOCK_C=block_c, IDX64=_needs_int64(logits, labels),
+        num_warps=4, num_stages=1,
     )
     return grad
 
@@ -312,6 +326,7 @@ class _UpsampleCE(torch.autograd.Function):
         return total / denom
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_output):
         if not ctx.needs_input_grad[0]:
             return None, None, None, None
@@ -320,6 +335,7 @@ class _UpsampleCE(torch.autograd.Function):
         return up_ce_backward(x, lab, lse, gscale, ctx.ignore_index), None, None, None
 
 
+@torch.compiler.disable  # raw Triton launches: under torch.compile a graph break, never traced
 def upsample_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX, *,
                            check_labels: bool = True) -> torch.Tensor:
     """Fused bilinear upsampling (align_corners=True) + cross-entropy + ignore index (see
