@@ -34,8 +34,8 @@ from typing import Optional
 from lakd.engine.preemption import EXIT_REQUEUE
 
 _SRUN_ERROR = re.compile(r"srun: error: (\S+): tasks? ([0-9][0-9,\-]*): (.+)$")
-# the start of one attempt in a job's stderr (sbatch scripts / submitit): srun errors before it are older
-_ATTEMPT_START = re.compile(r"lakd: attempt \d+|Starting with JobEnvironment")
+# the start of one attempt in a job's stderr (sbatch scripts, lakd.sweep.tasks): srun errors before it are older
+_ATTEMPT_START = re.compile(r"lakd: attempt \d+ of job")
 _FAILURES = re.compile(r"lakd_failures=(\d+)")
 
 

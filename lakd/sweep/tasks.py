@@ -41,11 +41,14 @@ def build_dataset_shards(payload: dict) -> list[str]:
     return out
 
 
-def _describe_rank() -> str:
-    keys = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_PROCID", "SLURM_LOCALID",
-            "SLURM_NTASKS", "SLURM_RESTART_COUNT")
-    env = " ".join(f"{k[6:].lower()}={os.environ[k]}" for k in keys if os.environ.get(k))
-    return f"host {socket.gethostname()} {env}".strip()
+def _attempt_line(what: str) -> str:
+    """``lakd: attempt N of job J: ...`` (the marker lakd.sweep.requeue looks for in a job's stderr)."""
+    from lakd.sweep.requeue import job_id_from_env
+
+    env = os.environ
+    attempt = int(env.get("SLURM_RESTART_COUNT") or 0) + 1
+    rank = f"rank {env.get('SLURM_PROCID', '0')} of {env.get('SLURM_NTASKS', '1')}"
+    return f"lakd: attempt {attempt} of job {job_id_from_env() or '?'}: {what}, {rank} on {socket.gethostname()}"
 
 
 class StageTask(submitit.helpers.Checkpointable):
@@ -72,7 +75,7 @@ class StageTask(submitit.helpers.Checkpointable):
         from lakd.engine.trainer import EXIT_DIVERGED, NonFiniteLoss
 
         cfg = build_config(self.config)
-        _log(f"{self.label or cfg.stage}: {cfg.stage} stage of {cfg.run.name} in {cfg.stage_dir} ({_describe_rank()})")
+        print(_attempt_line(f"{self.label or cfg.stage} in {cfg.stage_dir}"), file=sys.stderr, flush=True)
         # the exit statuses of `lakd train`, so that the job's teardown (lakd.sweep.requeue) treats both alike;
         # SystemExit passes submitit's `except Exception`: no result pickle, the job does not count as done
         try:

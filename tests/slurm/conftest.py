@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from slurmtest import TEST_SHARDS, Slurm, cluster_problem, stage_args
+from slurmtest import SAMPLES_PER_SHARD, TEST_SHARDS, Slurm, cluster_problem, stage_args
 
 
 def pytest_collection_modifyitems(config, items):
@@ -50,7 +50,7 @@ def shards_dir(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("slurm-shards")
     for split, opts in TEST_SHARDS.items():
-        build_shards("synthetic", split, out, samples_per_shard=16, workers=1, progress=False, **opts)
+        build_shards("synthetic", split, out, samples_per_shard=SAMPLES_PER_SHARD, workers=1, progress=False, **opts)
     return out
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 SLOWSTEP = Path(__file__).resolve().parent / "slowstep"
 TEST_SHARDS = {"train": {"num_samples": 32, "image_size": 64}, "val": {"num_samples": 8, "image_size": 64}}
+SAMPLES_PER_SHARD = 16
 # one tiny teacher stage: 16 steps of batch 4 (splits over 1 or 2 processes), a checkpoint every 4 steps
 STAGE_OVERRIDES = {"train.iters": 16, "train.batch_size": 4, "checkpoint.every": 4, "eval.every": 0,
                    "log.print_every": 4, "dist.timeout_s": 60, "data.num_workers": 0}
