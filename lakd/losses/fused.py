@@ -57,7 +57,9 @@ def _next_pow2(x: int) -> int:
 
 
 def _interpreted() -> bool:
-    return interpreter_enabled()
+    """True when the kernels were built for the Triton interpreter (TRITON_INTERPRET=1 when this module's
+    kernels were imported); then they run on CPU tensors and prefer few, large program instances."""
+    return type(K._softmax_kl_fwd).__name__ == "InterpretedFunction"
 
 
 def _tile_elems(kind: str = "gpu_tile") -> int:
@@ -105,9 +107,13 @@ def _needs_int64(*tensors: torch.Tensor) -> bool:
 
 def _check_device(*tensors: torch.Tensor) -> None:
     for t in tensors:
-        if not t.is_cuda and not _interpreted() and not (_CAPTURE is not None and t.is_meta):
-            raise RuntimeError("lakd.losses.fused: the Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 "
-                               f"set before triton is imported, to run them on the CPU); got a tensor on {t.device}")
+        if t.is_cuda or _interpreted() or (_CAPTURE is not None and t.is_meta):
+            continue
+        hint = (" TRITON_INTERPRET=1 is set, but only after the kernels were compiled for the GPU: set it before "
+                "triton and lakd.losses.fused are imported" if interpreter_enabled() else
+                " (or TRITON_INTERPRET=1, set before triton is imported, to run them on the CPU)")
+        raise RuntimeError(f"lakd.losses.fused: the Triton kernels need CUDA tensors, got a tensor on {t.device};"
+                           + hint)
 
 
 # ----------------------------------------------------------------------------------------------- softmax-KL

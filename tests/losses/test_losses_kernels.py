@@ -86,3 +86,21 @@ def test_kernels_compile_for_gpu_without_spills(tmp_path, arch):
     results = json.loads(out.read_text())
     failed = {k: v["error"] for k, v in results.items() if not v["ok"]}
     assert results and not failed, failed
+
+
+def test_interpreter_switched_on_too_late_is_explained():
+    """TRITON_INTERPRET=1 set after the kernels were built for the GPU: a clear error, not a driver failure."""
+    if not _triton_installed():
+        pytest.skip("triton is not installed")
+    code = ("import os, torch\n"
+            "from lakd.losses import fused\n"
+            "os.environ['TRITON_INTERPRET'] = '1'\n"
+            "try:\n"
+            "    fused.pixel_kd(torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 2, 2), 1.0)\n"
+            "except RuntimeError as exc:\n"
+            "    print(exc)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert "set it before triton and lakd.losses.fused are imported" in proc.stdout, proc.stdout + proc.stderr
