@@ -1,0 +1,208 @@
+"""`lakd demo`: the whole LAD pipeline on the built-in synthetic dataset, on this machine (CPU, no Slurm).
+
+Builds the synthetic shards, runs the tiny demo sweep (lakd/sweeps/tiny.yaml) with the local executor -
+label-assisted teacher, image-only teacher, then per seed the baseline student, the KD student (image-only
+teacher) and the LAD student (label-assisted teacher) - evaluates them and writes a report with the results
+table, per-class IoU, training curves and example predictions. Running it again resumes / skips what
+finished (each --size has its own folders; more --seeds reuse the seeds already trained).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import time
+from pathlib import Path
+
+# Per size: shard sizes and training lengths. `default` fits in 10 minutes on 2 CPU cores (docs/results.md
+# has the measured times); `tiny` is the smoke-test size (tests/demo).
+SIZES = {
+    "tiny": {
+        "train_samples": 48, "val_samples": 8, "image_size": 48,
+        "overrides": {"train.iters": 12, "train.batch_size": 4, "data.crop_size": [32, 32], "eval.every": 6,
+                      "checkpoint.every": 6, "log.print_every": 4},
+    },
+    "default": {
+        "train_samples": 512, "val_samples": 64, "image_size": 96,
+        "overrides": {"train.iters": 300, "eval.every": 100, "checkpoint.every": 100, "log.print_every": 25},
+    },
+}
+DEMO_SWEEP = "tiny"  # the shipped sweep file the demo runs (lakd/sweeps/tiny.yaml)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "demo", help="run the whole LAD pipeline on synthetic data on this machine and write a report",
+        description="Build synthetic shards, train a label-assisted teacher, an image-only teacher and baseline / "
+                    "KD / LAD students (local executor, CPU is fine), evaluate them and write a markdown report "
+                    "with the results table and figures.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default="runs/demo", metavar="DIR", help="folder for shards, runs and report")
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="train the students and baselines with seeds 0..N-1 (the table shows mean ± std)")
+    p.add_argument("--size", choices=tuple(SIZES), default="default",
+                   help="tiny: a smoke test in about a minute; default: the demo (under 10 minutes on 2 CPU cores)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="config override for every stage, e.g. --set noise.scale=10 (repeatable)")
+    p.add_argument("--examples", type=int, default=4, metavar="N", help="validation images in the example grid")
+    p.set_defaults(func=run)
+
+
+class _Clock:
+    """Log lines prefixed with the time since the demo started, flushed at once (progress stays visible
+    when the output goes to a file or a pipe)."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+
+    def elapsed(self) -> str:
+        s = int(time.monotonic() - self.t0)
+        return f"{s // 60:02d}:{s % 60:02d}"
+
+    def __call__(self, msg: str) -> None:
+        print(f"[demo {self.elapsed()}] {msg}", flush=True)
+
+
+def _parse_overrides(items: list[str]) -> dict:
+    import yaml
+
+    from lakd.cli import UsageError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. noise.scale=10")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise UsageError(f"--set {item!r}: the value is not valid YAML") from None
+    return out
+
+
+def demo_spec(out: Path, size: str, seeds: int, overrides: dict | None = None) -> dict:
+    """The demo's sweep (as a mapping): the shipped tiny sweep with this size's lengths, `seeds` seeds, and
+    everything written under `out` (shards in `out/shards/<size>`, runs in `out/runs/demo_<size>`)."""
+    import yaml
+
+    from lakd.sweep.spec import resolve_source
+
+    raw = yaml.safe_load(resolve_source(DEMO_SWEEP).read_text())
+    spec = copy.deepcopy(raw)
+    sz = SIZES[size]
+    spec["name"] = f"demo_{size}"
+    spec["runs_dir"] = str(out / "runs")
+    spec["seeds"] = list(range(seeds))
+    spec["teacher_seed"] = 0
+    spec["overrides"] = {**(raw.get("overrides") or {}), **sz["overrides"], **(overrides or {})}
+    (ds,) = spec["datasets"].values()
+    ds["overrides"] = {**(ds.get("overrides") or {}), "data.shards_dir": str(out / "shards" / size)}
+    shards = ds.setdefault("shards", {})
+    shards["splits"] = {"train": {"num_samples": sz["train_samples"], "image_size": sz["image_size"]},
+                        "val": {"num_samples": sz["val_samples"], "image_size": sz["image_size"]}}
+    return spec
+
+
+def run(args) -> int:
+    from lakd.cli import UsageError
+
+    if args.seeds < 1:
+        raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.examples < 0:
+        raise UsageError(f"--examples must be >= 0, got {args.examples}")
+    overrides = _parse_overrides(args.overrides)
+    out = Path(args.out).resolve()
+    log = _Clock()
+
+    from lakd.sweep import make_plan
+    from lakd.sweep.local import Interrupted, run_local
+
+    try:
+        plan = make_plan(demo_spec(out, args.size, args.seeds, overrides), executor="local")
+    except ValueError as exc:  # a bad --set value (lakd.config.ConfigError) or a broken sweep file
+        raise UsageError(str(exc)) from None
+    stages = [j for j in plan.ordered() if j.kind == "stage"]
+    iters = plan.spec.overrides.get("train.iters")
+    log(f"LAD demo on the synthetic dataset ({args.size} size, {args.seeds} seed(s)); output in {out}")
+    log(f"plan: build shards, then {len(stages)} training stages of {iters} steps each, then the report:")
+    for j in stages:
+        log(f"    {j.stage:<8} {'/'.join(j.roles):<14} {j.run_name}")
+
+    try:
+        sweep = run_local(plan, log=log)
+    except Interrupted as exc:
+        log(f"interrupted: {exc}")
+        return 130
+    if not sweep.ok:
+        log(f"stages failed: {', '.join(sweep.failed) or '-'}; not run: {', '.join(sweep.blocked) or '-'}")
+
+    from lakd.report.examples import predict_examples
+    from lakd.sweep.collect import planned_results
+
+    results, missing = planned_results(plan.describe())
+    if not results:
+        log("no stage finished; no report written")
+        return 1
+    log(f"report: {len(results)} finished stage(s); predicting {args.examples} example images")
+    (shard_job,) = [j for j in plan.ordered() if j.kind == "shards"]
+    examples = None
+    if args.examples:
+        examples = predict_examples(results, shard_job.shards["manifests"]["val"], num_examples=args.examples)
+    report_dir = out / f"report_{args.size}"
+    files = _write(results, report_dir, examples, plan, args, sweep, log)
+    _summary(files, plan, results, missing, shard_job, out, log)
+    return 0 if sweep.ok and not missing else 1
+
+
+def _write(results, report_dir: Path, examples, plan, args, sweep, log):
+    from lakd.report import write_report
+
+    spec = plan.spec
+    ds = next(iter(spec.datasets.values()))
+    splits = ds.shards.splits
+    intro = (
+        f"`lakd demo --size {args.size} --seeds {args.seeds}"
+        + "".join(f" --set {o}" for o in args.overrides) + "`: the built-in synthetic dataset "
+        f"({splits['train']['num_samples']} training / {splits['val']['num_samples']} validation images of "
+        f"{splits['train']['image_size']} px), sweep `{DEMO_SWEEP}` run with the local executor. Every number below "
+        "was measured in this run. Teachers are trained once (seed 0); the baseline, KD and LAD students once "
+        "per seed.")
+    ran = sum(sweep.seconds.values())
+    notes = [
+        "Stage overrides (on top of the `synthetic` preset): "
+        + ", ".join(f"`{k}={v}`" for k, v in spec.overrides.items()) + ".",
+        f"Wall time of the jobs run now: {ran:.0f} s "
+        + "(" + ", ".join(f"{k.split('/', 1)[-1]} {v:.0f} s" for k, v in sweep.seconds.items()) + ")"
+        + (f"; {len(sweep.skipped_done)} job(s) had finished in an earlier run and were reused." if sweep.skipped_done
+           else "."),
+    ]
+    files = write_report(results, report_dir, examples=examples, title="lakd demo: LAD on synthetic data",
+                         intro=intro, notes=notes)
+    log(f"report written: {files.report}")
+    return files
+
+
+def _summary(files, plan, results, missing, shard_job, out: Path, log) -> None:
+    rel = lambda p: os.path.relpath(p) if str(p).startswith(os.getcwd()) else str(p)  # noqa: E731
+    table = files.report.read_text().split("## Results", 1)[1].split("## Per-class", 1)[0]
+    lines = [l for l in table.splitlines() if l.startswith("|") or l.startswith("- ")]
+    print("", flush=True)
+    print("\n".join(lines))
+    print("")
+    exports = [r.export_path() for r in results if r.export_path() is not None]
+    log(f"done in {log.elapsed()}. Everything is under {rel(out)}:")
+    print(f"  report       {rel(files.report)}   (results table, per-class IoU, figures)")
+    print(f"  figures      {rel(files.curves)}")
+    if files.examples:
+        print(f"               {rel(files.examples)}")
+    print(f"  table        {rel(files.csv)}, {rel(files.summary)}")
+    print(f"  sweep table  {rel(plan.sweep_dir / 'results.md')}")
+    print(f"  runs         {rel(plan.sweep_dir)}/<run>/<stage>/  (config.yaml, metrics.jsonl, result.json, "
+          f"checkpoints/)")
+    print(f"  exports      {len(exports)} models, e.g. {rel(exports[0]) if exports else '-'}")
+    print(f"  shards       {rel(Path(shard_job.shards['out_dir']))}")
+    if missing:
+        print(f"  NOT FINISHED {len(missing)} stage(s): " + ", ".join(rel(m) for m in missing))
+    print(f"Evaluate an export yourself: lakd eval {rel(exports[-1]) if exports else 'EXPORT'} "
+          f"--shards {rel(shard_job.shards['manifests']['val'])}", flush=True)
