@@ -329,6 +329,17 @@ def ce_bad_label_raises(device):
 
 
 @case
+def degenerate_sizes(device):
+    """One class, one position, 1x1 logits, 1x1 labels."""
+    _kd_case("pixel_kd", (1, 1, 3, 4), 63, device)
+    _kd_case("cwd", (2, 3, 1, 1), 64, device)
+    _kd_case("cwd_symmetric", (2, 1, 1, 1), 65, device)
+    _ce_case((1, 1, 2, 2), (5, 5), 66, device)
+    _ce_case((1, 2, 1, 1), (3, 3), 67, device)
+    _ce_case((2, 3, 4, 4), (1, 1), 68, device)
+
+
+@case
 def int64_indexing(device):
     """The 64-bit index path (used for tensors of 2**31+ elements) on small tensors."""
     with tuning(force_int64=True):
