@@ -149,15 +149,18 @@ def test_local_executor_runs_the_dag_and_is_idempotent(tmp_path):
     raw = tiny_raw(tmp_path, overrides=dict(STAGE_OVERRIDES, **{"train.iters": 2, "checkpoint.every": 2,
                                                                   "data.shards_dir": str(tmp_path / "shards")}))
     raw["datasets"]["synthetic"]["shards"]["splits"] = TEST_SHARDS
+    raw["pairs"] = raw["pairs"][:1]  # the LAD pair: shards, teacher, baseline, student, collect
     lines: list[str] = []
     report = run_sweep(raw, "local", log=lines.append)
     assert report.ok, lines
-    assert len(report.ran) == 7 and not report.skipped_done
+    assert report.ran == ["shards/synthetic", "teacher/synthetic-dlv3_r18_la", "baseline/synthetic-dlv3_r18-s0",
+                          "student/synthetic-dlv3_r18-lad-dlv3_r18_la-s0", "collect"]
     md = (tmp_path / "runs/tiny/results.md").read_text()
-    assert "| synthetic | deeplabv3-resnet18-w0.125 |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| synthetic | deeplabv3-resnet18-w0.125 |"))
+    assert row.count("–") == 2, row  # KD and the image-only teacher were not part of this sweep
     csv = (tmp_path / "runs/tiny/results.csv").read_text().splitlines()
     assert len(csv) == 2 and csv[0].startswith("dataset,student,baseline_mean")
     plan = json.loads((tmp_path / "runs/tiny/.sweep/plan.json").read_text())
     assert [j["key"] for j in plan["jobs"]][0] == "shards/synthetic"
     again = run_sweep(raw, "local", log=lines.append)
-    assert again.ran == [] and len(again.skipped_done) == 7
+    assert again.ran == [] and len(again.skipped_done) == 5

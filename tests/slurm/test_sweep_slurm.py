@@ -1,7 +1,8 @@
 """`python launchers/sweep.py --partition gpu` on the real two-node test cluster: the tiny synthetic sweep end to
 end (shards -> teachers -> students -> collect) with every stage on 2 nodes, its order in Slurm's accounting,
 a re-run that submits nothing, and a rank killed mid-job (the job ends in bounded time, the failure is reported
-with node and rank, the sweep retries it and the retry resumes from the last checkpoint)."""
+with node and rank, the sweep retries it and the retry resumes from the last checkpoint) followed by the
+pre-timeout signal (every rank checkpoints, the job requeues and resumes)."""
 from __future__ import annotations
 
 import json
@@ -83,7 +84,7 @@ def test_sweep_end_to_end_on_two_nodes(slurm, two_nodes, shards_dir, reference_t
     assert status.returncode == 0 and "total: 7 done" in status.stdout, status.stdout
 
 
-def test_killed_rank_is_reported_and_retried_from_the_checkpoint(slurm, two_nodes, shards_dir, reference_teacher):
+def test_killed_rank_is_retried_and_preemption_requeues(slurm, two_nodes, shards_dir, reference_teacher):
     sweep = write_sweep(slurm, shards_dir, baselines=[],
                         pairs=[{"teacher": "dlv3_r18_la", "student": "dlv3_r18"}])
     env = slurm.with_step_delay(0.4)
@@ -115,13 +116,19 @@ def test_killed_rank_is_reported_and_retried_from_the_checkpoint(slurm, two_node
         status = slurm.run(sweep_cmd(sweep, "status"))
         assert "1 retry(ies)" in status.stdout and "rank 1: Killed" in status.stdout, status.stdout
 
-        slurm.wait_for(lambda: (stage_dir / "result.json").exists() or None, 400, "the retried teacher to finish")
+        # the retry runs; now the pre-timeout signal: every rank checkpoints, exits 75, the job is requeued
+        slurm.wait_for(lambda: latest_step(stage_dir) >= 8, 300, "a checkpoint of the retried teacher")
+        slurm.signal(job, "USR2")
+        slurm.wait_for(lambda: [e for e in map(json.loads, events_file.read_text().splitlines())
+                                if e["action"] == "requeue"], 120, "the requeue after USR2")
+        slurm.wait_for(lambda: (stage_dir / "result.json").exists() or None, 400, "the teacher to finish")
         slurm.wait_gone(job, 60)
     finally:
         others = [e[-1]["id"] for k, e in records.items() if k != "teacher/synthetic-dlv3_r18_la"]
         slurm.run(["scancel", *others])  # the student and collect jobs are not needed here
     log = (sweep_dir / f".sweep/logs/{job}/{job}_0_log.err").read_text()
-    assert "retry 1 of 1" in log and "lakd: attempt 2 of job" in log
+    assert "retry 1 of 1" in log and "lakd: attempt 3 of job" in log
+    assert "checkpointed after a preemption/time-limit signal: requeue 1 of at most" in log
     resumed = re.findall(r"resum\w* .*?step (\d+)", log)
     assert resumed and int(resumed[-1]) >= 4, log[-3000:]
     steps = metrics_steps(stage_dir)
