@@ -164,3 +164,54 @@ def test_local_executor_runs_the_dag_and_is_idempotent(tmp_path):
     assert [j["key"] for j in plan["jobs"]][0] == "shards/synthetic"
     again = run_sweep(raw, "local", log=lines.append)
     assert again.ran == [] and len(again.skipped_done) == 5
+
+
+def test_resubmission_skips_finished_and_queued_jobs_and_replaces_dead_dependencies(tmp_path, monkeypatch):
+    """What a second `launchers/sweep.py` run submits, with Slurm's answers faked: finished jobs are skipped,
+    queued ones kept (new jobs wait for their ids), a job stuck behind a failed teacher is cancelled and
+    submitted again behind the teacher's new job."""
+    from lakd.sweep import slurm as S
+    from lakd.sweep.state import DEAD_DEPENDENCY, JobState, SlurmJob
+
+    plan = make_plan(tiny_raw(tmp_path))
+    states = {}
+    for key, job in plan.jobs.items():
+        states[key] = JobState(job, "todo")
+    states["shards/synthetic"].state = "done"
+    states["baseline/synthetic-dlv3_r18w-s0"] = JobState(plan.jobs["baseline/synthetic-dlv3_r18w-s0"], "running",
+                                                         "41", slurm=SlurmJob("41", "RUNNING"))
+    states["teacher/synthetic-dlv3_r18_la"].state = "failed"
+    lad = "student/synthetic-dlv3_r18-lad-dlv3_r18_la-s0"
+    states[lad] = JobState(plan.jobs[lad], "pending", "43", slurm=SlurmJob("43", "PENDING", DEAD_DEPENDENCY))
+    kd = "student/synthetic-dlv3_r18-kd-dlv3_r18w-s0"
+    states[kd] = JobState(plan.jobs[kd], "pending", "44", slurm=SlurmJob("44", "PENDING", "Dependency"))
+    monkeypatch.setattr(S, "job_states", lambda *a, **k: states)
+    cancelled = []
+    monkeypatch.setattr(S.subprocess, "run", lambda cmd, **k: cancelled.append(cmd))
+    counter = iter(range(100, 200))
+    monkeypatch.setattr(S, "_submit_group", lambda plan, group, python: [str(next(counter)) for _ in group.jobs])
+    records = S.Records(plan.state_dir)
+    report = S._submit(plan, records, query=True, dry_run=False, log=lambda *_: None, python=sys.executable)
+
+    assert report.skipped_done == ["shards/synthetic"]
+    assert sorted(report.skipped_active) == [("baseline/synthetic-dlv3_r18w-s0", "41"), (kd, "44")]
+    assert cancelled == [["scancel", "43"]] and report.cancelled == [(lad, "43")]
+    submitted = dict(report.submitted)
+    assert set(submitted) == {"teacher/synthetic-dlv3_r18_la", "baseline/synthetic-dlv3_r18-s0", lad, "collect"}
+    deps = {j.key: g.dependency for g in report.groups for j in g.jobs}
+    assert deps["teacher/synthetic-dlv3_r18_la"] == ""  # its shards are finished
+    assert deps[lad] == f"afterok:{submitted['teacher/synthetic-dlv3_r18_la']}"
+    assert deps["collect"].startswith("afterany:") and {"41", "44"} <= set(deps["collect"][9:].split(":"))
+    saved = json.loads((plan.state_dir / "jobs.json").read_text())["jobs"]
+    assert saved[lad][-1]["id"] == submitted[lad]
+
+
+def test_one_launcher_per_sweep(tmp_path):
+    from lakd.sweep.state import sweep_lock
+
+    with sweep_lock(tmp_path, "first"):
+        with pytest.raises(RuntimeError, match="another launcher is working on this sweep"):
+            with sweep_lock(tmp_path, "second"):
+                pass
+    with sweep_lock(tmp_path, "third"):
+        pass
