@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 from lakd.sweep.plan import Job, Plan, build_plan
-from lakd.sweep.spec import Resources, SweepSpec, list_sweeps, load_spec
+from lakd.sweep.spec import Resources, SweepSpec, check_resources, list_sweeps, load_spec
 
 SpecLike = Union[SweepSpec, str, Path, dict]
 RESOURCE_KEYS = {f.name for f in dataclasses.fields(Resources)}
@@ -44,8 +44,6 @@ def make_plan(spec: SpecLike, *, sweep_dir: Optional[Union[str, Path]] = None, r
     if given:
         res = dataclasses.replace(spec.resources, **given)
         res.per_stage = {s: {k: v for k, v in d.items() if k not in given} for s, d in res.per_stage.items()}
-        from lakd.sweep.spec import check_resources
-
         check_resources(res, "resources")
         spec = dataclasses.replace(spec, resources=res)
     world = (lambda r: procs) if executor == "local" else None

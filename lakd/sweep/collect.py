@@ -7,17 +7,11 @@ trained as a ``baseline`` stage lands in the teacher column (and in its baseline
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from lakd.sweep.state import write_text_atomic
+
 RESULT_FILES = ("results.md", "results.csv", "results.json")
-
-
-def _write(path: Path, text: str) -> Path:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
 
 
 def planned_results(plan_summary: dict) -> tuple[list, list[str]]:
@@ -56,9 +50,9 @@ def write_results(plan_summary: dict, sweep_dir: Path) -> dict[str, Path]:
     if missing:
         md += ["## Not finished", "", *[f"- `{m}`" for m in missing], ""]
     files = {
-        "markdown": _write(sweep_dir / "results.md", "\n".join(md)),
-        "csv": _write(sweep_dir / "results.csv", rows_csv(rows)),
-        "json": _write(sweep_dir / "results.json", json.dumps(
+        "markdown": write_text_atomic(sweep_dir / "results.md", "\n".join(md)),
+        "csv": write_text_atomic(sweep_dir / "results.csv", rows_csv(rows)),
+        "json": write_text_atomic(sweep_dir / "results.json", json.dumps(
             {"sweep": plan_summary["sweep"], "rows": [r.as_dict() for r in rows], "missing": missing},
             indent=1, default=str)),
     }

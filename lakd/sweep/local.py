@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from lakd.sweep.plan import Job, Plan
+from lakd.sweep.plan import Plan
 from lakd.sweep.slurm import config_path, write_plan_files
 from lakd.sweep.state import finished_on_disk, sweep_lock
 

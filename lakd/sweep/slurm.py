@@ -13,8 +13,8 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -24,7 +24,7 @@ from typing import Callable, Optional
 
 from lakd.sweep.plan import Job, Plan
 from lakd.sweep.spec import Resources, time_minutes
-from lakd.sweep.state import DEAD_DEPENDENCY, Records, job_states, slurm_available, sweep_lock
+from lakd.sweep.state import DEAD_DEPENDENCY, Records, job_states, slurm_available, sweep_lock, write_text_atomic
 
 
 def level(job: Job) -> int:
@@ -71,8 +71,6 @@ def _job_resources(job: Job) -> Resources:
     r = job.resources
     if job.kind == "stage":
         return r
-    import dataclasses
-
     return dataclasses.replace(r, partition=r.cpu_partition or r.partition, nodes=1, gpus_per_node=0,
                                tasks_per_node=1, per_stage={})
 
@@ -128,19 +126,13 @@ def write_plan_files(plan: Plan) -> None:
     """``.sweep/plan.json`` and one resolved config per stage (``.sweep/configs/<run>.<stage>.yaml``)."""
     import yaml
 
-    cfg_dir = plan.state_dir / "configs"
-    cfg_dir.mkdir(parents=True, exist_ok=True)
     for job in plan.jobs.values():
         if job.kind == "stage":
             path = config_path(plan, job)
             text = yaml.safe_dump(job.config, sort_keys=False, default_flow_style=None)
             if not path.exists() or path.read_text() != text:
-                tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-                tmp.write_text(text)
-                os.replace(tmp, path)
-    tmp = plan.state_dir / f"plan.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(plan.describe(), indent=1))
-    os.replace(tmp, plan.state_dir / "plan.json")
+                write_text_atomic(path, text)
+    write_text_atomic(plan.state_dir / "plan.json", json.dumps(plan.describe(), indent=1))
 
 
 def config_path(plan: Plan, job: Job) -> Path:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -177,8 +178,6 @@ def _dataclass(cls: type, data: Any, where: str, **extra: Any) -> Any:
 
 def _check_types(obj: Any, where: str) -> None:
     """Scalar fields of a loaded dataclass have the annotated type (int/float/str/bool/None)."""
-    import typing
-
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         value, tp = getattr(obj, f.name), hints[f.name]

@@ -20,9 +20,16 @@ from typing import Iterator, Optional
 
 from lakd.sweep.plan import Job, Plan
 
-ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "CONFIGURING", "COMPLETING",
-          "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
 DEAD_DEPENDENCY = "DependencyNeverSatisfied"
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``path.tmp-<pid>`` then rename: readers never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
 
 
 # --------------------------------------------------------------------------------------------- records
@@ -49,10 +56,7 @@ class Records:
         return None
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps({"jobs": self.data}, indent=1))
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, json.dumps({"jobs": self.data}, indent=1))
 
 
 @contextlib.contextmanager
@@ -134,7 +138,7 @@ def sacct(ids: set[str]) -> dict[str, SlurmJob]:
 @dataclass
 class JobState:
     job: Job
-    state: str  # done | pending | running | failed | partial | todo | stale
+    state: str  # done | pending | running | failed | partial (checkpoint, no job) | todo
     slurm_id: Optional[str] = None
     detail: str = ""
     slurm: Optional[SlurmJob] = None

@@ -106,3 +106,23 @@ def test_resume_on_fewer_nodes(slurm, two_nodes, shards_dir):
     assert res["steps"] == ITERS
     steps = metrics_steps(stage_dir)
     assert steps[-1] == ITERS and steps.count(stopped_at + 1) == 1
+
+
+def test_real_time_limit_signal_requeues(slurm, shards_dir):
+    """The slow honest path once: Slurm itself sends `--signal=USR2@60` before a 2-minute limit (it checks limits
+    every ~30 s); the ranks checkpoint, the script requeues the job and the next attempt resumes."""
+    runs = slurm.workdir / "runs"
+    job = slurm.sbatch("slurm/teacher.sh",
+                       ["-N1", "--ntasks-per-node=1", "--gpus-per-node=1", "--cpus-per-task=1", "--time=2",
+                        "--signal=USR2@60", f"--output={slurm.workdir}/limit-%j.out"],
+                       ["--config", "synthetic", *stage_args(shards_dir, runs, "limit")],
+                       env=slurm.with_step_delay(6.0))
+    log = slurm.workdir / f"limit-{job}.out"
+    try:
+        slurm.wait_for(lambda: log.exists() and "lakd: attempt 2 of job" in log.read_text(), 240,
+                       "the requeue after the time-limit signal")
+    finally:
+        slurm.run(["scancel", job])
+    text = log.read_text()
+    assert re.search(r"preempted by SIGUSR2 at step \d+", text), text[-3000:]
+    assert "checkpointed after a preemption/time-limit signal: requeue 1" in text

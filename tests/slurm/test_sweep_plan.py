@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from lakd.sweep import load_spec, make_plan
+from lakd.sweep import make_plan
 from lakd.sweep.requeue import decide, show_job, srun_failures
 from lakd.sweep.spec import resolve_source, time_minutes
 from slurmtest import REPO, STAGE_OVERRIDES, TEST_SHARDS
