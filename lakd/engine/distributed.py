@@ -184,14 +184,17 @@ def init_process_group(denv: DistEnv, device: torch.device, *, backend: str = "a
 
 
 def destroy_process_group() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-    try:  # DeepSpeed caches its comm backend; a later stage in this process must build a fresh one
-        import deepspeed.comm.comm as ds_comm
+    """Tear down the process group and DeepSpeed's cached view of it (a later stage in this process
+    builds fresh ones)."""
+    import sys
 
+    ds_comm = sys.modules.get("deepspeed.comm.comm")
+    if ds_comm is not None and getattr(ds_comm, "cdb", None) is not None and dist.is_initialized():
+        ds_comm.destroy_process_group()  # also releases DeepSpeed's group references
+    elif dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    if ds_comm is not None:
         ds_comm.cdb = None
-    except ImportError:
-        pass
 
 
 # ------------------------------------------------------------------------------------- small collectives

@@ -33,8 +33,9 @@ def prepare_deepspeed(device: torch.device) -> None:
     """Process-wide DeepSpeed set-up before its first import: accelerator, log level, no CPU JIT op.
 
     On CPU DeepSpeed's communication layer JIT-compiles a shared-memory all-reduce op with gcc on first use
-    (~100 s, cached in ~/.cache/torch_extensions). It only serves DeepSpeed's inference all-reduce, which
-    training never calls, so lakd marks it unavailable: a cold machine starts training in seconds.
+    (~100 s, cached in ~/.cache/torch_extensions; set LAKD_DS_SHM_OP=1 to allow it). It only serves
+    DeepSpeed's inference all-reduce, which training never calls, so lakd marks it unavailable: a cold
+    machine starts training in seconds.
     """
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if device.type == "cuda" else "cpu")
     import deepspeed
@@ -46,9 +47,13 @@ def prepare_deepspeed(device: torch.device) -> None:
     # DeepSpeed's ZeRO still calls the deprecated name; nothing for a user to act on
     warnings.filterwarnings("ignore", message=r".*all_gather_into_tensor.* is deprecated", category=FutureWarning)
     if device.type == "cpu" and os.environ.get("LAKD_DS_SHM_OP", "0") != "1":
-        compatible = deepspeed.ops.__compatible_ops__
-        if isinstance(compatible, dict):
-            compatible["deepspeed_shm_comm"] = False
+        # `deepspeed.ops.__compatible_ops__` is computed on first access by compiling probe programs for
+        # every op (seconds, and linker errors on stderr where libaio is missing); its only reader is the
+        # shm-op check. Seed it instead, with that op marked unavailable.
+        if "__compatible_ops__" in vars(deepspeed.ops):
+            deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+        else:
+            vars(deepspeed.ops)["__compatible_ops__"] = {"deepspeed_shm_comm": False}
 
 
 def poly_factor(cfg: Config) -> Callable[[int], float]:

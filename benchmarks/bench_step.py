@@ -1,0 +1,182 @@
+#!/usr/bin/env python
+"""Training-step benchmark: one step of lakd's engine vs a bare PyTorch loop, same model/batch/loss/optimizer.
+
+- `bare`: ``model`` (the same DeepLabV3 built by ``lakd.models.build_model``, same seed), a fixed batch
+  already on the device, the same loss (``lakd.method.objectives.StudentObjective``: CE + 0.02 aux CE), the
+  same optimizer (``lakd.optim.build_optimizer`` SGD) and poly ``LambdaLR``: forward, backward, step,
+  zero_grad, scheduler step. Nothing else.
+- `lakd`: ``lakd.engine.trainer.Trainer.fit`` as ``lakd train --stage baseline`` runs it: the DeepSpeed
+  engine, the streaming shard loader (``data.num_workers`` worker processes, decode + augment), the
+  per-step agreement on preemption / NaN (with the loss-term read-back), ``metrics.jsonl`` and the plain
+  progress line every step.
+
+Both run in one process, interleaved in blocks (bare, lakd, bare, lakd, ...) so that load from other
+programs hits both alike; the per-step time of each is the median over blocks of (block time / steps),
+lakd's taken from the ``metrics.jsonl`` time stamps (checkpoint writing at block ends excluded). Compute
+uses ``--threads`` threads on both sides; on a CPU, leave a core free for the loader worker.
+
+Prints a table and a JSON line; ``--json PATH`` also writes it (default benchmarks/results/bench_step.json).
+Usage: python benchmarks/bench_step.py [--device cpu|cuda] [--width 0.5] [--crop 128] [--batch 8]
+       [--steps 10] [--blocks 5] [--workers 1] [--threads 1] [--precision fp32|bf16]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def build_shards(root: Path, image_size: int, samples: int) -> Path:
+    from lakd.data import build_shards as build
+
+    out = root / "shards"
+    build("synthetic", "train", out, samples_per_shard=32, workers=1, progress=False, num_samples=samples,
+          image_size=image_size, seed=0)
+    build("synthetic", "val", out, samples_per_shard=8, workers=1, progress=False, num_samples=4,
+          image_size=image_size, seed=0)
+    return out
+
+
+def make_config(args, shards: Path, runs: Path):
+    from lakd.config import load_config
+
+    over = [f"data.shards_dir={shards}", f"run.runs_dir={runs}", "run.name=bench",
+            f"model.width={args.width}", f"data.crop_size=[{args.crop},{args.crop}]",
+            f"train.batch_size={args.batch}", f"train.iters={args.steps}", "eval.every=0",
+            f"checkpoint.every={10**9}", "log.every=1", "log.print_every=1", "log.progress=plain",
+            f"data.num_workers={args.workers}", f"train.precision={args.precision}", f"train.device={args.device}"]
+    return load_config("synthetic", over, stage="baseline")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
+    p.add_argument("--width", type=float, default=0.5)
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=10, help="steps per block")
+    p.add_argument("--blocks", type=int, default=5)
+    p.add_argument("--workers", type=int, default=1, help="loader worker processes of the lakd side")
+    p.add_argument("--threads", type=int, default=1, help="torch compute threads (CPU)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "bench_step.json"))
+    args = p.parse_args(argv)
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    torch.set_num_threads(args.threads)
+    for key in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SUBMITIT_EXECUTOR"):
+        os.environ.pop(key, None)
+
+    from lakd.engine import distributed as D
+    from lakd.engine.checkpoint import CheckpointManager
+    from lakd.engine.ds_engine import build_engine, poly_factor, prepare_deepspeed
+    from lakd.engine.preemption import PreemptionFlag
+    from lakd.engine.progress import MetricsLog, Progress
+    from lakd.engine.stage import _build_model, _Stage
+    from lakd.engine.trainer import Trainer, TrainState, autocast_context
+    from lakd.optim import build_optimizer
+
+    tmp = Path(tempfile.mkdtemp(prefix="lakd-bench-step-"))
+    shards = build_shards(tmp, image_size=max(64, args.crop), samples=max(64, 4 * args.batch))
+    cfg = make_config(args, shards, tmp / "runs")
+    denv = D.detect()
+    device = D.pick_device(denv, cfg.train.device)
+    prepare_deepspeed(device)
+    D.init_process_group(denv, device)
+
+    # ---- lakd side: the stage exactly as run_stage assembles it
+    st = _Stage(cfg, denv, device)
+    model, objective = st.build()
+    engine, scheduler = build_engine(model, cfg, 1, st.micro, st.accum)
+    loader = st.train_loader()
+    stage_dir = cfg.stage_dir
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    metrics = MetricsLog(stage_dir / "metrics.jsonl")
+    progress = Progress(total=10**9, start=0, desc="bench", mode="plain", print_every=1,
+                        stream=open(os.devnull, "w"))
+    trainer = Trainer(cfg, engine=engine, scheduler=scheduler, objective=objective, loader=loader, device=device,
+                      accum=st.accum, ckpt=CheckpointManager(stage_dir / "checkpoints", keep_last=1),
+                      evaluate=lambda n: None, average_bn=False, metrics=metrics, progress=progress,
+                      flag=PreemptionFlag(), state=TrainState())
+
+    # ---- bare side: same architecture and init, same batch, loss, optimizer, schedule
+    bare_model = _build_model(cfg, 3).to(device)
+    bare_model.load_state_dict(engine.module.state_dict())
+    bare_model.train()
+    opt = build_optimizer(bare_model.parameters(), name="sgd", lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                          weight_decay=cfg.optim.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, poly_factor(cfg))
+    batch = {k: v.to(device) for k, v in next(iter(st.train_loader())).items() if isinstance(v, torch.Tensor)}
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def bare_block(n: int) -> float:
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            with autocast_context(device, cfg.train.precision):
+                out = objective(bare_model, batch)
+            out.loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+        sync()
+        return (time.perf_counter() - t0) / n
+
+    def lakd_block(n: int) -> float:
+        start = trainer.state.step
+        cfg.train.iters = start + n
+        trainer.fit()
+        times = [json.loads(line)["time"] for line in (stage_dir / "metrics.jsonl").read_text().splitlines()]
+        times = times[start:start + n]
+        return (times[-1] - times[0]) / (n - 1)
+
+    n = max(3, args.steps)
+    bare_block(2)  # warm-up (allocator, first-call costs)
+    lakd_block(3)
+    bare_t, lakd_t = [], []
+    for _ in range(args.blocks):
+        bare_t.append(bare_block(n))
+        lakd_t.append(lakd_block(n))
+    loader.close()
+    metrics.close()
+    D.destroy_process_group()
+
+    bare_s, lakd_s = statistics.median(bare_t), statistics.median(lakd_t)
+    ratio = lakd_s / bare_s
+    res = {
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "host": platform.node(), "cpus": os.cpu_count(), "threads": args.threads,
+        "model": f"deeplabv3-resnet18 width {args.width}", "crop": args.crop, "batch": args.batch,
+        "precision": args.precision, "loader_workers": args.workers, "steps_per_block": n, "blocks": args.blocks,
+        "bare_ms_per_step": round(1000 * bare_s, 2), "lakd_ms_per_step": round(1000 * lakd_s, 2),
+        "bare_blocks_ms": [round(1000 * t, 2) for t in bare_t], "lakd_blocks_ms": [round(1000 * t, 2) for t in lakd_t],
+        "ratio": round(ratio, 4), "overhead_pct": round(100 * (ratio - 1), 2), "goal_overhead_pct": 5.0,
+    }
+    print(f"{'loop':<6} {'ms/step (median)':>18}  blocks")
+    print(f"{'bare':<6} {res['bare_ms_per_step']:>18.2f}  {res['bare_blocks_ms']}")
+    print(f"{'lakd':<6} {res['lakd_ms_per_step']:>18.2f}  {res['lakd_blocks_ms']}")
+    print(f"lakd / bare = {ratio:.3f} (overhead {res['overhead_pct']:+.1f}%, goal <= +5%) on {res['device']}, "
+          f"{args.batch} x {args.crop}^2, {res['model']}, {args.precision}")
+    print(json.dumps(res))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

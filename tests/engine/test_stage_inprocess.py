@@ -1,0 +1,50 @@
+"""run_stage used in-process (as submitit jobs and the sweep use it): the KD row (a student distilled from an
+image-only teacher exported by a baseline stage of another run), gradient accumulation + clipping + bf16
+autocast, a finished stage returned without training, a changed config refused."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lakd.config import ConfigError, load_config
+from lakd.engine.stage import run_stage
+
+from .helpers import tiny_args
+
+pytestmark = pytest.mark.slow
+
+LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                 "SLURM_PROCID", "SLURM_STEP_ID", "SUBMITIT_EXECUTOR", "OMPI_COMM_WORLD_RANK")
+
+
+def test_kd_row_from_a_baseline_export(shards, tmp_path, monkeypatch):
+    for key in LAUNCHER_VARS:
+        monkeypatch.delenv(key, raising=False)
+    runs = tmp_path / "runs"
+    small = {"train.iters": 4, "eval.every": 0, "checkpoint.every": 4}
+    base_cfg = load_config("synthetic", tiny_args(
+        shards, runs, "imgonly", **small, **{"train.micro_batch_size": 2, "train.grad_clip": 1.0,
+                                             "train.precision": "bf16"}), stage="baseline")
+    base = run_stage(base_cfg)
+    assert base["steps"] == 4 and base["teacher"] is None
+    lines = [json.loads(x) for x in (runs / "imgonly" / "baseline" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "loss" in r] == [1, 2, 3, 4]  # 2 micro-batches per step
+
+    export = runs / "imgonly" / "baseline" / "baseline.safetensors"
+    kd_cfg = load_config("synthetic", tiny_args(shards, runs, "kd", **small, **{"teacher.export": str(export)}),
+                         stage="student")
+    kd = run_stage(kd_cfg)
+    assert kd["teacher"] == {"export": str(export), "label_channels": 0}
+    terms = json.loads((runs / "kd" / "student" / "metrics.jsonl").read_text().splitlines()[0])["terms"]
+    assert "kd" in terms
+
+    # finished: returned as is, nothing trained again
+    mtime = (runs / "kd" / "student" / "result.json").stat().st_mtime
+    again = run_stage(kd_cfg)
+    assert again["eval"] == kd["eval"] and (runs / "kd" / "student" / "result.json").stat().st_mtime == mtime
+    # a different experiment under the same run name is refused, not mixed in
+    changed = load_config("synthetic", tiny_args(shards, runs, "kd", **small, **{
+        "teacher.export": str(export), "optim.lr": 0.5}), stage="student")
+    with pytest.raises(ConfigError, match="different configuration"):
+        run_stage(changed)
