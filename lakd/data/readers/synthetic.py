@@ -2,13 +2,16 @@
 
 Deterministic: sample `i` of split `s` is a pure function of (seed, s, i, image_size).
 
-Designed as a demo task for LAD (a teacher that knows the region partition should win):
-- every region (objects and background) gets a random texture from the same family pool and random colours,
-  with only a weak class preference, so a local patch says little about the class;
-- the class is carried by the *outline* of the region (disk, square, triangle, ring, cross, ellipse, star);
-- about a third of the objects use the background's own colours (faint boundaries), objects overlap and
-  are cut by the image border, and blur + noise are applied, so a small image-only model stays well below
-  100% mIoU, while the exact partition (what the LAD teacher gets) makes the outline obvious.
+Designed as a demo task for LAD (a teacher that knows the region partition should win), and learnable by a
+small CNN in a few hundred steps on a CPU:
+- each object class has a shape (disk, square, triangle, ring, cross, ellipse, star) and a typical hue, but
+  a quarter of the objects take another class's hue, and textures are shared by all classes: colour is a
+  strong but fallible cue, the outline settles the class;
+- 0-2 "distractors" per image, shapes painted in object colours (a bit paler and flatter) that are labelled
+  background: from the image alone they are hard to tell from objects, while the region partition (LAD's
+  label input) shows at once that they belong to the background region;
+- the background is a low-saturation texture; objects overlap and are cut by the border; blur, noise and
+  brightness changes are added. Small image-only models stay well below 100% mIoU.
 """
 from __future__ import annotations
 
@@ -64,9 +67,11 @@ def iter_samples(root, split: str, **opts):
 
 # ----------------------------------------------------------------------------------------------- generator
 _TEXTURES = ("stripes", "checker", "dots", "blobs", "waves")
-# weak preference: with probability _PREF an object uses its class's texture, otherwise a random one
-_CLASS_TEXTURE = {1: "stripes", 2: "checker", 3: "dots", 4: "blobs", 5: "waves", 6: "stripes", 7: "checker"}
-_PREF = 0.35
+# class k (1..7): a shape and a typical hue; an instance keeps its class's shape but takes another class's hue
+# with probability _OFF_HUE, so colour is a strong but fallible cue and the outline settles the class
+_HUES = {c: (c - 1) / 7.0 for c in range(1, NUM_CLASSES)}
+_OFF_HUE = 0.25
+_DISTRACTORS = (0, 3)  # coloured shapes that belong to the background (painted, not objects)
 
 
 def _texture(rng: np.random.Generator, kind: str, yy: np.ndarray, xx: np.ndarray, size: int) -> np.ndarray:
@@ -92,15 +97,22 @@ def _texture(rng: np.random.Generator, kind: str, yy: np.ndarray, xx: np.ndarray
     return np.asarray(im, dtype=np.float32) / 255.0
 
 
-def _colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    c1 = rng.uniform(0, 255, 3)
-    c2 = np.clip(c1 + rng.normal(0, 70, 3), 0, 255)
-    return c1, c2
+def _hsv(h: float, s: float, v: float) -> np.ndarray:
+    import colorsys
+
+    return np.asarray(colorsys.hsv_to_rgb(h % 1.0, s, v), dtype=np.float32) * 255
+
+
+def _object_colours(rng: np.random.Generator, hue: float, contrast: float) -> tuple[np.ndarray, np.ndarray]:
+    h = hue + rng.normal(0, 0.025)
+    s = rng.uniform(0.55, 1.0)
+    v = rng.uniform(0.55, 1.0)
+    return _hsv(h, s, v), _hsv(h + rng.normal(0, 0.02), s * rng.uniform(0.7, 1.0), v * (1 - contrast))
 
 
 def _shape_mask(cls: int, rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, size: int) -> np.ndarray:
-    r = rng.uniform(0.15, 0.38) * size
-    cy, cx = rng.uniform(0.0, 1.0, 2) * size
+    r = rng.uniform(0.17, 0.36) * size
+    cy, cx = rng.uniform(0.05, 0.95, 2) * size
     th = rng.uniform(0, 2 * np.pi)
     dy, dx = yy - cy, xx - cx
     u = dx * np.cos(th) + dy * np.sin(th)
@@ -129,32 +141,46 @@ def _shape_mask(cls: int, rng: np.random.Generator, yy: np.ndarray, xx: np.ndarr
 
 
 def generate(index: int, size: int, seed: int, split_code: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(HxWx3 uint8 image, HxW uint8 label) of synthetic sample `index`."""
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(split_code), int(index), 0x5E6])))
+    """(HxWx3 uint8 image, HxW uint8 label) of synthetic sample `index`.
+
+    Background: a low-saturation texture. Objects (2-5): class shape, class hue (or, 25% of the time, another
+    class's hue), random texture. Distractors (0-2): object-like painted shapes that are labelled background;
+    they are slightly paler and flatter than real objects, so the image alone tells them apart only with
+    difficulty, while the region partition (LAD's label input) shows at once that they belong to the
+    background region.
+    """
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(split_code), int(index), 0x5E7])))
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     bg_kind = _TEXTURES[int(rng.integers(len(_TEXTURES)))]
     bg_pat = _texture(rng, bg_kind, yy, xx, size)
-    b1, b2 = _colours(rng)
+    h = rng.random()
+    b1 = _hsv(h, rng.uniform(0.0, 0.25), rng.uniform(0.35, 0.8))
+    b2 = _hsv(h + rng.normal(0, 0.05), rng.uniform(0.0, 0.25), rng.uniform(0.35, 0.8))
     image = bg_pat[..., None] * b1 + (1 - bg_pat[..., None]) * b2
     label = np.zeros((size, size), dtype=np.uint8)
     n_obj = int(rng.integers(2, 6))
-    for _ in range(n_obj):
+    n_dis = int(rng.integers(_DISTRACTORS[0], _DISTRACTORS[1]))
+    kinds = [True] * n_obj + [False] * n_dis
+    rng.shuffle(kinds)
+    for is_object in kinds:
         cls = int(rng.integers(1, NUM_CLASSES))
         mask = _shape_mask(cls, rng, yy, xx, size)
         if mask.sum() < 0.004 * size * size:
             continue
-        kind = _CLASS_TEXTURE[cls] if rng.random() < _PREF else _TEXTURES[int(rng.integers(len(_TEXTURES)))]
+        hue_cls = cls if rng.random() >= _OFF_HUE else int(rng.integers(1, NUM_CLASSES))
+        kind = _TEXTURES[int(rng.integers(len(_TEXTURES)))]
         pat = _texture(rng, kind, yy, xx, size)
-        if rng.random() < 0.35:  # faint boundary: reuse the background colours
-            c1, c2 = b1 + rng.normal(0, 12, 3), b2 + rng.normal(0, 12, 3)
-        else:
-            c1, c2 = _colours(rng)
+        if is_object:
+            c1, c2 = _object_colours(rng, _HUES[hue_cls], rng.uniform(0.25, 0.6))
+        else:  # distractor: paler and flatter
+            c1, c2 = _object_colours(rng, _HUES[hue_cls], rng.uniform(0.1, 0.3))
+            c1, c2 = 0.75 * c1 + 0.25 * b1, 0.75 * c2 + 0.25 * b1
         obj = pat[..., None] * c1 + (1 - pat[..., None]) * c2
         image = np.where(mask[..., None], obj, image)
-        label[mask] = cls
+        label[mask] = cls if is_object else 0
     # global photometric nuisance: brightness/contrast, blur, noise
-    image = image * rng.uniform(0.75, 1.2) + rng.uniform(-20, 20)
+    image = image * rng.uniform(0.85, 1.15) + rng.uniform(-15, 15)
     im = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
-    im = im.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.3, 1.2))))
-    image = np.asarray(im, dtype=np.float32) + rng.normal(0, rng.uniform(4, 14), (size, size, 3))
+    im = im.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.2, 0.8))))
+    image = np.asarray(im, dtype=np.float32) + rng.normal(0, rng.uniform(3, 8), (size, size, 3))
     return np.clip(image, 0, 255).astype(np.uint8), label
