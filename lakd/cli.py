@@ -58,4 +58,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m lakd.cli` runs this file as `__main__`; dispatch through the imported `lakd.cli` so that the
+    # `lakd.cli.UsageError` raised by the commands is the class `main` catches (exit 2, not a traceback)
+    from lakd.cli import main as _main
+
+    sys.exit(_main())

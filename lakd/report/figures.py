@@ -170,5 +170,5 @@ def plot_example_grid(examples: Sequence[dict], pred_columns: Sequence[str], pal
                for n, c in zip(class_names, palette)]
     ign = colorize(np.array([[ignore_index]]), palette, ignore_index)[0, 0] / 255.0
     handles.append(Patch(facecolor=ign, edgecolor="0.3", label="ignore"))
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 10), fontsize=8, frameon=False)
     return _save(fig, out_png, dpi)
