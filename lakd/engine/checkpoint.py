@@ -160,7 +160,8 @@ class CheckpointManager:
             if (self.dir / tag).exists():  # leftover of a killed save of the same step
                 shutil.rmtree(self.dir / tag)
         D.barrier()
-        engine.save_checkpoint(str(self.dir), tag=tag, client_state={"lakd_step": int(step)}, save_latest=False)
+        client = {"lakd_step": int(step), "lakd_config_hash": meta.get("config_hash"), "lakd_best": meta.get("best")}
+        engine.save_checkpoint(str(self.dir), tag=tag, client_state=client, save_latest=False)
         save_state(self.dir / tag / f"lakd_rank{rank:05d}", rank_state)
         D.barrier()  # every rank's files are on disk
         if rank == 0:

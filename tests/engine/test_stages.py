@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from .helpers import base_env, collect, free_port, load_weights, tiny_args
 
@@ -54,6 +55,19 @@ def test_teacher_torchrun(shards, runs):
     assert run.codes == [0], run.text
     assert "2 process(es) (env, cpu)" in run.outputs[0]
     _check_stage(runs / "lad" / "teacher", "teacher", label_channels=1)
+    # CPU: plain BatchNorm per rank; the checkpoint's module holds the cross-rank average of the running
+    # statistics, each rank's own (different) ones are in its lakd_rank file for an exact resume
+    from lakd.engine.checkpoint import weights_only_load
+    from lakd.engine.state_io import load_state
+
+    tag = runs / "lad" / "teacher" / "checkpoints" / "step_00000006"
+    saved = weights_only_load(tag / "mp_rank_00_model_states.pt")
+    assert saved["lakd_step"] == 6 and saved["lakd_best"]["step"] == 3
+    own = [load_state(tag / f"lakd_rank{r:05d}")["buffers"] for r in (0, 1)]
+    key = next(k for k in own[0] if k.endswith("running_mean"))
+    assert not torch.equal(own[0][key], own[1][key])
+    for k in own[0]:
+        assert torch.allclose(saved["module"][k], (own[0][k].double() + own[1][k].double()).div(2).float()), k
 
 
 def test_student_deepspeed_launcher(shards, runs):
