@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any, Optional
 
 import torch
 
+from lakd.data.build import atomic_write_bytes
 from lakd.engine import distributed as D
 from lakd.engine.state_io import load_state, save_state
 
@@ -48,20 +48,7 @@ def tag_for(step: int) -> str:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+    atomic_write_bytes(path, text.encode())
 
 
 def _safe_globals() -> list:

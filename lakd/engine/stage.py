@@ -27,6 +27,7 @@ step with a different sample order. A warning says so.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -37,6 +38,7 @@ from typing import Optional
 import torch
 
 from lakd.config import Config, ConfigError, batch_layout
+from lakd.data.build import atomic_write_bytes
 from lakd.engine import batchnorm, rng
 from lakd.engine import distributed as D
 from lakd.engine.checkpoint import CheckpointManager
@@ -56,18 +58,6 @@ def stage_result_path(cfg: Config) -> Path:
 def _warn(text: str) -> None:
     """A one-line warning on stderr (rank 0 decides whether to call it)."""
     print(f"lakd train: warning: {text}", file=sys.stderr, flush=True)
-
-
-def _atomic_json(path: Path, doc: dict) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -108,7 +98,7 @@ def check_config(cfg: Config, world_size: int = 1) -> None:
         from lakd.optim import APEX_BUILD_HELP
 
         try:
-            import apex.optimizers  # noqa: F401
+            importlib.import_module("apex.optimizers")
         except ImportError as exc:
             raise ConfigError(f"config key 'optim.impl': apex asked for but not importable ({exc}). "
                               f"{APEX_BUILD_HELP}") from None
@@ -123,14 +113,14 @@ def check_config(cfg: Config, world_size: int = 1) -> None:
                 f"{path.parent}`, or set data.{split}_manifest)"
             )
     if cfg.stage == "student":
+        from lakd.models.export import export_paths, read_export_meta
+
         export = cfg.teacher_export()
-        if not export.with_suffix(".json").is_file() or not export.with_suffix(".safetensors").is_file():
+        if not all(p.is_file() for p in export_paths(export)):
             raise ConfigError(
                 f"teacher export not found: {export} (run the teacher stage of run '{cfg.run.name}' first, or "
                 f"set teacher.export to a <stage>.safetensors written by another run)"
             )
-        from lakd.models.export import read_export_meta
-
         try:
             meta = read_export_meta(export)
         except ValueError as exc:
@@ -393,7 +383,7 @@ def run_stage(cfg: Config) -> dict:
                                  keep_best=cfg.checkpoint.keep_best)
         if denv.rank == 0:
             stage_dir.mkdir(parents=True, exist_ok=True)
-            _atomic_text(stage_dir / "config.yaml", cfg.to_yaml())
+            atomic_write_bytes(stage_dir / "config.yaml", cfg.to_yaml().encode())
             removed = ckpt.remove_incomplete()
             if removed:
                 _warn(f"removed incomplete checkpoint(s) {', '.join(removed)} in {ckpt.dir} (a save was interrupted)")
@@ -444,7 +434,7 @@ def run_stage(cfg: Config) -> dict:
         if denv.rank == 0:
             export_path = st.export(engine.module, cfg.stage, state.step)
             result["export"] = str(export_path)
-            _atomic_json(stage_result_path(cfg), result)
+            atomic_write_bytes(stage_result_path(cfg), (json.dumps(result, indent=1) + "\n").encode())
             summary = ", ".join(f"{k} mIoU {format_metric(v.get('miou'))}" for k, v in final.metrics.items())
             progress.message(f"lakd train: {cfg.stage} finished at step {state.step}: {summary}; "
                              f"wrote {export_path} and {stage_result_path(cfg)}")

@@ -15,16 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from lakd.data.build import atomic_write_bytes
+
 _FORMAT = "lakd-state-1"
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _encode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
@@ -83,8 +76,8 @@ def save_state(base: str | os.PathLike, value: Any) -> None:
     doc = {"format": _FORMAT, "value": _encode(value, tensors)}
     js, st = state_paths(base)
     st.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(st, save(tensors) if tensors else save({"_": torch.zeros(0)}))
-    _atomic_write_bytes(js, json.dumps(doc).encode())
+    atomic_write_bytes(st, save(tensors) if tensors else save({"_": torch.zeros(0)}))
+    atomic_write_bytes(js, json.dumps(doc).encode())
 
 
 def load_state(base: str | os.PathLike) -> Any:

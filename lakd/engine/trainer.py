@@ -8,7 +8,6 @@ preemption, stop on NaN/inf) at the same step, and gives the logged losses avera
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -22,8 +21,6 @@ from lakd.engine import distributed as D
 from lakd.engine.checkpoint import CheckpointManager
 from lakd.engine.preemption import Preempted, PreemptionFlag
 from lakd.engine.progress import MetricsLog, Progress, format_metric, memory_fields
-
-log = logging.getLogger("lakd.engine")
 
 EXIT_DIVERGED = 3  # `lakd train` exit status when training stopped on a non-finite loss
 
@@ -43,7 +40,7 @@ class EvalResult:
 @dataclass
 class TrainState:
     step: int = 0
-    best: Optional[dict] = None  # {"step", "score", "tag"}
+    best: Optional[dict] = None  # {"step", "score"} of the best periodic evaluation
     seconds: float = 0.0  # training wall time over all sessions of this stage
     history: list = field(default_factory=list)  # periodic evaluations: [{"step", "score"}]
     pending_eval: bool = False  # preempted at an evaluation step before evaluating
@@ -82,7 +79,6 @@ class Trainer:
         self.rank = D.rank()
         self._autocast = lambda: autocast_context(device, cfg.train.precision)
         self._keys: Optional[list[str]] = None
-        self._last_tag: Optional[str] = None
 
     # ------------------------------------------------------------------------------------------ step
     def _to_device(self, batch: dict) -> dict:
@@ -131,9 +127,7 @@ class Trainer:
             meta = {"config_hash": self.cfg.hash(), "best": st.best, "seconds": st.seconds,
                     "history": st.history, "pending_eval": st.pending_eval,
                     "zero_stage": self.cfg.train.zero_stage}
-            tag = self.ckpt.save(self.engine, st.step, rank_state=rank_state, meta=meta, is_best=is_best)
-        self._last_tag = tag
-        return tag
+            return self.ckpt.save(self.engine, st.step, rank_state=rank_state, meta=meta, is_best=is_best)
 
     # ------------------------------------------------------------------------------------------ eval
     def run_eval(self, final: bool = False) -> EvalResult:
@@ -185,7 +179,8 @@ class Trainer:
             st.step += 1
             dt = time.perf_counter() - t0
             if nonfinite:
-                where = (f"the last good checkpoint is {self.ckpt.dir / self._last_tag}" if self._last_tag
+                good = self.ckpt.latest()
+                where = (f"the last good checkpoint is {self.ckpt.dir / good['tag']}" if good
                          else "no checkpoint was saved yet")
                 raise NonFiniteLoss(
                     f"non-finite loss at step {st.step} (loss terms on some rank are NaN/inf); training stopped "
