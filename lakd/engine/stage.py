@@ -94,6 +94,12 @@ def check_config(cfg: Config, world_size: int = 1) -> None:
                               f"{m.name} backbones: {', '.join(COMBINATIONS[m.name])}")
         if m.pretrained and not Path(m.pretrained).is_file():
             raise ConfigError(f"config key '{prefix}.pretrained': file not found: {m.pretrained}")
+    cuda = torch.cuda.is_available()
+    if cfg.train.device == "cuda" and not cuda:
+        raise ConfigError("config key 'train.device': cuda asked for, but torch sees no CUDA device")
+    if cfg.train.sync_bn == "on" and (cfg.train.device == "cpu" or not cuda):
+        raise ConfigError("config key 'train.sync_bn': 'on' needs GPUs (torch's SyncBatchNorm refuses CPU "
+                          "tensors); 'auto' uses plain BatchNorm with buffers averaged across ranks on CPU")
     if cfg.optim.impl == "apex":
         from lakd.optim import APEX_BUILD_HELP
 
