@@ -27,7 +27,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 
@@ -142,7 +142,8 @@ class TrainConfig:
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     zero_stage: int = 0  # DeepSpeed ZeRO stage: 0 or 1
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast; parameters and BatchNorm stay fp32
-    sync_bn: Literal["auto", "on", "off"] = "auto"  # auto: SyncBatchNorm on GPUs with several processes
+    # SyncBatchNorm: auto = on GPUs with several processes; true / false force it (true needs GPUs)
+    sync_bn: Union[Literal["auto"], bool] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
@@ -228,7 +229,7 @@ class Config:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+        return yaml.dump(self.to_dict(), Dumper=_Dumper, sort_keys=False)
 
     def hash(self) -> str:
         """Hash of what determines the trained weights (not paths, logging or checkpoint cadence)."""
@@ -241,6 +242,13 @@ class Config:
         d["eval"] = {}  # evaluation does not change the weights
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class _Dumper(yaml.SafeDumper):
+    """Sections as blocks, lists of values inline (``crop_size: [512, 1024]``)."""
+
+
+_Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
 
 
 # ------------------------------------------------------------------------------------- dict <-> typed

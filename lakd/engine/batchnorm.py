@@ -17,12 +17,13 @@ import torch.distributed as dist
 import torch.nn as nn
 
 
-def use_sync_bn(setting: str, device: torch.device, world_size: int) -> bool:
-    if setting == "off" or world_size == 1:
+def use_sync_bn(setting, device: torch.device, world_size: int) -> bool:
+    """``setting``: "auto" (SyncBatchNorm on GPUs with several processes), True or False."""
+    if setting is False or world_size == 1:
         return False
     if device.type != "cuda":
-        if setting == "on":
-            raise ValueError("train.sync_bn=on needs GPUs: torch's SyncBatchNorm refuses CPU tensors "
+        if setting is True:
+            raise ValueError("train.sync_bn=true needs GPUs: torch's SyncBatchNorm refuses CPU tensors "
                              "(use sync_bn=auto: plain BatchNorm with buffers averaged across ranks)")
         return False
     return True

@@ -97,8 +97,8 @@ def check_config(cfg: Config, world_size: int = 1) -> None:
     cuda = torch.cuda.is_available()
     if cfg.train.device == "cuda" and not cuda:
         raise ConfigError("config key 'train.device': cuda asked for, but torch sees no CUDA device")
-    if cfg.train.sync_bn == "on" and (cfg.train.device == "cpu" or not cuda):
-        raise ConfigError("config key 'train.sync_bn': 'on' needs GPUs (torch's SyncBatchNorm refuses CPU "
+    if cfg.train.sync_bn is True and (cfg.train.device == "cpu" or not cuda):
+        raise ConfigError("config key 'train.sync_bn': true needs GPUs (torch's SyncBatchNorm refuses CPU "
                           "tensors); 'auto' uses plain BatchNorm with buffers averaged across ranks on CPU")
     if cfg.optim.impl == "apex":
         from lakd.optim import APEX_BUILD_HELP

@@ -77,8 +77,8 @@ def test_cli_exits_2_and_writes_nothing(tmp_path, capsys):
     assert code == 2 and "train shards not found" in capsys.readouterr().err
     if not torch.cuda.is_available():
         code = main(["train", "--stage", "teacher", "--config", "synthetic", f"run.runs_dir={runs}",
-                     "train.sync_bn=on"])
-        assert code == 2 and "'train.sync_bn': 'on' needs GPUs" in capsys.readouterr().err
+                     "train.sync_bn=on"])  # YAML: on = true
+        assert code == 2 and "'train.sync_bn': true needs GPUs" in capsys.readouterr().err
     code = main(["train", "--stage", "student", "--config", "nosuchpreset"])
     assert code == 2 and "no config file or preset named 'nosuchpreset'" in capsys.readouterr().err
     assert not runs.exists()
