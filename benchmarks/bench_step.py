@@ -71,6 +71,8 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=1, help="loader worker processes of the lakd side")
     p.add_argument("--threads", type=int, default=1, help="torch compute threads (CPU)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument("--fixed-batch", action="store_true",
+                   help="diagnostic: feed lakd's loop the bare loop's fixed batch (isolates the engine from the loader)")
     p.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "bench_step.json"))
     args = p.parse_args(argv)
 
@@ -137,7 +139,17 @@ def main(argv=None) -> int:
                 overhead[key] += time.perf_counter() - t0
         return wrapper
 
-    trainer.loader = _Timed(loader, "loader")
+    if args.fixed_batch:
+        class _Repeat:
+            def __next__(self):
+                return dict(batch)
+
+            def state_dict(self):
+                return {}
+
+        trainer.loader = _Timed(_Repeat(), "loader")
+    else:
+        trainer.loader = _Timed(loader, "loader")
     trainer._agree = timed(trainer._agree, "agree")
     metrics.write = timed(metrics.write, "log")
     progress.update = timed(progress.update, "log")
