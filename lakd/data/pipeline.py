@@ -251,20 +251,20 @@ def _ordered(order: np.ndarray, start_k: int, reader):
 
 
 # ------------------------------------------------------------------------------------------------ decoding
-def _fields(sample: dict) -> tuple[bytes, bytes, dict]:
+def _fields(sample: dict, meta: bool = True) -> tuple[bytes, bytes, dict]:
     img = next((sample[f] for f in IMAGE_FIELDS if f in sample), None)
     if img is None:
         raise CorruptSample("no image member")
     lab = sample.get(LABEL_FIELD)
     if lab is None:
         raise CorruptSample("no label.png member")
-    meta = {}
-    if "json" in sample:
+    out = {}
+    if meta and "json" in sample:
         try:
-            meta = json.loads(sample["json"])
+            out = json.loads(sample["json"])
         except Exception:
-            meta = {}
-    return img, lab, meta
+            out = {}
+    return img, lab, out
 
 
 def _describe(sample: dict | None, fallback: str) -> str:
@@ -321,7 +321,7 @@ class _TrainIterable(IterableDataset):
                     _warn(f"sample at position {k} of epoch {epoch} (rank {self.rank}, worker {L}) is missing")
                 else:
                     try:
-                        img_b, lab_b, _ = _fields(sample)
+                        img_b, lab_b, _ = _fields(sample, meta=False)
                         image, label = decode_image(img_b), decode_label(lab_b)
                         x, y = train_transform(image, label, sample_rng(self.seed, epoch, sample["__index__"]),
                                                crop_size=self.crop_size, scales=self.scales, mean_t=mean_t,

@@ -73,6 +73,12 @@ def norm_tensors(mean, std):
     return m, s
 
 
+def to_normalized_chw(image: Image.Image, mean_t: torch.Tensor, std_t: torch.Tensor) -> torch.Tensor:
+    """RGB PIL image -> FloatTensor[3,H,W] = (x - mean) / std (transposed as uint8: 3x less memory traffic)."""
+    hwc = torch.from_numpy(np.array(image, dtype=np.uint8))
+    return hwc.permute(2, 0, 1).contiguous().float().sub_(mean_t).div_(std_t)
+
+
 def train_transform(image: Image.Image, label: Image.Image, rng: np.random.Generator, *, crop_size: tuple[int, int],
                     scales: np.ndarray, mean_t: torch.Tensor, std_t: torch.Tensor,
                     flip: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,8 +102,7 @@ def train_transform(image: Image.Image, label: Image.Image, rng: np.random.Gener
     else:
         img = image.resize((vw, vh), Image.BILINEAR, box=box)
         lab = label.resize((vw, vh), Image.NEAREST, box=box)
-    x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float()
-    x = (x - mean_t) / std_t
+    x = to_normalized_chw(img, mean_t, std_t)
     y = torch.from_numpy(np.asarray(lab, dtype=np.uint8).astype(np.int64))
     if vh != ch or vw != cw:
         xp = torch.zeros((3, ch, cw), dtype=torch.float32)
@@ -116,7 +121,6 @@ def eval_transform(image: Image.Image, label: Image.Image, *, mean_t: torch.Tens
     """Whole image: (FloatTensor[3,H,W] normalised, LongTensor[H,W])."""
     if image.size != label.size:
         raise CorruptSample(f"label size {label.size} != image size {image.size}")
-    x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float()
-    x = (x - mean_t) / std_t
+    x = to_normalized_chw(image, mean_t, std_t)
     y = torch.from_numpy(np.asarray(label, dtype=np.uint8).astype(np.int64))
     return x, y
