@@ -104,11 +104,15 @@ def consistency_loss(kind: str, a: torch.Tensor, b: torch.Tensor, temperature: f
     raise ValueError(f"unknown consistency {kind!r}: expected one of {', '.join(CONSISTENCY_KINDS)}")
 
 
-def ramp(step: int | None, warmup: int) -> float:
-    """Linear ramp 0 -> 1 over ``warmup`` steps (1 when warmup <= 0 or the step is unknown)."""
-    if warmup <= 0 or step is None:
+def ramp(step: int | None, warmup: int, start: int = 0) -> float:
+    """0 before ``start``, then a linear ramp 0 -> 1 over ``warmup`` steps (1 when the step is unknown)."""
+    if step is None:
         return 1.0
-    return min(1.0, max(0.0, float(step) / float(warmup)))
+    if step < start:
+        return 0.0
+    if warmup <= 0:
+        return 1.0
+    return min(1.0, max(0.0, float(step - start) / float(warmup)))
 
 
 class TeacherObjective:
@@ -121,8 +125,9 @@ class TeacherObjective:
         consistency_weight: lambda_c (official 5).
         temperature: T of the CWD / KL consistency (official 4).
         dual_path: False = single-path ablation (one noising, no consistency term).
-        consistency_warmup: ramp lambda_c linearly from 0 over this many steps (0 = official, no ramp); the
-            step is read from ``batch["step"]`` when present, else from the objective's own call counter.
+        consistency_start: the consistency term is off (weight 0) before this step (0 = official).
+        consistency_warmup: then ramp lambda_c linearly from 0 over this many steps (0 = official, no ramp).
+            The step is read from ``batch["step"]`` when present, else from the objective's own call counter.
         label_dropout: probability per image that its label channels are zeroed (0 = official). Teaches the
             teacher to work without the label too, so a zero-channel evaluation is meaningful.
         ignore_index: unlabeled pixels, excluded from CE.
@@ -130,7 +135,8 @@ class TeacherObjective:
 
     def __init__(self, noiser: LabelNoiser, *, aux_weight: float = 0.4, consistency: str = "cwd",
                  consistency_weight: float = 5.0, temperature: float = 4.0, dual_path: bool = True,
-                 consistency_warmup: int = 0, label_dropout: float = 0.0, ignore_index: int = IGNORE_INDEX,
+                 consistency_warmup: int = 0, consistency_start: int = 0, label_dropout: float = 0.0,
+                 ignore_index: int = IGNORE_INDEX,
                  generator: torch.Generator | None = None):
         if consistency not in CONSISTENCY_KINDS:
             raise ValueError(f"unknown consistency {consistency!r}: expected one of {', '.join(CONSISTENCY_KINDS)}")
@@ -143,6 +149,7 @@ class TeacherObjective:
         self.temperature = float(temperature)
         self.dual_path = bool(dual_path)
         self.consistency_warmup = int(consistency_warmup)
+        self.consistency_start = int(consistency_start)
         self.label_dropout = float(label_dropout)
         self.ignore_index = int(ignore_index)
         self.generator = generator
@@ -178,7 +185,7 @@ class TeacherObjective:
         weights = {"ce": 1.0, "aux_ce": self.aux_weight}
         if self.dual_path and self.consistency != "none":
             terms["consistency"] = consistency_loss(self.consistency, mains[0], mains[1], self.temperature)
-            weights["consistency"] = self.consistency_weight * ramp(step, self.consistency_warmup)
+            weights["consistency"] = self.consistency_weight * ramp(step, self.consistency_warmup, self.consistency_start)
         loss = sum(weights[k] * terms[k] for k in terms)
         return LossOutput(loss, {k: v.detach() for k, v in terms.items()}, weights)
 
