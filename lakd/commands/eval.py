@@ -143,7 +143,7 @@ def run(args) -> int:
     if label_channels > 0:
         if meta.get("label_noise"):
             try:
-                noiser = LabelNoiser.from_dict(meta["label_noise"])
+                noiser = LabelNoiser.from_dict(meta["label_noise"], num_classes=num_classes)
             except (TypeError, ValueError) as exc:
                 raise UsageError(f"export label_noise settings: {exc}") from None
         else:

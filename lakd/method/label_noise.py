@@ -105,13 +105,12 @@ class LabelNoiser:
                 "fixed_sigma": self.fixed_sigma, "scale": self.scale, "ignore_index": self.ignore_index}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LabelNoiser":
-        """Inverse of ``to_dict`` (unknown keys are an error)."""
+    def from_dict(cls, d: dict, num_classes: int | None = None) -> "LabelNoiser":
+        """Inverse of ``to_dict`` (unknown keys are an error); ``num_classes`` fills in a dict without one."""
         d = dict(d)
-        try:
-            num_classes = d.pop("num_classes")
-        except KeyError:
-            raise ValueError("label_noise settings lack 'num_classes'") from None
+        num_classes = d.pop("num_classes", num_classes)
+        if num_classes is None:
+            raise ValueError("label_noise settings lack 'num_classes'")
         allowed = {"code_dim", "sigma", "fixed_sigma", "scale", "ignore_index"}
         unknown = sorted(set(d) - allowed)
         if unknown:

@@ -26,7 +26,9 @@ def _export(tmp_path, label_channels, noise=True):
     model = build_model("fcn", "resnet18", 8, in_channels=3 + label_channels, width=0.125)
     meta = {"dataset": "synthetic"}
     if label_channels and noise:
-        meta["label_noise"] = LabelNoiser(8, code_dim=label_channels, scale=1.0).to_dict()
+        settings = LabelNoiser(8, code_dim=label_channels, scale=1.0).to_dict()
+        settings.pop("num_classes")  # the engine's exports omit it (the export has num_classes)
+        meta["label_noise"] = settings
     base = tmp_path / ("teacher" if label_channels else "student")
     save_export(model, base, meta)
     return base

@@ -150,5 +150,9 @@ def test_settings_round_trip():
     n = LabelNoiser(7, code_dim=2, sigma=0.05, fixed_sigma=0.01, scale=3.0)
     m = LabelNoiser.from_dict(n.to_dict())
     assert m.to_dict() == n.to_dict()
+    partial = {k: v for k, v in n.to_dict().items() if k != "num_classes"}  # as the engine's exports write it
+    assert LabelNoiser.from_dict(partial, num_classes=7).to_dict() == n.to_dict()
+    with pytest.raises(ValueError, match="num_classes"):
+        LabelNoiser.from_dict(partial)
     with pytest.raises(ValueError, match="bogus"):
         LabelNoiser.from_dict({**n.to_dict(), "bogus": 1})
