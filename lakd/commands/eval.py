@@ -31,7 +31,8 @@ def register(subparsers) -> None:
     p.add_argument("--mode", choices=("whole", "slide", "msflip"), default="whole",
                    help="inference mode (reference protocol: whole)")
     p.add_argument("--crop-size", type=int, nargs="+", default=None, metavar="N",
-                   help="sliding-window crop (H [W]); required for slide, optional for msflip")
+                   help="sliding-window crop (H [W]); slide defaults to the training crop (export meta or the "
+                        "dataset preset); optional for msflip")
     p.add_argument("--stride", type=int, nargs="+", default=None, metavar="N",
                    help="sliding-window stride (H [W]); default 2/3 of the crop")
     p.add_argument("--scales", type=float, nargs="+", default=None, metavar="S",
@@ -115,8 +116,6 @@ def run(args) -> int:
         stride = _pair(args.stride)
     except ValueError as exc:
         raise UsageError(f"--crop-size/--stride {exc}") from None
-    if args.mode == "slide" and crop is None:
-        raise UsageError("--mode slide needs --crop-size")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     try:
@@ -138,12 +137,19 @@ def run(args) -> int:
     except ValueError:
         class_names, palette_card = [f"class_{c}" for c in range(num_classes)], None
 
+    if args.mode == "slide" and crop is None:
+        crop = _default_crop(meta, manifest.dataset)
+        if crop is None:
+            raise UsageError("--mode slide needs --crop-size (no training crop size known for this export)")
+        if rank == 0:
+            print(f"lakd eval: sliding window with the training crop {crop[0]}x{crop[1]}", file=sys.stderr)
     label_channels = int(meta.get("label_channels", 0))
     variants: dict[str, object] = {}
     if label_channels > 0:
-        if meta.get("label_noise"):
+        settings = meta.get("label_noise") or meta.get("noise")
+        if settings:
             try:
-                noiser = LabelNoiser.from_dict(meta["label_noise"], num_classes=num_classes)
+                noiser = LabelNoiser.from_dict(settings, num_classes=num_classes)
             except (TypeError, ValueError) as exc:
                 raise UsageError(f"export label_noise settings: {exc}") from None
         else:
@@ -192,6 +198,25 @@ def run(args) -> int:
             _write_json(Path(args.out), doc)
             print(f"wrote {args.out}")
     return 0
+
+
+def _default_crop(meta: dict, dataset: str):
+    """The export's training crop (meta ``crop_size``), else the dataset preset's ``data.crop_size``."""
+    crop = meta.get("crop_size")
+    if crop is None:
+        try:
+            import yaml
+
+            preset = Path(__file__).resolve().parent.parent / "presets" / f"{dataset}.yaml"
+            crop = (yaml.safe_load(preset.read_text()) or {}).get("data", {}).get("crop_size")
+        except (OSError, ValueError, AttributeError):
+            crop = None
+    if crop is None:
+        return None
+    try:
+        return _pair([int(c) for c in (crop if isinstance(crop, (list, tuple)) else [crop])])
+    except (TypeError, ValueError):
+        return None
 
 
 def _png_writer(out_dir: Path, card):

@@ -28,7 +28,7 @@ def _export(tmp_path, label_channels, noise=True):
     if label_channels and noise:
         settings = LabelNoiser(8, code_dim=label_channels, scale=1.0).to_dict()
         settings.pop("num_classes")  # the engine's exports omit it (the export has num_classes)
-        meta["label_noise"] = settings
+        meta["noise"] = settings  # the engine's key
     base = tmp_path / ("teacher" if label_channels else "student")
     save_export(model, base, meta)
     return base
@@ -61,6 +61,9 @@ def test_image_only_export_slide_mode(tmp_path, shards, capsys):
     assert set(doc["eval"]) == {"image"} and doc["mode"] == "slide"
     assert main(["eval", str(exp), "--shards", str(shards), "--mode", "msflip", "--scales", "0.75", "1.0",
                  "--label-input", "zero"]) == 0
+    # slide without --crop-size: the synthetic preset's training crop
+    assert main(["eval", str(exp), "--shards", str(shards), "--mode", "slide"]) == 0
+    assert "training crop" in capsys.readouterr().err
 
 
 def test_fixed_only_and_missing_noise_settings(tmp_path, shards, capsys):
@@ -79,7 +82,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, shards, capsys):
     assert "export" in capsys.readouterr().err
     assert main(["eval", str(img), "--shards", str(tmp_path / "missing.json")]) == 2
     assert "--shards" in capsys.readouterr().err
-    assert main(["eval", str(img), "--shards", str(shards), "--mode", "slide"]) == 2
+    assert main(["eval", str(img), "--shards", str(shards), "--crop-size", "1", "2", "3"]) == 2
     assert "crop-size" in capsys.readouterr().err
     torch.manual_seed(0)
     other = build_model("fcn", "resnet18", 5, width=0.125)
