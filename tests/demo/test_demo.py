@@ -71,7 +71,7 @@ def test_demo_tiny_end_to_end(tmp_path):
     again = _lakd("demo", "--size", "tiny", "--seeds", "1", "--out", str(out), "--examples", "0", cwd=tmp_path,
                   timeout=120)
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
-    assert again.stdout.count("finished earlier, skipped") == 6  # shards + 5 stages
+    assert again.stdout.count("finished earlier, skipped") == 7  # shards, 5 stages, collect
     assert "step 1/" not in again.stdout + again.stderr
 
 
