@@ -31,6 +31,9 @@
 set -uo pipefail
 stage=teacher
 py=${LAKD_PYTHON:-python3}
+# sbatch exports the submitting shell's environment: launcher variables left there (a torchrun or an
+# in-process run) would make every task think it is rank 0 of 1. Inside the job, Slurm is the launcher.
+unset RANK LOCAL_RANK WORLD_SIZE LOCAL_WORLD_SIZE GROUP_RANK MASTER_ADDR MASTER_PORT
 echo "lakd: attempt $(( ${SLURM_RESTART_COUNT:-0} + 1 )) of job ${SLURM_JOB_ID:-?}: $stage stage, nodes ${SLURM_JOB_NODELIST:-?}, $(date -Is)"
 srun --kill-on-bad-exit=0 --wait="${LAKD_SRUN_WAIT:-120}" "$py" -m lakd.cli train --stage "$stage" "$@"
 rc=$?
