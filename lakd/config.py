@@ -91,7 +91,9 @@ class NoiseConfig:
     code_dim: int = 1  # label channels fed to the teacher
     sigma: float = 0.03  # pixel noise while training the teacher
     fixed_sigma: float = 0.02  # pixel noise of the fixed code used at distillation / evaluation time
-    scale: float = 100.0
+    # 3, not the official 100: lakd divides images by their std, the official code does not, and x100 then
+    # drowns the image in the first conv (docs/method.md section 4.2)
+    scale: float = 3.0
 
 
 @dataclass
