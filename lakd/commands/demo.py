@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -42,7 +44,7 @@ def register(subparsers) -> None:
                    help="train the students and baselines with seeds 0..N-1 (the table shows mean ± std)")
     p.add_argument("--size", choices=tuple(SIZES), default="default",
                    help="tiny: a smoke test in about a minute; default: the demo (under 10 minutes on 2 CPU cores)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+    p.add_argument("--set", action="append", default=None, metavar="KEY=VALUE", dest="overrides",
                    help="config override for every stage, e.g. --set noise.scale=10 (repeatable)")
     p.add_argument("--examples", type=int, default=4, metavar="N", help="validation images in the example grid")
     p.set_defaults(func=run)
@@ -82,7 +84,8 @@ def _parse_overrides(items: list[str]) -> dict:
 
 def demo_spec(out: Path, size: str, seeds: int, overrides: dict | None = None) -> dict:
     """The demo's sweep (as a mapping): the shipped tiny sweep with this size's lengths, `seeds` seeds, and
-    everything written under `out` (shards in `out/shards/<size>`, runs in `out/runs/demo_<size>`)."""
+    everything written under `out` (shards in `out/shards/<size>`, runs in `out/runs/demo_<size>[_<hash of
+    the overrides>]`)."""
     import yaml
 
     from lakd.sweep.spec import resolve_source
@@ -90,7 +93,9 @@ def demo_spec(out: Path, size: str, seeds: int, overrides: dict | None = None) -
     raw = yaml.safe_load(resolve_source(DEMO_SWEEP).read_text())
     spec = copy.deepcopy(raw)
     sz = SIZES[size]
-    spec["name"] = f"demo_{size}"
+    # runs with --set overrides get their own folder: a finished stage is reused by name, never retrained
+    tag = hashlib.sha256(json.dumps(overrides or {}, sort_keys=True).encode()).hexdigest()[:8] if overrides else ""
+    spec["name"] = f"demo_{size}" + (f"_{tag}" if tag else "")
     spec["runs_dir"] = str(out / "runs")
     spec["seeds"] = list(range(seeds))
     spec["teacher_seed"] = 0
@@ -110,6 +115,7 @@ def run(args) -> int:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
     if args.examples < 0:
         raise UsageError(f"--examples must be >= 0, got {args.examples}")
+    args.overrides = args.overrides or []
     overrides = _parse_overrides(args.overrides)
     out = Path(args.out).resolve()
     log = _Clock()
@@ -152,7 +158,7 @@ def run(args) -> int:
     examples = None
     if args.examples:
         examples = predict_examples(results, shard_job.shards["manifests"]["val"], num_examples=args.examples)
-    report_dir = out / f"report_{args.size}"
+    report_dir = out / ("report" + plan.spec.name[len("demo"):])  # report_<size>[_<hash of the overrides>]
     files = _write(results, report_dir, examples, plan, args, sweep, log)
     _summary(files, plan, results, missing, shard_job, out, log)
     return 0 if sweep.ok and not missing else 1
@@ -176,7 +182,7 @@ def _write(results, report_dir: Path, examples, plan, args, sweep, log):
         "Stage overrides (on top of the `synthetic` preset): "
         + ", ".join(f"`{k}={v}`" for k, v in spec.overrides.items()) + ".",
         f"Wall time of the jobs run now: {ran:.0f} s "
-        + "(" + ", ".join(f"{k.split('/', 1)[-1]} {v:.0f} s" for k, v in sweep.seconds.items()) + ")"
+        + "(" + ", ".join(f"{k} {v:.0f} s" for k, v in sweep.seconds.items()) + ")"
         + (f"; {len(sweep.skipped_done)} job(s) had finished in an earlier run and were reused." if sweep.skipped_done
            else "."),
     ]

@@ -91,8 +91,11 @@ def test_demo_bad_input(tmp_path, args, message):
 def test_demo_spec_sizes(tmp_path):
     spec = demo_spec(tmp_path, "tiny", 3, {"noise.scale": 10})
     assert spec["seeds"] == [0, 1, 2] and spec["teacher_seed"] == 0
-    assert spec["runs_dir"] == str(tmp_path / "runs") and spec["name"] == "demo_tiny"
+    assert spec["runs_dir"] == str(tmp_path / "runs")
     assert spec["overrides"]["noise.scale"] == 10
+    assert spec["name"].startswith("demo_tiny_")  # overrides: a folder of their own, finished runs not reused
+    assert spec["name"] != demo_spec(tmp_path, "tiny", 3, {"noise.scale": 3})["name"]
+    assert demo_spec(tmp_path, "tiny", 1)["name"] == "demo_tiny"
     assert spec["overrides"]["train.iters"] == SIZES["tiny"]["overrides"]["train.iters"]
     (ds,) = spec["datasets"].values()
     assert ds["overrides"]["data.shards_dir"] == str(tmp_path / "shards" / "tiny")
