@@ -94,7 +94,7 @@ def demo_spec(out: Path, size: str, seeds: int, overrides: dict | None = None) -
     spec = copy.deepcopy(raw)
     sz = SIZES[size]
     # runs with --set overrides get their own folder: a finished stage is reused by name, never retrained
-    tag = hashlib.sha256(json.dumps(overrides or {}, sort_keys=True).encode()).hexdigest()[:8] if overrides else ""
+    tag = hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:8] if overrides else ""
     spec["name"] = f"demo_{size}" + (f"_{tag}" if tag else "")
     spec["runs_dir"] = str(out / "runs")
     spec["seeds"] = list(range(seeds))
