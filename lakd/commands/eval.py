@@ -17,6 +17,8 @@ import re
 import sys
 from pathlib import Path
 
+from lakd.data.build import atomic_write_bytes
+
 LABEL_INPUT_CHOICES = ("fixed", "zero", "both")
 
 
@@ -239,6 +241,4 @@ def _png_writer(out_dir: Path, card):
 
 def _write_json(path: Path, doc: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, (json.dumps(doc, indent=1) + "\n").encode())

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from lakd import __version__
+from lakd.data.build import atomic_write_bytes
 from lakd.report.figures import plot_example_grid, plot_training_curves
 from lakd.report.results import StageResult, find_results
 from lakd.report.table import (
@@ -42,9 +42,7 @@ class ReportFiles:
 
 def _write_text(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode())
     return path
 
 
