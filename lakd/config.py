@@ -45,6 +45,8 @@ class RunConfig:
     name: str = "default"  # run directory: <runs_dir>/<name>/<stage>/
     runs_dir: str = "runs"
     seed: int = 0
+    # where catalogue weights live (model.pretrained: <name>); None: $LAKD_WEIGHTS_DIR, else ~/.cache/lakd/weights
+    weights_dir: Optional[str] = None
 
 
 @dataclass
@@ -71,7 +73,8 @@ class ModelConfig:
     backbone: str = "resnet18"
     width: float = 1.0
     aux: bool = True
-    pretrained: Optional[str] = None  # local backbone weights file (nothing is downloaded)
+    # a local weights file, or a catalogue name (`lakd weights list`) looked up in run.weights_dir
+    pretrained: Optional[str] = None
     options: dict[str, Any] = field(default_factory=dict)  # further build_model keyword arguments
 
 
@@ -445,8 +448,11 @@ def _absolute_paths(cfg: Config, base: Path) -> None:
     cfg.data.train_manifest = absolute(cfg.data.train_manifest)
     cfg.data.val_manifest = absolute(cfg.data.val_manifest)
     cfg.teacher.export = absolute(cfg.teacher.export)
+    cfg.run.weights_dir = absolute(cfg.run.weights_dir)
     for m in (cfg.model, cfg.teacher.model):
-        m.pretrained = absolute(m.pretrained)
+        # a catalogue name (letters, digits, '-', '_'; lakd.models.catalogue.NAME_RE) stays a name
+        if not (m.pretrained and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", m.pretrained)):
+            m.pretrained = absolute(m.pretrained)
 
 
 def build_config(raw: dict, *, cwd: Optional[Path] = None) -> Config:

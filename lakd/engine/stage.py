@@ -92,8 +92,14 @@ def check_config(cfg: Config, world_size: int = 1) -> None:
         if m.backbone not in COMBINATIONS[m.name]:
             raise ConfigError(f"config key '{prefix}.backbone': {m.name} is not available with {m.backbone!r}; "
                               f"{m.name} backbones: {', '.join(COMBINATIONS[m.name])}")
-        if m.pretrained and not Path(m.pretrained).is_file():
-            raise ConfigError(f"config key '{prefix}.pretrained': file not found: {m.pretrained}")
+        if m.pretrained:
+            from lakd.models.pretrained import PretrainedError, check_pretrained
+
+            try:  # builds on the meta device: nothing allocated or written
+                check_pretrained(m, num_classes=_num_classes(cfg), in_channels=_in_channels(cfg),
+                                 weights_dir=cfg.run.weights_dir, key=prefix)
+            except PretrainedError as exc:
+                raise ConfigError(str(exc)) from None
     cuda = torch.cuda.is_available()
     if cfg.train.device == "cuda" and not cuda:
         raise ConfigError("config key 'train.device': cuda asked for, but torch sees no CUDA device")
@@ -138,12 +144,17 @@ def check_config(cfg: Config, world_size: int = 1) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- models
-def _build_model(cfg: Config, in_channels: int):
-    from lakd.models import build_model
+def _in_channels(cfg: Config) -> int:
+    return 3 + cfg.noise.code_dim if cfg.stage == "teacher" else 3
 
-    m = cfg.stage_model
-    return build_model(m.name, m.backbone, _num_classes(cfg), in_channels, width=m.width, aux=m.aux,
-                       pretrained=m.pretrained, **m.options)
+
+def _build_model(cfg: Config, in_channels: int):
+    """`(model, LoadReport or None)`; the report says what `model.pretrained` loaded."""
+    from lakd.models.pretrained import build_with_pretrained
+
+    key = "teacher.model" if cfg.stage == "teacher" else "model"
+    return build_with_pretrained(cfg.stage_model, num_classes=_num_classes(cfg), in_channels=in_channels,
+                                 weights_dir=cfg.run.weights_dir, key=key)
 
 
 def _noiser(cfg: Config, num_classes: int, noise: Optional[dict] = None):
@@ -172,6 +183,7 @@ class _Stage:
         self.micro, self.accum = batch_layout(cfg, self.world)
         self.noiser = None  # teacher stage: the model's own label noiser
         self.teacher_info = None  # student stage: {"export", "label_channels"}
+        self.load_report = None  # what model.pretrained loaded (lakd.models.weights.LoadReport)
 
     # ---- objective + model
     def build(self):
@@ -181,7 +193,7 @@ class _Stage:
         rng.seed_all(cfg.run.seed)  # identical initial weights on every rank
         if cfg.stage == "teacher":
             self.noiser = _noiser(cfg, self.num_classes)
-            model = _build_model(cfg, 3 + self.noiser.code_dim)
+            model, self.load_report = _build_model(cfg, 3 + self.noiser.code_dim)
             tl = cfg.teacher_loss
             objective = TeacherObjective(
                 self.noiser, aux_weight=tl.aux_weight, consistency=tl.consistency,
@@ -189,7 +201,7 @@ class _Stage:
                 consistency_warmup=tl.consistency_warmup, label_dropout=tl.label_dropout,
             )
         else:
-            model = _build_model(cfg, 3)
+            model, self.load_report = _build_model(cfg, 3)
             sl = cfg.student_loss
             teacher, noiser = None, None
             if cfg.stage == "student":
@@ -410,9 +422,11 @@ def run_stage(cfg: Config) -> dict:
                 f"lakd train: {cfg.stage} {cfg.stage_model.name}-{cfg.stage_model.backbone} on {cfg.data.dataset}, "
                 f"{denv.world_size} process(es) ({denv.launcher}, {device.type}), global batch "
                 f"{cfg.train.batch_size} = {st.micro} x {st.accum} accum x {st.world}, "
-                f"{'resuming at step ' + str(state.step) if state.step else 'from scratch'} -> {cfg.train.iters} "
+                f"{'resuming at step ' + str(state.step) if state.step else 'from scratch' if st.load_report is None else 'from pretrained weights'} -> {cfg.train.iters} "
                 f"steps; run dir {stage_dir}"
             )
+            if st.load_report is not None and not state.step:
+                progress.message(st.load_report.describe())
         average_bn = st.world > 1 and not st.sync_bn
 
         def on_best(step: int) -> None:

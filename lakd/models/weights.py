@@ -50,10 +50,46 @@ class LoadReport:
     mismatched: list[str] = field(default_factory=list)  # "key: file shape vs model shape"
     ignored: list[str] = field(default_factory=list)  # file keys dropped on purpose (classifier of ImageNet files)
     widened: list[str] = field(default_factory=list)  # first-conv keys widened to more input channels
+    fresh: dict[str, int] = field(default_factory=dict)  # top-level modules the file does not cover -> tensors
+    source: str = ""  # how the file was named (a catalogue entry), for the report
+    extra_channel_std: float = 0.1  # std of the widened first conv's new input channels
 
     @property
     def ok(self) -> bool:
         return not (self.missing or self.unexpected or self.mismatched)
+
+    def first_misfit(self) -> str | None:
+        """The first tensor that does not fit, as one phrase (shape mismatches first, then extra, then missing)."""
+        if self.mismatched:
+            key, shapes = self.mismatched[0].split(": ", 1)
+            file_shape, model_shape = shapes.split(" vs ")
+            return f"{key} is {file_shape} in the file, the model needs {model_shape}"
+        if self.unexpected:
+            return f"{self.unexpected[0]} (in the file) has no place in the model"
+        if self.missing:
+            return f"{self.missing[0]} (in the model) is not in the file"
+        return None
+
+    def describe(self) -> str:
+        """The start-of-training report: what loaded, what was widened, dropped or left at initialisation."""
+        src = f" (catalogue {self.source})" if self.source else ""
+        lines = [f"pretrained: {self.path}{src}: {self.layout} layout, {self.scope} weights, "
+                 f"{len(self.loaded)} tensors loaded"]
+        for w in self.widened:
+            key, shapes = w.split(" ", 1)
+            a, b = (s.strip("[]").split(", ")[1] for s in shapes.split(" -> "))
+            lines.append(f"  first conv {key} widened {a} -> {a} + {int(b) - int(a)} input channels "
+                         f"(new channels drawn from N(0, 1) x {self.extra_channel_std:g})")
+        if self.ignored:
+            lines.append(f"  dropped from the file ({len(self.ignored)}): {_few(self.ignored)}")
+        if self.fresh:
+            parts = ", ".join(f"{k} ({n} tensors)" for k, n in self.fresh.items())
+            lines.append(f"  initialised here, not in the file: {parts}")
+        for label, xs in (("missing", self.missing), ("unexpected", self.unexpected),
+                          ("shape mismatch", self.mismatched)):
+            if xs:
+                lines.append(f"  {label} ({len(xs)}): {_few(xs)}")
+        return "\n".join(lines)
 
     def summary(self, limit: int = 6) -> str:
         def few(xs):
@@ -66,6 +102,10 @@ class LoadReport:
             if xs:
                 parts.append(f"{len(xs)} {label}: {few(xs)}")
         return "; ".join(parts)
+
+
+def _few(xs: list[str], limit: int = 6) -> str:
+    return ", ".join(xs[:limit]) + (f", ... ({len(xs)} in all)" if len(xs) > limit else "")
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -327,11 +367,13 @@ def widen_first_conv(weight: torch.Tensor, in_channels: int, *, std: float = 0.1
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike, *, layout: str = "auto", strict: bool = True,
-                 extra_channel_std: float = 0.1, generator: torch.Generator | None = None) -> LoadReport:
+                 extra_channel_std: float = 0.1, generator: torch.Generator | None = None,
+                 dry_run: bool = False) -> LoadReport:
     """Load a local weight file into `model` (a lakd `Segmentor`); see the module docstring.
 
     strict=True raises ValueError (with the report's summary) when, within the file's scope, keys are missing,
     unexpected or of the wrong shape; nothing is loaded then. strict=False loads what fits and returns the report.
+    dry_run=True only computes the report (the model may live on the meta device: nothing is copied).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown weight layout {layout!r}; valid layouts: {', '.join(LAYOUTS)}")
@@ -340,7 +382,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, layout: str = "au
         layout = detect_layout(raw, model.state_dict().keys())
     state, scope, ignored = convert_keys(raw, layout, model)
     own = model.state_dict()
-    report = LoadReport(str(path), layout, scope, ignored=ignored)
+    report = LoadReport(str(path), layout, scope, ignored=ignored, extra_channel_std=extra_channel_std)
     first = _first_conv_key(model)
     to_load: dict[str, torch.Tensor] = {}
     for k, v in state.items():
@@ -351,6 +393,9 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, layout: str = "au
         if k == first and v.dim() == 4 and v.shape[1] < target.shape[1] and v.shape[0] == target.shape[0] \
                 and v.shape[2:] == target.shape[2:]:
             report.widened.append(f"{k} {list(v.shape)} -> {list(target.shape)}")
+            if dry_run:
+                to_load[k] = v
+                continue
             v = widen_first_conv(v, target.shape[1], std=extra_channel_std, generator=generator)
         if v.shape != target.shape:
             report.mismatched.append(f"{k}: {list(v.shape)} vs {list(target.shape)}")
@@ -363,23 +408,39 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, layout: str = "au
     in_scope = [k for k in own if scope == "model" or k.startswith(body)]
     report.missing = [k for k in in_scope if k not in state]
     report.loaded = sorted(to_load)
+    for k in own:
+        if k not in state and k not in report.missing:
+            top = k.split(".")[0] if not k.startswith("backbone.") or body == "backbone." else \
+                "backbone." + k[len("backbone."):].split(".")[0]
+            report.fresh[top] = report.fresh.get(top, 0) + 1
     if strict and not report.ok:
-        raise ValueError(f"weights do not fit {_model_name(model)}: {report.summary()}{_hint(report, model)}")
+        raise ValueError(f"weights do not fit {_model_name(model)}: {report.summary()}{fit_hint(report, model)}")
+    if dry_run:
+        return report
     with torch.no_grad():
         for k, v in to_load.items():
             own[k].copy_(v.to(own[k].dtype))
     return report
 
 
-def _hint(report: LoadReport, model: nn.Module) -> str:
+def fit_hint(report: LoadReport, model: nn.Module, key: str | None = None) -> str:
+    """A short "(what to change)" suffix for a report that does not fit, or "". `key`: word it as config keys
+    (`model.options...`) instead of build_model arguments."""
     cfg = getattr(model, "config", {}) or {}
+
+    def setting(name: str, value: str, option: bool = True) -> str:
+        if key is None:
+            return f"build the model with {name}={value.capitalize()}"
+        return f"set {key}.{'options.' if option else ''}{name}={value}"
+
     if any(m.startswith("backbone.conv1.weight:") for m in report.mismatched) and report.layout == "torchvision":
-        return " (torchvision ResNets have a 7x7 stem: build the model with deep_stem=False)"
+        return f" (torchvision ResNets have a 7x7 stem: {setting('deep_stem', 'false')})"
     if report.scope == "model" and report.missing and all(k.startswith("aux_head.") for k in report.missing):
-        return " (the file has no auxiliary head: build the model with aux=False)"
+        return f" (the file has no auxiliary head: {setting('aux', 'false', option=False)})"
     if any(".classifier." in m for m in report.mismatched):
-        return (f" (different number of classes? the model has {cfg.get('num_classes')}; "
-                f"load with lakd.models.weights.load_weights(..., strict=False) to skip the classifiers)")
+        skip = ("load with lakd.models.weights.load_weights(..., strict=False) to skip the classifiers"
+                if key is None else "a whole-model file must predict the same classes")
+        return f" (different number of classes? the model has {cfg.get('num_classes')}; {skip})"
     return ""
 
 

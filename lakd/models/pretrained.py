@@ -1,0 +1,93 @@
+"""`model.pretrained` for a training stage: resolve it, check that it fits, build the model with it.
+
+`model.pretrained` is a local file (any layout `lakd.models.weights` reads: ImageNet backbones, whole models,
+lakd exports such as a trained baseline) or a catalogue name (`lakd weights list`), found in `run.weights_dir`
+/ `$LAKD_WEIGHTS_DIR`. A catalogue entry's implied options (torchvision ResNets: `deep_stem: false`) are added
+to `model.options`; a conflicting value is an error.
+
+    check_pretrained(model_cfg, num_classes=21, in_channels=4)   # before anything is written: LoadReport or None
+    model, report = build_with_pretrained(model_cfg, num_classes=21, in_channels=4)
+
+Both raise `PretrainedError` (a ValueError with one line naming the file and the first tensor that does not
+fit). The check builds the model on the meta device, so it allocates nothing and copies nothing.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lakd.models.catalogue import Entry, apply_options, resolve
+from lakd.models.weights import LoadReport, fit_hint, load_weights
+
+
+class PretrainedError(ValueError):
+    """`model.pretrained` cannot be used (one line: the key, the file, what does not fit)."""
+
+
+def _resolve(model_cfg, weights_dir: str | None, key: str) -> tuple[Path, Entry | None, dict[str, Any]]:
+    try:
+        r = resolve(model_cfg.pretrained, weights_dir)
+        options = apply_options(model_cfg.options, r.entry)
+    except ValueError as exc:
+        raise PretrainedError(f"config key '{key}.pretrained': {exc}") from None
+    if r.entry is not None and r.entry.backbone != model_cfg.backbone:
+        raise PretrainedError(f"config key '{key}.pretrained': {r.entry.name} holds {r.entry.backbone} weights, "
+                              f"but {key}.backbone is {model_cfg.backbone}")
+    return r.path, r.entry, options
+
+
+def _build(model_cfg, num_classes: int, in_channels: int, options: dict, key: str):
+    from lakd.models import build_model
+
+    try:
+        return build_model(model_cfg.name, model_cfg.backbone, num_classes, in_channels, width=model_cfg.width,
+                           aux=model_cfg.aux, **options)
+    except ValueError as exc:
+        raise PretrainedError(f"config key '{key}': {exc}") from None
+
+
+def _load(model, path: Path, entry: Entry | None, options: dict, key: str, dry_run: bool) -> LoadReport:
+    try:
+        report = load_weights(model, path, strict=False, dry_run=True,
+                              extra_channel_std=float(options.get("extra_channel_std", 0.1)))
+    except ValueError as exc:  # unreadable file, unknown layout
+        raise PretrainedError(f"config key '{key}.pretrained': {exc}") from None
+    report.source = entry.name if entry is not None else ""
+    if not report.ok:
+        more = len(report.mismatched) + len(report.unexpected) + len(report.missing) - 1
+        extra = f" (+{more} more)" if more else ""
+        raise PretrainedError(f"config key '{key}.pretrained': {path} does not fit {model_cfg_name(model)}: "
+                              f"{report.first_misfit()}{extra}{fit_hint(report, model, key)}")
+    if not dry_run:
+        report = load_weights(model, path, strict=True, extra_channel_std=float(options.get("extra_channel_std", 0.1)))
+        report.source = entry.name if entry is not None else ""
+    return report
+
+
+def model_cfg_name(model) -> str:
+    cfg = getattr(model, "config", {}) or {}
+    return f"{cfg.get('name')}-{cfg.get('backbone')} ({cfg.get('in_channels')} input channels)"
+
+
+def check_pretrained(model_cfg, *, num_classes: int, in_channels: int = 3, weights_dir: str | None = None,
+                     key: str = "model") -> LoadReport | None:
+    """Check `model_cfg.pretrained` against the architecture `model_cfg` describes, without writing or
+    allocating anything. None when no pretrained weights are set; raises PretrainedError (one line)."""
+    if not model_cfg.pretrained:
+        return None
+    path, entry, options = _resolve(model_cfg, weights_dir, key)
+    with torch.device("meta"):
+        model = _build(model_cfg, num_classes, in_channels, options, key)
+    return _load(model, path, entry, options, key, dry_run=True)
+
+
+def build_with_pretrained(model_cfg, *, num_classes: int, in_channels: int = 3, weights_dir: str | None = None,
+                          key: str = "model"):
+    """`(model, LoadReport or None)`: the model `model_cfg` describes, with `pretrained` loaded when set."""
+    if not model_cfg.pretrained:
+        return _build(model_cfg, num_classes, in_channels, dict(model_cfg.options), key), None
+    path, entry, options = _resolve(model_cfg, weights_dir, key)
+    model = _build(model_cfg, num_classes, in_channels, options, key)
+    return model, _load(model, path, entry, options, key, dry_run=False)

@@ -1,0 +1,150 @@
+"""`model.pretrained` in a stage: catalogue names resolved in the weights folder, implied options applied or a
+conflict refused, a file that does not fit refused in one line before anything is written (exit 2), and the
+load report (tensors loaded, first conv widened 3 -> 3 + k, classifier dropped, heads initialised)."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from lakd.cli import main
+from lakd.config import ModelConfig, load_config
+from lakd.models import build_model, catalogue
+from lakd.models.catalogue import Entry
+from lakd.models.pretrained import PretrainedError, build_with_pretrained, check_pretrained
+
+SMALL = 0.125
+
+
+def _backbone_file(path, *, deep_stem: bool, fc: int = 256):
+    """An ImageNet-style backbone file (bare keys + an fc classifier) of a width-0.125 ResNet-18."""
+    src = build_model("deeplabv3", "resnet18", 5, width=SMALL, deep_stem=deep_stem)
+    sd = {k[len("backbone."):]: v.clone() for k, v in src.state_dict().items() if k.startswith("backbone.")}
+    sd["fc.weight"], sd["fc.bias"] = torch.randn(1000, 64), torch.randn(1000)
+    torch.save(sd, path)
+    return sd
+
+
+def _cfg(**kw) -> ModelConfig:
+    return dataclasses.replace(ModelConfig(width=SMALL), **kw)
+
+
+def test_backbone_file_report_for_a_label_teacher(tmp_path):
+    path = tmp_path / "r18.pth"
+    sd = _backbone_file(path, deep_stem=True)
+    report = check_pretrained(_cfg(pretrained=str(path)), num_classes=5, in_channels=4)
+    assert report.ok and report.scope == "backbone" and sorted(report.ignored) == ["fc.bias", "fc.weight"]
+    assert report.widened == ["backbone.conv1.weight [8, 3, 3, 3] -> [8, 4, 3, 3]"]
+    assert set(report.fresh) == {"decode_head", "aux_head"}
+    text = report.describe()
+    assert "widened 3 -> 3 + 1 input channels" in text and "dropped from the file (2): fc.weight, fc.bias" in text
+    assert "initialised here, not in the file: decode_head" in text
+    model, report2 = build_with_pretrained(_cfg(pretrained=str(path)), num_classes=5, in_channels=4)
+    assert report2.loaded == report.loaded
+    assert torch.equal(model.backbone.layer4[1].conv2.weight, sd["layer4.1.conv2.weight"])
+    assert torch.equal(model.backbone.conv1.weight[:, :3], sd["conv1.weight"])
+
+
+def test_file_that_does_not_fit_is_one_line(tmp_path):
+    path = tmp_path / "tv.pth"
+    _backbone_file(path, deep_stem=False)  # a torchvision-style 7x7 stem into the deep-stem model
+    with pytest.raises(PretrainedError) as err:
+        check_pretrained(_cfg(pretrained=str(path)), num_classes=5, in_channels=3)
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg and "backbone.conv1.weight is [8, 3, 7, 7] in the file" in msg
+    assert "set model.options.deep_stem=false" in msg
+    with pytest.raises(PretrainedError, match="not a .*|cannot be read"):
+        junk = tmp_path / "junk.pth"
+        junk.write_bytes(b"not weights")
+        check_pretrained(_cfg(pretrained=str(junk)), num_classes=5)
+    with pytest.raises(PretrainedError, match="file not found"):
+        check_pretrained(_cfg(pretrained=str(tmp_path / "none.pth")), num_classes=5)
+
+
+@pytest.fixture
+def tiny_catalogue(monkeypatch, tmp_path):
+    entries = {
+        "tiny-tv": Entry(name="tiny-tv", backbone="resnet18", layout="torchvision", url="http://127.0.0.1/x",
+                         file="tiny-tv.pth", options={"deep_stem": False}),
+    }
+    monkeypatch.setattr(catalogue, "load_catalogue", lambda path=None: entries)
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    monkeypatch.setenv("LAKD_WEIGHTS_DIR", str(folder))
+    return folder
+
+
+def test_catalogue_name_applies_implied_options(tiny_catalogue, tmp_path):
+    cfg = _cfg(pretrained="tiny-tv")
+    with pytest.raises(PretrainedError, match=r"lakd weights fetch tiny-tv --to .*weights"):
+        check_pretrained(cfg, num_classes=5)
+    _backbone_file(tiny_catalogue / "tiny-tv.pth", deep_stem=False)
+    report = check_pretrained(cfg, num_classes=5)
+    assert report.ok and report.source == "tiny-tv" and "catalogue tiny-tv" in report.describe()
+    model, _ = build_with_pretrained(cfg, num_classes=5)
+    assert model.config["deep_stem"] is False and model.backbone.conv1.weight.shape[-1] == 7
+    with pytest.raises(PretrainedError, match="need deep_stem: False .* model.options sets deep_stem: True"):
+        check_pretrained(_cfg(pretrained="tiny-tv", options={"deep_stem": True}), num_classes=5)
+    with pytest.raises(PretrainedError, match="holds resnet18 weights, but model.backbone is resnet50"):
+        check_pretrained(_cfg(pretrained="tiny-tv", backbone="resnet50"), num_classes=5)
+    with pytest.raises(PretrainedError, match="no weights named 'tiny-tw' .*did you mean tiny-tv"):
+        check_pretrained(_cfg(pretrained="tiny-tw"), num_classes=5)
+    # run.weights_dir wins over the environment variable
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(PretrainedError, match="are not in .*other"):
+        check_pretrained(cfg, num_classes=5, weights_dir=str(other))
+
+
+def test_config_keeps_catalogue_names_and_makes_paths_absolute(tmp_path):
+    cfg = load_config("synthetic", ["model.pretrained=resnet18-deepstem-cirkd", "run.weights_dir=w"], cwd=tmp_path)
+    assert cfg.model.pretrained == "resnet18-deepstem-cirkd" and cfg.teacher.model.pretrained == cfg.model.pretrained
+    assert cfg.run.weights_dir == str(tmp_path / "w")
+    cfg = load_config("synthetic", ["model.pretrained=w/r18.pth"], cwd=tmp_path)
+    assert cfg.model.pretrained == str(tmp_path / "w" / "r18.pth")
+    # the weights folder is a machine path: it does not change the experiment's hash
+    a = load_config("synthetic", ["model.pretrained=resnet18-deepstem-cirkd", "run.weights_dir=/a"])
+    b = load_config("synthetic", ["model.pretrained=resnet18-deepstem-cirkd", "run.weights_dir=/b"])
+    assert a.hash() == b.hash()
+
+
+def test_train_refuses_a_misfit_before_writing(tmp_path, capsys):
+    path = tmp_path / "tv.pth"
+    _backbone_file(path, deep_stem=False)
+    runs = tmp_path / "runs"
+    code = main(["train", "--stage", "teacher", "--config", "synthetic", f"run.runs_dir={runs}",
+                 f"model.pretrained={path}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "teacher.model.pretrained" in err and str(path) in err and "backbone.conv1.weight" in err
+    assert not runs.exists()
+
+
+def test_teacher_initialised_from_a_baseline_export(tmp_path, monkeypatch, capsys):
+    """The official pipeline's initialisation: a trained image-only baseline export (whole model, lakd layout)
+    loaded into the label-assisted teacher, its first conv widened 3 -> 3 + 1; the load report is printed."""
+    from lakd.data import build_shards
+    from lakd.engine.stage import run_stage
+
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                "SLURM_PROCID", "SLURM_STEP_ID", "SUBMITIT_EXECUTOR"):
+        monkeypatch.delenv(key, raising=False)
+    shards = tmp_path / "shards"
+    build_shards("synthetic", "train", shards, samples_per_shard=8, workers=1, progress=False, num_samples=16,
+                 image_size=32, seed=0)
+    build_shards("synthetic", "val", shards, samples_per_shard=4, workers=1, progress=False, num_samples=4,
+                 image_size=32, seed=0)
+    common = [f"data.shards_dir={shards}", f"run.runs_dir={tmp_path / 'runs'}", "train.iters=2",
+              "train.batch_size=2", "data.crop_size=[32,32]", "eval.every=0", "checkpoint.every=2",
+              "log.progress=plain"]
+    run_stage(load_config("synthetic", common + ["run.name=base"], stage="baseline"))
+    export = tmp_path / "runs" / "base" / "baseline" / "baseline.safetensors"
+    capsys.readouterr()
+    result = run_stage(load_config("synthetic", common + ["run.name=la", f"model.pretrained={export}"],
+                                   stage="teacher"))
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert result["steps"] == 2
+    assert "from pretrained weights" in text and f"pretrained: {export}" in text
+    assert "lakd layout, model weights" in text and "widened 3 -> 3 + 1 input channels" in text
