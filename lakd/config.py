@@ -59,6 +59,7 @@ class DataConfig:
     train_manifest: Optional[str] = None
     val_manifest: Optional[str] = None
     num_classes: Optional[int] = None  # None: the dataset card's
+    card: Optional[str] = None  # dataset folder: your dataset card file (YAML/JSON; lakd.data.user_card)
     crop_size: list[int] = field(default_factory=lambda: [512, 512])  # (height, width)
     scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
     mean: Optional[list[float]] = None  # None: ImageNet mean/std (0-255 scale, RGB)
@@ -449,6 +450,7 @@ def _absolute_paths(cfg: Config, base: Path) -> None:
     cfg.data.val_manifest = absolute(cfg.data.val_manifest)
     cfg.teacher.export = absolute(cfg.teacher.export)
     cfg.run.weights_dir = absolute(cfg.run.weights_dir)
+    cfg.data.card = absolute(cfg.data.card)
     for m in (cfg.model, cfg.teacher.model):
         # a catalogue name (letters, digits, '-', '_'; lakd.models.catalogue.NAME_RE) stays a name
         if not (m.pretrained and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", m.pretrained)):
@@ -515,6 +517,17 @@ def validate(cfg: Config) -> None:
     _check(d.num_classes is None or d.num_classes >= 2,
            f"config key 'data.num_classes': must be >= 2, got {d.num_classes}")
     _check(d.num_workers >= 0, "config key 'data.num_workers': must be >= 0")
+    _check(d.dataset != "folder" or d.card is not None,
+           "config key 'data.card': data.dataset=folder needs your dataset card file (YAML or JSON)")
+    _check(d.card is None or d.dataset == "folder",
+           f"config key 'data.card': a dataset card is for data.dataset=folder, not {d.dataset}")
+    if d.card is not None:
+        from lakd.data.user_card import use_card_file
+
+        try:  # the card of dataset `folder` in this process (class count, names, palette)
+            use_card_file(d.card)
+        except ValueError as exc:
+            raise ConfigError(f"config key 'data.card': {exc}") from None
     for prefix, m in (("model", cfg.model), ("teacher.model", cfg.teacher.model)):
         _check(m.width > 0, f"config key '{prefix}.width': must be > 0, got {m.width}")
     _check(cfg.noise.code_dim >= 1, f"config key 'noise.code_dim': must be >= 1, got {cfg.noise.code_dim}")

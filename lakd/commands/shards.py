@@ -11,11 +11,12 @@ def register(subparsers) -> None:
                                           "or summarise / verify a manifest.")
     sub = p.add_subparsers(dest="shards_command", metavar="ACTION")
 
-    from lakd.data.cards import NAMES
+    from lakd.data.cards import FOLDER, NAMES
 
     b = sub.add_parser("build", help="convert one split of a raw dataset into shards",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    b.add_argument("dataset", choices=NAMES, help="dataset name (see shards/README.md)")
+    b.add_argument("dataset", choices=(*NAMES, FOLDER),
+                   help="dataset name (see shards/README.md); folder: your own, described by --card")
     b.add_argument("--root", help="raw dataset folder (not needed for synthetic)")
     b.add_argument("--split", default="train", help="split to convert (e.g. train, val; VOC: train_aug, val)")
     b.add_argument("--out", default="shards/out", help="output folder for shards and manifest")
@@ -23,6 +24,8 @@ def register(subparsers) -> None:
     b.add_argument("--samples-per-shard", type=int, default=None, help="samples per tar shard (default 256)")
     b.add_argument("--skip-bad", action="store_true", help="skip (and count) bad samples instead of failing")
     b.add_argument("--no-progress", action="store_true", help="no progress output")
+    b.add_argument("--card", metavar="FILE", help="folder only: your dataset card (YAML or JSON: class names, "
+                                                 "palette, raw id -> train id, ignore id, file layout)")
     g = b.add_argument_group("synthetic only")
     g.add_argument("--num-samples", type=int, default=None, help="samples to generate (default: train 2000, val 200)")
     g.add_argument("--image-size", type=int, default=None, help="image side in pixels (default 128)")
@@ -55,6 +58,19 @@ def run_build(args) -> int:
         opts = {k: v for k, v in synthetic_opts.items() if v is not None}
     elif any(v is not None for v in synthetic_opts.values()):
         raise UsageError("--num-samples/--image-size/--seed only apply to the synthetic dataset")
+    if (args.card is None) == (args.dataset == "folder"):
+        raise UsageError("--card FILE (your dataset card) is required for folder" if args.card is None
+                         else "--card only applies to the folder dataset")
+    if args.card is not None:
+        from pathlib import Path
+
+        from lakd.data.user_card import use_card_file
+
+        try:
+            use_card_file(args.card)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        opts = {"card": str(Path(args.card).resolve())}
     try:
         path = build_shards(args.dataset, args.split, args.out, args.root,
                             samples_per_shard=args.samples_per_shard or DEFAULT_SAMPLES_PER_SHARD,

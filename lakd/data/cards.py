@@ -16,6 +16,13 @@ from lakd import IGNORE_INDEX
 
 CARD_DIR = Path(__file__).with_name("cards")
 NAMES = ("cityscapes", "ade20k", "voc", "coco_stuff164k", "coco_stuff10k", "camvid", "synthetic")
+FOLDER = "folder"  # a user's dataset: lakd.data.readers.folder + a card file (lakd.data.user_card)
+_USER_CARD: list[DatasetCard] = []  # the user's card in use in this process (at most one)
+
+
+def use_card(card: DatasetCard | None) -> None:
+    """Make `card` the card of dataset `folder` in this process (None: forget it)."""
+    _USER_CARD[:] = [card] if card is not None else []
 
 
 @dataclass(frozen=True)
@@ -56,15 +63,24 @@ class DatasetCard:
 
 
 def list_cards() -> list[str]:
-    """Names of every dataset lakd can read."""
-    return list(NAMES)
+    """Names of every dataset lakd can read: the built-in ones, and `folder` once a user's card is in use."""
+    return list(NAMES) + ([FOLDER] if _USER_CARD else [])
+
+
+def get_card(name: str) -> DatasetCard:
+    """The card of dataset `name` (one of `list_cards()`; `folder`: the user's card in use)."""
+    if name == FOLDER:
+        if not _USER_CARD:
+            raise ValueError("dataset 'folder' needs your dataset card: `lakd shards build folder --card FILE`, "
+                             "config key data.card=FILE")
+        return _USER_CARD[0]
+    return _builtin_card(name)
 
 
 @functools.lru_cache(maxsize=None)
-def get_card(name: str) -> DatasetCard:
-    """The card of dataset `name` (one of `list_cards()`)."""
+def _builtin_card(name: str) -> DatasetCard:
     if name not in NAMES:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(NAMES)}")
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(NAMES)} (or folder with your own card)")
     d = json.loads((CARD_DIR / f"{name}.json").read_text())
     card = DatasetCard(
         name=d["name"], num_classes=int(d["num_classes"]), class_names=list(d["class_names"]),

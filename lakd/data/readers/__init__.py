@@ -11,15 +11,15 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from lakd.data.cards import NAMES
+from lakd.data.cards import FOLDER, NAMES
 from lakd.data.readers.base import BadSample, RawSample
 
 __all__ = ["BadSample", "RawSample", "get_reader", "iter_samples"]
 
 
 def get_reader(dataset: str) -> ModuleType:
-    if dataset not in NAMES:
-        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(NAMES)}")
+    if dataset not in NAMES and dataset != FOLDER:
+        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(NAMES)}, {FOLDER}")
     return importlib.import_module(f"lakd.data.readers.{dataset}")
 
 
