@@ -122,7 +122,8 @@ def resolve(value: str, weights_dir_setting: str | None = None) -> Resolved:
         path = folder / entry.file
         if not path.is_file():
             raise ValueError(f"weights {value!r} are not in {folder} (missing {entry.file}); run "
-                             f"`lakd weights fetch {value} --to {folder}` (or set run.weights_dir / ${ENV_VAR})")
+                             f"`lakd weights fetch {value} --to {folder}` (or set run.weights_dir / ${ENV_VAR}; "
+                             f"model.pretrained=null trains from scratch)")
         return Resolved(path, entry)
     path = Path(os.path.expanduser(value))
     if not path.is_file():
@@ -136,7 +137,7 @@ def apply_options(options: dict, entry: Entry | None) -> dict:
         return dict(options)
     out = dict(options)
     for key, value in entry.options.items():
-        if key in out and out[key] != value:
+        if out.get(key) is not None and out[key] != value:
             raise ValueError(f"weights {entry.name} need {key}: {value!r} ({entry.layout} layout), but "
                              f"model.options sets {key}: {out[key]!r}; remove it or pick other weights")
         out[key] = value

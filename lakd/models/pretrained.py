@@ -41,6 +41,8 @@ def _resolve(model_cfg, weights_dir: str | None, key: str) -> tuple[Path, Entry 
 def _build(model_cfg, num_classes: int, in_channels: int, options: dict, key: str):
     from lakd.models import build_model
 
+    # an option set to null keeps the model's default (lets a sweep entry undo a preset's DeepLabV3-only option)
+    options = {k: v for k, v in options.items() if v is not None}
     try:
         return build_model(model_cfg.name, model_cfg.backbone, num_classes, in_channels, width=model_cfg.width,
                            aux=model_cfg.aux, **options)

@@ -29,7 +29,7 @@ def test_every_dataset_has_a_preset_with_the_paper_settings():
     assert (cfg.teacher_loss.aux_weight, cfg.teacher_loss.consistency, cfg.teacher_loss.temperature,
             cfg.teacher_loss.consistency_weight) == (0.4, "cwd", 4.0, 5.0)
     assert (cfg.student_loss.aux_weight, cfg.student_loss.kd, cfg.student_loss.kd_weight) == (0.02, "cwd", 3.0)
-    assert (cfg.noise.sigma, cfg.noise.fixed_sigma, cfg.noise.scale) == (0.03, 0.02, 3.0)
+    assert (cfg.noise.sigma, cfg.noise.fixed_sigma, cfg.noise.scale) == (0.03, 0.02, 1.735)  # 100 / 57.63
 
 
 def test_overrides_are_typed(tmp_path):
