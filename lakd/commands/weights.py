@@ -82,6 +82,10 @@ def run_fetch(args) -> int:
     except FetchError as exc:
         print(f"lakd weights: error: {exc}", file=sys.stderr, flush=True)
         return 1
+    except KeyboardInterrupt:
+        print(f"\nlakd weights: interrupted; run the same command again to resume {entry.name}", file=sys.stderr,
+              flush=True)
+        return 130
     except OSError as exc:
         raise UsageError(f"cannot write to {folder}: {exc.strerror or exc}") from None
     how = ("already present, checksum ok" if not result.downloaded else

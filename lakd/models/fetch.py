@@ -86,6 +86,37 @@ def _read_sidecar(path: Path) -> dict:
         return {}
 
 
+class _Lock:
+    """An exclusive, non-blocking lock on `<dest>.lock` (two fetches of one file would interleave their bytes);
+    the file is removed on release. A lock file removed by another process between open and flock is retried."""
+
+    def __init__(self, path: Path):
+        self.path, self.f = path, None
+
+    def __enter__(self):
+        import fcntl
+
+        while True:
+            f = open(self.path, "a")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.close()
+                raise FetchError(f"{self.path.with_suffix('')}: another fetch of this file is running") from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(f.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self.f = f
+                return self
+            f.close()
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+        self.f.close()
+
+
 def fetch_url(url: str, dest: str | os.PathLike, *, sha256: str | None = None, sha256_prefix: str | None = None,
               progress: bool = True, timeout: float = 60.0) -> FetchResult:
     """Download `url` to `dest` (see the module docstring). Raises FetchError with one line."""
@@ -100,6 +131,12 @@ def fetch_url(url: str, dest: str | os.PathLike, *, sha256: str | None = None, s
             raise FetchError(f"{exc}; remove the file to download it again") from None
         return FetchResult(dest, got, dest.stat().st_size, 0, False)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    with _Lock(dest.with_name(dest.name + ".lock")):
+        return _fetch(url, dest, sha256, sha256_prefix, progress, timeout)
+
+
+def _fetch(url: str, dest: Path, sha256: str | None, sha256_prefix: str | None, progress: bool,
+           timeout: float) -> FetchResult:
     part = dest.with_name(dest.name + ".part")
     side = dest.with_name(dest.name + ".part.json")
     have = part.stat().st_size if part.is_file() else 0
@@ -114,8 +151,13 @@ def fetch_url(url: str, dest: str | os.PathLike, *, sha256: str | None = None, s
     try:
         resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
     except urllib.error.HTTPError as exc:
-        if exc.code == 416 and have:  # nothing left to send: the partial file may be complete
-            resp = None
+        total = (exc.headers.get("Content-Range") or "").rpartition("/")[2]
+        if exc.code == 416 and have and total.isdigit() and int(total) == have:
+            resp = None  # nothing left to send: the partial file is complete
+        elif exc.code == 416 and have:  # a partial file longer than the file on the server: start again
+            part.unlink(missing_ok=True)
+            side.unlink(missing_ok=True)
+            return _fetch(url, dest, sha256, sha256_prefix, progress, timeout)
         else:
             raise FetchError(f"{url}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:

@@ -191,3 +191,24 @@ def test_packaged_catalogue_is_consistent():
             assert e.sha256_prefix in e.file
         if e.layout == "torchvision" and e.backbone.startswith("resnet"):
             assert e.options == {"deep_stem": False}
+
+
+def test_stale_part_longer_than_the_file_restarts(server, tmp_path):
+    dest = tmp_path / "w.pth"
+    (tmp_path / "w.pth.part").write_bytes(PAYLOAD + b"extra")
+    (tmp_path / "w.pth.part.json").write_text(f'{{"url": "{server.url}", "validator": "\\"v1\\""}}')
+    r = fetch_url(server.url, dest, progress=False)  # no checksum known: the 416 must not be taken as complete
+    assert dest.read_bytes() == PAYLOAD and r.resumed_from == 0
+
+
+def test_a_second_fetch_of_the_same_file_is_refused(server, tmp_path):
+    import fcntl
+
+    dest = tmp_path / "w.pth"
+    with open(tmp_path / "w.pth.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(FetchError, match="another fetch of this file is running"):
+            fetch_url(server.url, dest, progress=False)
+    (tmp_path / "w.pth.lock").unlink()
+    fetch_url(server.url, dest, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pth"]
