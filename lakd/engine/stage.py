@@ -418,12 +418,13 @@ def run_stage(cfg: Config) -> dict:
             metrics = MetricsLog(stage_dir / "metrics.jsonl", resume_step=state.step)
             progress = Progress(total=cfg.train.iters, start=state.step, desc=f"{cfg.run.name}/{cfg.stage}",
                                 mode=cfg.log.progress, print_every=cfg.log.print_every)
+            start = (f"resuming at step {state.step}" if state.step else
+                     "from scratch" if st.load_report is None else "from pretrained weights")
             progress.message(
                 f"lakd train: {cfg.stage} {cfg.stage_model.name}-{cfg.stage_model.backbone} on {cfg.data.dataset}, "
                 f"{denv.world_size} process(es) ({denv.launcher}, {device.type}), global batch "
                 f"{cfg.train.batch_size} = {st.micro} x {st.accum} accum x {st.world}, "
-                f"{'resuming at step ' + str(state.step) if state.step else 'from scratch' if st.load_report is None else 'from pretrained weights'} -> {cfg.train.iters} "
-                f"steps; run dir {stage_dir}"
+                f"{start} -> {cfg.train.iters} steps; run dir {stage_dir}"
             )
             if st.load_report is not None and not state.step:
                 progress.message(st.load_report.describe())
