@@ -39,7 +39,8 @@ DEFAULT_BACKBONE = {"fcn": "resnet18", "pspnet": "resnet18", "deeplabv3": "resne
 
 # keyword arguments accepted by the backbones (forwarded to them)
 _BACKBONE_KW = {
-    "resnet18": {"deep_stem"}, "resnet50": {"deep_stem"}, "resnet101": {"deep_stem"},
+    "resnet18": {"deep_stem", "stem_width"}, "resnet50": {"deep_stem", "stem_width"},
+    "resnet101": {"deep_stem", "stem_width"},
     "mobilenetv2": set(), "stdc1": set(), "stdc2": set(), "hrnetv2_w18": {"concat_stride"},
 }
 # keyword arguments every model accepts (not architecture: only used when loading `pretrained`)
@@ -180,7 +181,8 @@ def build_model(name: str, backbone: str, num_classes: int, in_channels: int = 3
     kw:          model options (`channels`, `dropout` (0.1; decode and aux heads), `aux_dropout`, DeepLabV3
                  `rates` (12, 24, 36) / `aspp_dropout` (0.5) / `style` ("cirkd" or "mmseg"), PSPNet
                  `pool_channels` / `bins`, FCN `num_convs` / `concat_input` / `kernel_size`, OCRNet `ocr_channels`,
-                 ResNet `deep_stem` (True; False = torchvision 7x7 stem), HRNet `concat_stride` (8 or 4)).
+                 ResNet `deep_stem` (True; False = torchvision 7x7 stem) and `stem_width` (64: the deep stem's
+                 convs are 64-64-128 as CIRKD; 32: 32-32-64 as mmseg's ResNetV1c), HRNet `concat_stride` (8 or 4)).
                  Channel options are given at width 1 and scaled by `width`. Unknown options raise ValueError.
     """
     _check_name(name)

@@ -209,3 +209,71 @@ def test_every_paper_sweep_stage_builds_with_its_backbone_weights():
             _build(m, get_card(cfg.data.dataset).num_classes, 3 + (cfg.noise.code_dim if cfg.stage == "teacher"
                                                                     else 0), apply_options(m.options, entry), "model")
     assert {k[0] for k in seen} == {"fcn", "pspnet", "deeplabv3", "stdc", "ocrnet"}
+
+
+def _mmseg_resnet_v1c_shapes(depth: int) -> dict[str, tuple]:
+    """Key -> shape of mmseg's ResNetV1c ImageNet file (`resnet{18,50}_v1c-*.pth`), written from mmseg's
+    architecture: a 32-32-64 deep stem (`stem.N`), layer1 starting at 64 channels, an ImageNet fc."""
+    shapes: dict[str, tuple] = {}
+
+    def bn(name, c):
+        for s in ("weight", "bias", "running_mean", "running_var"):
+            shapes[f"{name}.{s}"] = (c,)
+        shapes[f"{name}.num_batches_tracked"] = ()
+
+    shapes["stem.0.weight"], shapes["stem.3.weight"], shapes["stem.6.weight"] = (32, 3, 3, 3), (32, 32, 3, 3), \
+        (64, 32, 3, 3)
+    bn("stem.1", 32), bn("stem.4", 32), bn("stem.7", 64)
+    bottleneck = depth == 50
+    blocks, exp = ([3, 4, 6, 3], 4) if bottleneck else ([2, 2, 2, 2], 1)
+    inplanes = 64
+    for li, (planes, n) in enumerate(zip([64, 128, 256, 512], blocks), start=1):
+        for b in range(n):
+            p = f"layer{li}.{b}."
+            if bottleneck:
+                shapes[p + "conv1.weight"] = (planes, inplanes, 1, 1)
+                shapes[p + "conv2.weight"] = (planes, planes, 3, 3)
+                shapes[p + "conv3.weight"] = (planes * exp, planes, 1, 1)
+                bn(p + "bn1", planes), bn(p + "bn2", planes), bn(p + "bn3", planes * exp)
+            else:
+                shapes[p + "conv1.weight"] = (planes, inplanes, 3, 3)
+                shapes[p + "conv2.weight"] = (planes, planes, 3, 3)
+                bn(p + "bn1", planes), bn(p + "bn2", planes)
+            if b == 0 and (li == 2 or inplanes != planes * exp):
+                shapes[p + "downsample.0.weight"] = (planes * exp, inplanes, 1, 1)
+                bn(p + "downsample.1", planes * exp)
+            inplanes = planes * exp
+    shapes["fc.weight"], shapes["fc.bias"] = (1000, 512 * exp), (1000,)
+    return shapes
+
+
+def _tiny_file(shapes: dict, path):
+    """A full-size weight file that takes no space: every tensor a stride-0 view of one element."""
+    one = torch.zeros(1)
+    torch.save({k: one.expand(s) if s else torch.tensor(0) for k, s in shapes.items()}, path)
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_real_mmseg_v1c_files_need_the_32_wide_stem(tmp_path, depth):
+    """mmseg's ResNetV1c stem is 32-32-64 (CIRKD's 64-64-128): the catalogue's mmseg entries imply stem_width 32."""
+    path = tmp_path / "v1c.pth"
+    _tiny_file(_mmseg_resnet_v1c_shapes(depth), path)
+    entry = catalogue.load_catalogue()[f"resnet{depth}-v1c-mmseg"]
+    cfg = _cfg(backbone=f"resnet{depth}", width=1.0, pretrained=str(path))
+    with pytest.raises(PretrainedError, match=r"backbone.conv1.weight is \[32, 3, 3, 3\] in the file"):
+        check_pretrained(cfg, num_classes=21, in_channels=4)
+    report = check_pretrained(dataclasses.replace(cfg, options=dict(entry.options)), num_classes=21, in_channels=4)
+    assert report.ok and report.layout == "mmseg" and report.widened and sorted(report.ignored) == ["fc.bias",
+                                                                                                   "fc.weight"]
+
+
+def test_real_cirkd_resnet18_file_fits_the_default_stem(tmp_path):
+    from tests.models.test_weights import cirkd_shapes
+
+    shapes = {k[len("pretrained."):]: s for k, s in cirkd_shapes("deeplabv3", 18, 3, 21).items()
+              if k.startswith("pretrained.")}
+    shapes["fc.weight"], shapes["fc.bias"] = (1000, 512), (1000,)
+    _tiny_file(shapes, tmp_path / "resnet18-imagenet.pth")
+    entry = catalogue.load_catalogue()["resnet18-deepstem-cirkd"]
+    cfg = _cfg(width=1.0, pretrained=str(tmp_path / "resnet18-imagenet.pth"), options=dict(entry.options))
+    assert check_pretrained(cfg, num_classes=21, in_channels=4).ok

@@ -62,7 +62,7 @@ class ResNet(nn.Module):
     """Returns `[c1, c2, c3, c4]` at strides `[4, 8, 8, 8]` (dilated) or `[4, 8, 16, 32]`."""
 
     def __init__(self, depth: int = 18, in_channels: int = 3, width: float = 1.0, deep_stem: bool = True,
-                 dilated: bool = True):
+                 dilated: bool = True, stem_width: int = 64):
         super().__init__()
         if depth not in DEPTHS:
             raise ValueError(f"resnet depth {depth} is not one of {sorted(DEPTHS)}")
@@ -70,14 +70,15 @@ class ResNet(nn.Module):
         block = BasicBlock if kind == "basic" else Bottleneck
         self.depth, self.deep_stem = depth, deep_stem
         c = lambda ch: scale_channels(ch, width)  # noqa: E731
-        if deep_stem:
-            self.conv1 = nn.Conv2d(in_channels, c(64), 3, 2, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(c(64))
-            self.conv2 = nn.Conv2d(c(64), c(64), 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(c(64))
-            self.conv3 = nn.Conv2d(c(64), c(128), 3, 1, 1, bias=False)
-            self.bn3 = nn.BatchNorm2d(c(128))
-            self.inplanes = c(128)
+        if deep_stem:  # convs of stem_width, stem_width, 2 x stem_width: CIRKD 64-64-128, mmseg ResNetV1c 32-32-64
+            w = int(stem_width)
+            self.conv1 = nn.Conv2d(in_channels, c(w), 3, 2, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(c(w))
+            self.conv2 = nn.Conv2d(c(w), c(w), 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(c(w))
+            self.conv3 = nn.Conv2d(c(w), c(2 * w), 3, 1, 1, bias=False)
+            self.bn3 = nn.BatchNorm2d(c(2 * w))
+            self.inplanes = c(2 * w)
         else:
             self.conv1 = nn.Conv2d(in_channels, c(64), 7, 2, 3, bias=False)
             self.bn1 = nn.BatchNorm2d(c(64))
