@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from lakd.models.layers import init_weights, scale_channels
+from lakd.models.layers import init_weights, scale_channels, stem_channels
 
 DEPTHS = {18: ("basic", [2, 2, 2, 2]), 50: ("bottleneck", [3, 4, 6, 3]), 101: ("bottleneck", [3, 4, 23, 3])}
 
@@ -71,17 +71,18 @@ class ResNet(nn.Module):
         self.depth, self.deep_stem = depth, deep_stem
         c = lambda ch: scale_channels(ch, width)  # noqa: E731
         if deep_stem:
-            self.conv1 = nn.Conv2d(in_channels, c(64), 3, 2, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(c(64))
-            self.conv2 = nn.Conv2d(c(64), c(64), 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(c(64))
-            self.conv3 = nn.Conv2d(c(64), c(128), 3, 1, 1, bias=False)
+            stem = stem_channels(64, width)  # the first conv carries the label channels too
+            self.conv1 = nn.Conv2d(in_channels, stem, 3, 2, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(stem)
+            self.conv2 = nn.Conv2d(stem, stem, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(stem)
+            self.conv3 = nn.Conv2d(stem, c(128), 3, 1, 1, bias=False)
             self.bn3 = nn.BatchNorm2d(c(128))
             self.inplanes = c(128)
         else:
-            self.conv1 = nn.Conv2d(in_channels, c(64), 7, 2, 3, bias=False)
-            self.bn1 = nn.BatchNorm2d(c(64))
-            self.inplanes = c(64)
+            self.conv1 = nn.Conv2d(in_channels, stem_channels(64, width), 7, 2, 3, bias=False)
+            self.bn1 = nn.BatchNorm2d(stem_channels(64, width))
+            self.inplanes = stem_channels(64, width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         d3, d4 = (2, 4) if dilated else (1, 1)
