@@ -157,6 +157,15 @@ def _build_model(cfg: Config, in_channels: int):
                                  weights_dir=cfg.run.weights_dir, key=key)
 
 
+def _init_info(model) -> Optional[dict]:
+    """Where the weights started (result.json "init"): None from scratch; else the file and whether it held the
+    whole model (a fine-tuned stage, e.g. a sweep's `init_from`) or the backbone only (ImageNet weights)."""
+    report = getattr(model, "load_report", None)
+    if report is None:
+        return None
+    return {"from": str(report.path), "scope": report.scope, "layout": report.layout, "widened": list(report.widened)}
+
+
 def _noiser(cfg: Config, num_classes: int, noise: Optional[dict] = None):
     from lakd.method.label_noise import LabelNoiser
 
@@ -451,6 +460,7 @@ def run_stage(cfg: Config) -> dict:
             "model": dict(engine.module.config), "teacher": st.teacher_info, "steps": state.step,
             "seconds": round(state.seconds, 3), "eval": final.metrics,
             "best": state.best, "config_hash": cfg.hash(), "world_size": st.world,
+            "seed": cfg.run.seed, "init": _init_info(engine.module),
         }
         if denv.rank == 0:
             export_path = st.export(engine.module, cfg.stage, state.step)

@@ -16,7 +16,8 @@ Metrics (``compute()``):
   (e.g. COCO-Stuff's 182-id layout, where 11 ids never occur); both are reported.
 - ``acc``: pixel accuracy over non-ignored pixels; ``macc``: mean over classes present in the ground truth
   of the per-class recall TP / (TP + FN); ``class_acc[c]`` (None for classes absent from the ground truth).
-- ``fwiou``: frequency-weighted IoU; ``pixels``: labelled pixels counted; ``present``: the present classes.
+- ``fwiou``: frequency-weighted IoU; ``pixels``: labelled pixels counted; ``present``: the present classes;
+  ``gt_fraction`` / ``pred_fraction``: each class's share of the labelled pixels / of the predictions.
 """
 from __future__ import annotations
 
@@ -111,4 +112,8 @@ def metrics_from_confusion(mat: torch.Tensor) -> dict:
         "present": [c for c in range(C) if present[c]],
         "pixels": int(total),
         "num_classes": C,
+        # class shares of the labelled pixels and of the predictions: what a model predicting one class
+        # everywhere would score, and whether a model does (lakd.report: "learned nothing")
+        "gt_fraction": [float(gt[c] / total) if total else 0.0 for c in range(C)],
+        "pred_fraction": [float(pr[c] / total) if total else 0.0 for c in range(C)],
     }

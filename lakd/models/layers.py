@@ -12,6 +12,19 @@ def scale_channels(channels: int, width: float, minimum: int = 4) -> int:
     return max(min(minimum, channels), int(channels * width + 0.5))
 
 
+# The first convolution carries every input channel (RGB plus a label-assisted teacher's k label channels) into
+# the network. Scaled down with `width` it became a bottleneck: with 4 or 8 output channels (ResNet deep stem at
+# width 1/8, STDC at width 1/4) label-assisted teachers ignored their label in every run measured, with 16 they
+# used it (docs/method.md section 6). Small widths therefore keep at least this many first-conv channels.
+STEM_MIN_CHANNELS = 16
+
+
+def stem_channels(channels: int, width: float) -> int:
+    """Output channels of a backbone's first convolution: `scale_channels`, but never below
+    `STEM_MIN_CHANNELS` (or `channels` itself when smaller). Unchanged at width 1."""
+    return max(min(STEM_MIN_CHANNELS, channels), scale_channels(channels, width))
+
+
 def conv_bn_relu(in_ch: int, out_ch: int, kernel_size: int = 3, stride: int = 1, dilation: int = 1,
                  groups: int = 1, act: type[nn.Module] | None = nn.ReLU) -> nn.Sequential:
     """conv (no bias) + BatchNorm + activation as `Sequential` (state-dict keys `0.weight`, `1.*`)."""

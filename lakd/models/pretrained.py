@@ -92,4 +92,5 @@ def build_with_pretrained(model_cfg, *, num_classes: int, in_channels: int = 3, 
         return _build(model_cfg, num_classes, in_channels, dict(model_cfg.options), key), None
     path, entry, options = _resolve(model_cfg, weights_dir, key)
     model = _build(model_cfg, num_classes, in_channels, options, key)
-    return model, _load(model, path, entry, options, key, dry_run=False)
+    model.load_report = _load(model, path, entry, options, key, dry_run=False)  # as build_model(pretrained=) does
+    return model, model.load_report

@@ -214,7 +214,9 @@ def build_model(name: str, backbone: str, num_classes: int, in_channels: int = 3
     if pretrained is not None:
         from lakd.models.weights import load_pretrained
 
-        load_pretrained(model, pretrained, extra_channel_std=float(kw.get("extra_channel_std", 0.1)))
+        # kept on the model so the engine can say what was loaded (and result.json where a stage started from)
+        model.load_report = load_pretrained(model, pretrained,
+                                            extra_channel_std=float(kw.get("extra_channel_std", 0.1)))
     return model
 
 

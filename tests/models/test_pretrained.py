@@ -35,7 +35,7 @@ def test_backbone_file_report_for_a_label_teacher(tmp_path):
     sd = _backbone_file(path, deep_stem=True)
     report = check_pretrained(_cfg(pretrained=str(path)), num_classes=5, in_channels=4)
     assert report.ok and report.scope == "backbone" and sorted(report.ignored) == ["fc.bias", "fc.weight"]
-    assert report.widened == ["backbone.conv1.weight [8, 3, 3, 3] -> [8, 4, 3, 3]"]
+    assert report.widened == ["backbone.conv1.weight [16, 3, 3, 3] -> [16, 4, 3, 3]"]
     assert set(report.fresh) == {"decode_head", "aux_head"}
     text = report.describe()
     assert "widened 3 -> 3 + 1 input channels" in text and "dropped from the file (2): fc.weight, fc.bias" in text
@@ -52,7 +52,7 @@ def test_file_that_does_not_fit_is_one_line(tmp_path):
     with pytest.raises(PretrainedError) as err:
         check_pretrained(_cfg(pretrained=str(path)), num_classes=5, in_channels=3)
     msg = str(err.value)
-    assert "\n" not in msg and str(path) in msg and "backbone.conv1.weight is [8, 3, 7, 7] in the file" in msg
+    assert "\n" not in msg and str(path) in msg and "backbone.conv1.weight is [16, 3, 7, 7] in the file" in msg
     assert "set model.options.deep_stem=false" in msg
     with pytest.raises(PretrainedError, match="not a .*|cannot be read"):
         junk = tmp_path / "junk.pth"
@@ -146,6 +146,7 @@ def test_teacher_initialised_from_a_baseline_export(tmp_path, monkeypatch, capsy
     out = capsys.readouterr()
     text = out.out + out.err
     assert result["steps"] == 2
+    assert result["init"]["from"] == str(export) and result["init"]["scope"] == "model" and result["init"]["widened"]
     assert "from pretrained weights" in text and f"pretrained: {export}" in text
     assert "lakd layout, model weights" in text and "widened 3 -> 3 + 1 input channels" in text
 

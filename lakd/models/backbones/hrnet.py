@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lakd.models.backbones.resnet import BasicBlock, Bottleneck
-from lakd.models.layers import conv_bn_relu, init_weights, scale_channels
+from lakd.models.layers import conv_bn_relu, init_weights, scale_channels, stem_channels
 
 # (num_modules, num_blocks per branch, channels per branch at W18)
 STAGES = [(1, (4, 4), (18, 36)), (4, (4, 4, 4), (18, 36, 72)), (3, (4, 4, 4, 4), (18, 36, 72, 144))]
@@ -71,7 +71,7 @@ class HRNetV2(nn.Module):
         if concat_stride not in (4, 8):
             raise ValueError(f"hrnetv2_w18 concat_stride must be 4 or 8, got {concat_stride!r}")
         c = lambda ch: scale_channels(ch, width)  # noqa: E731
-        stem = c(64)
+        stem = stem_channels(64, width)  # the first conv carries the label channels too
         self.conv1 = nn.Conv2d(in_channels, stem, 3, 2, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem)
         self.conv2 = nn.Conv2d(stem, stem, 3, 2, 1, bias=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from lakd.models.layers import conv_bn_relu, init_weights, scale_channels
+from lakd.models.layers import conv_bn_relu, init_weights, scale_channels, stem_channels
 
 # expansion t, channels c, repeats n, stride s
 SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
@@ -36,8 +36,8 @@ class MobileNetV2(nn.Module):
     def __init__(self, in_channels: int = 3, width: float = 1.0):
         super().__init__()
         c = lambda ch: scale_channels(ch, width)  # noqa: E731
-        features: list[nn.Module] = [conv_bn_relu(in_channels, c(32), 3, 2, act=nn.ReLU6)]
-        inp = c(32)
+        inp = stem_channels(32, width)  # the first conv carries the label channels too
+        features: list[nn.Module] = [conv_bn_relu(in_channels, inp, 3, 2, act=nn.ReLU6)]
         stride_so_far, dilation = 2, 1
         for t, ch, n, s in SETTINGS:
             oup = c(ch)

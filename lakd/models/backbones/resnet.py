@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from lakd.models.layers import init_weights, scale_channels
+from lakd.models.layers import init_weights, scale_channels, stem_channels
 
 DEPTHS = {18: ("basic", [2, 2, 2, 2]), 50: ("bottleneck", [3, 4, 6, 3]), 101: ("bottleneck", [3, 4, 23, 3])}
 
@@ -72,17 +72,18 @@ class ResNet(nn.Module):
         c = lambda ch: scale_channels(ch, width)  # noqa: E731
         if deep_stem:  # convs of stem_width, stem_width, 2 x stem_width: CIRKD 64-64-128, mmseg ResNetV1c 32-32-64
             w = int(stem_width)
-            self.conv1 = nn.Conv2d(in_channels, c(w), 3, 2, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(c(w))
-            self.conv2 = nn.Conv2d(c(w), c(w), 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(c(w))
-            self.conv3 = nn.Conv2d(c(w), c(2 * w), 3, 1, 1, bias=False)
+            stem = stem_channels(w, width)  # the first conv carries the label channels too
+            self.conv1 = nn.Conv2d(in_channels, stem, 3, 2, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(stem)
+            self.conv2 = nn.Conv2d(stem, stem, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(stem)
+            self.conv3 = nn.Conv2d(stem, c(2 * w), 3, 1, 1, bias=False)
             self.bn3 = nn.BatchNorm2d(c(2 * w))
             self.inplanes = c(2 * w)
         else:
-            self.conv1 = nn.Conv2d(in_channels, c(64), 7, 2, 3, bias=False)
-            self.bn1 = nn.BatchNorm2d(c(64))
-            self.inplanes = c(64)
+            self.conv1 = nn.Conv2d(in_channels, stem_channels(64, width), 7, 2, 3, bias=False)
+            self.bn1 = nn.BatchNorm2d(stem_channels(64, width))
+            self.inplanes = stem_channels(64, width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         d3, d4 = (2, 4) if dilated else (1, 1)

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lakd.models.layers import conv_bn_relu, init_weights
+from lakd.models.layers import STEM_MIN_CHANNELS, conv_bn_relu, init_weights
 
 STAGES = {1: [(2, 1), (2, 1), (2, 1)], 2: [(2, 1, 1, 1), (2, 1, 1, 1, 1), (2, 1, 1)]}
 
@@ -103,6 +103,7 @@ class STDCNet(nn.Module):
         if version not in STAGES:
             raise ValueError(f"STDC version {version} is not one of {sorted(STAGES)}")
         ch = [_c8(c, width) for c in (32, 64, 256, 512, 1024)]
+        ch[0] = max(ch[0], STEM_MIN_CHANNELS)  # the first conv carries the label channels too
         ctx, fused = _c8(128, width), _c8(256, width)
         self.backbone = STDCNetBody(version, in_channels, ch)
         self.arms = nn.ModuleList([AttentionRefinement(ch[3], ctx), AttentionRefinement(ch[4], ctx)])
