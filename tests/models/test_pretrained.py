@@ -160,7 +160,7 @@ def test_paper_presets_are_faithful_and_run_without_the_weights(preset, tmp_path
     cfg = load_config(preset)
     assert cfg.model.pretrained == "resnet18-deepstem-cirkd" and cfg.teacher.model.pretrained == cfg.model.pretrained
     assert cfg.model.options == {"dropout": 0.01, "aspp_dropout": 0.01}  # LAD's DeepLabV3 heads
-    assert abs(cfg.noise.scale * 57.63 - 100) < 0.05  # the official label/image std ratio (docs/method.md 6)
+    assert abs(cfg.noise.scale * 57.63 - 100) < 0.05  # the official label/image std ratio (docs/method.md, Paper presets)
     # without the file: one line naming the fetch command, nothing written
     runs = tmp_path / "runs"
     assert main(["train", "--stage", "teacher", "--config", preset, f"run.runs_dir={runs}"]) == 2
