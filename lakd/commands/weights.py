@@ -9,7 +9,7 @@ EPILOG = """\
 examples:
   lakd weights list
   lakd weights fetch resnet18-deepstem-cirkd            # into $LAKD_WEIGHTS_DIR or ~/.cache/lakd/weights
-  lakd weights fetch resnet18-deepstem-cirkd --to /shared/weights
+  lakd weights fetch resnet18-deepstem-cirkd resnet101-deepstem-cirkd --to /shared/weights
   lakd train --stage baseline --config voc model.pretrained=resnet18-deepstem-cirkd run.weights_dir=/shared/weights
 
 An interrupted fetch resumes when run again (HTTP Range where the server supports it, else it restarts).
@@ -27,8 +27,8 @@ def register(subparsers) -> None:
                                                  "~/.cache/lakd/weights)")
     lst.add_argument("--json", action="store_true", help="one JSON object per entry")
     lst.set_defaults(func=run_list)
-    f = sub.add_parser("fetch", help="download one entry (sha256-checked, atomic, resumable)")
-    f.add_argument("name", help="catalogue name (see `lakd weights list`)")
+    f = sub.add_parser("fetch", help="download entries (sha256-checked, atomic, resumable)")
+    f.add_argument("names", nargs="+", metavar="NAME", help="catalogue name(s) (see `lakd weights list`)")
     f.add_argument("--to", metavar="DIR", help="destination folder (default: $LAKD_WEIGHTS_DIR or "
                                                "~/.cache/lakd/weights)")
     f.add_argument("--no-progress", action="store_true", help="no progress output")
@@ -71,24 +71,25 @@ def run_fetch(args) -> int:
     from lakd.models.fetch import FetchError, fetch_entry
 
     try:
-        entry = get_entry(args.name)
+        entries = [get_entry(name) for name in args.names]
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     folder = weights_dir(args.to)
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--to {folder}: not a folder")
-    try:
-        result = fetch_entry(entry, folder, progress=not args.no_progress)
-    except FetchError as exc:
-        print(f"lakd weights: error: {exc}", file=sys.stderr, flush=True)
-        return 1
-    except KeyboardInterrupt:
-        print(f"\nlakd weights: interrupted; run the same command again to resume {entry.name}", file=sys.stderr,
-              flush=True)
-        return 130
-    except OSError as exc:
-        raise UsageError(f"cannot write to {folder}: {exc.strerror or exc}") from None
-    how = ("already present, checksum ok" if not result.downloaded else
-           f"resumed at {result.resumed_from} bytes" if result.resumed_from else "downloaded")
-    print(f"{entry.name}: {result.path} ({result.bytes} bytes, sha256 {result.sha256}; {how})")
+    for entry in entries:
+        try:
+            result = fetch_entry(entry, folder, progress=not args.no_progress)
+        except FetchError as exc:
+            print(f"lakd weights: error: {exc}", file=sys.stderr, flush=True)
+            return 1
+        except KeyboardInterrupt:
+            print(f"\nlakd weights: interrupted; run the same command again to resume {entry.name}",
+                  file=sys.stderr, flush=True)
+            return 130
+        except OSError as exc:
+            raise UsageError(f"cannot write to {folder}: {exc.strerror or exc}") from None
+        how = ("already present, checksum ok" if not result.downloaded else
+               f"resumed at {result.resumed_from} bytes" if result.resumed_from else "downloaded")
+        print(f"{entry.name}: {result.path} ({result.bytes} bytes, sha256 {result.sha256}; {how})")
     return 0

@@ -174,8 +174,8 @@ def test_cli_fetch_and_list(server, tmp_path, monkeypatch, capsys):
     assert main(["weights", "list", "--to", str(tmp_path / "w")]) == 0
     out = capsys.readouterr().out
     assert "tiny" in out and "yes" in out
-    assert main(["weights", "fetch", "nope"]) == 2
-    assert "no weights named 'nope'" in capsys.readouterr().err
+    assert main(["weights", "fetch", "tiny", "nope"]) == 2  # every name is checked before anything is fetched
+    assert "no weights named 'nope'" in capsys.readouterr().err and len(server.requests) == 2
 
 
 def test_packaged_catalogue_is_consistent():
