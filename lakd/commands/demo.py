@@ -1,10 +1,12 @@
 """`lakd demo`: the whole LAD pipeline on the built-in synthetic dataset, on this machine (CPU, no Slurm).
 
-Builds the synthetic shards, runs the tiny demo sweep (lakd/sweeps/tiny.yaml) with the local executor -
-label-assisted teacher, image-only teacher, then per seed the baseline student, the KD student (image-only
-teacher) and the LAD student (label-assisted teacher) - evaluates them and writes a report with the results
-table, per-class IoU, training curves and example predictions. Running it again resumes / skips what
-finished (each --size has its own folders; more --seeds reuse the seeds already trained).
+Builds the synthetic shards, runs the demo sweep (lakd/sweeps/demo.yaml) with the local executor - the
+label-assisted teacher (single path, and the paper's dual path), per seed the baseline (seed 0's is also the
+image-only teacher), then per seed the baseline fine-tuned without a teacher (the control) and the KD and LAD
+students fine-tuned from the baseline - evaluates them and writes a report with the results table, per-class
+IoU, training curves and example predictions. Independent stages run side by side (--procs, one per core).
+Running it again resumes / skips what finished (each --size has its own folders; more --seeds reuse the seeds
+already trained).
 """
 from __future__ import annotations
 
@@ -16,20 +18,21 @@ import os
 import time
 from pathlib import Path
 
-# Per size: shard sizes and training lengths. `default` fits in 10 minutes on 2 CPU cores (docs/results.md
-# has the measured times); `tiny` is the smoke-test size (tests/demo).
+# Per size: shard sizes and extra overrides (for every stage, and for the fine-tuned students and control).
+# `default` is the sweep file as shipped (docs/results.md has its measured times); `tiny` is the smoke-test size
+# (tests/demo).
 SIZES = {
     "tiny": {
-        "train_samples": 48, "val_samples": 8, "image_size": 48,
+        "train_samples": 48, "val_samples": 8, "image_size": 32,
         "overrides": {"train.iters": 12, "train.batch_size": 4, "data.crop_size": [32, 32], "eval.every": 6,
                       "checkpoint.every": 6, "log.print_every": 4},
+        "student_overrides": {"train.iters": 6, "eval.every": 3, "checkpoint.every": 3, "log.print_every": 3},
     },
-    "default": {
-        "train_samples": 512, "val_samples": 64, "image_size": 96,
-        "overrides": {"train.iters": 300, "eval.every": 100, "checkpoint.every": 100, "log.print_every": 25},
-    },
+    "default": {"train_samples": 2000, "val_samples": 200, "image_size": 64, "overrides": {},
+                "student_overrides": {}},
 }
-DEMO_SWEEP = "tiny"  # the shipped sweep file the demo runs (lakd/sweeps/tiny.yaml)
+DEMO_SWEEP = "demo"
+DEFAULT_SEEDS = 3  # the shipped sweep file the demo runs (lakd/sweeps/demo.yaml)
 
 
 def register(subparsers) -> None:
@@ -40,8 +43,11 @@ def register(subparsers) -> None:
                     "with the results table and figures.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="folder for shards, runs and report")
-    p.add_argument("--seeds", type=int, default=1, metavar="N",
-                   help="train the students and baselines with seeds 0..N-1 (the table shows mean ± std)")
+    p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, metavar="N",
+                   help="train the students and baselines with seeds 0..N-1 (the table shows each seed, the mean "
+                        "and the paired differences with 95%% intervals)")
+    p.add_argument("--procs", type=int, default=None, metavar="N",
+                   help="stages run side by side, one thread each (default: one per CPU core)")
     p.add_argument("--size", choices=tuple(SIZES), default="default",
                    help="tiny: a smoke test in about a minute; default: the demo (under 10 minutes on 2 CPU cores)")
     p.add_argument("--set", action="append", default=None, metavar="KEY=VALUE", dest="overrides",
@@ -100,6 +106,8 @@ def demo_spec(out: Path, size: str, seeds: int, overrides: dict | None = None) -
     spec["seeds"] = list(range(seeds))
     spec["teacher_seed"] = 0
     spec["overrides"] = {**(raw.get("overrides") or {}), **sz["overrides"], **(overrides or {})}
+    stage_over = spec.setdefault("stage_overrides", {})
+    stage_over["student"] = {**(stage_over.get("student") or {}), **sz["student_overrides"], **(overrides or {})}
     (ds,) = spec["datasets"].values()
     ds["overrides"] = {**(ds.get("overrides") or {}), "data.shards_dir": str(out / "shards" / size)}
     shards = ds.setdefault("shards", {})
@@ -115,6 +123,8 @@ def run(args) -> int:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
     if args.examples < 0:
         raise UsageError(f"--examples must be >= 0, got {args.examples}")
+    if args.procs is not None and args.procs < 1:
+        raise UsageError(f"--procs must be >= 1, got {args.procs}")
     args.overrides = args.overrides or []
     overrides = _parse_overrides(args.overrides)
     out = Path(args.out).resolve()
@@ -125,21 +135,22 @@ def run(args) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
     from lakd.sweep import make_plan
-    from lakd.sweep.local import Interrupted, run_local
+    from lakd.sweep.local import Interrupted, default_parallel, run_local
+
+    parallel = args.procs or default_parallel()
 
     try:
         plan = make_plan(demo_spec(out, args.size, args.seeds, overrides), executor="local")
     except ValueError as exc:  # a bad --set value (lakd.config.ConfigError) or a broken sweep file
         raise UsageError(str(exc)) from None
     stages = [j for j in plan.ordered() if j.kind == "stage"]
-    iters = plan.spec.overrides.get("train.iters")
     log(f"LAD demo on the synthetic dataset ({args.size} size, {args.seeds} seed(s)); output in {out}")
-    log(f"plan: build shards, then {len(stages)} training stages of {iters} steps each, then the report:")
+    log(f"plan: build shards, then {len(stages)} training stages ({parallel} at a time), then the report:")
     for j in stages:
-        log(f"    {j.stage:<8} {'/'.join(j.roles):<14} {j.run_name}")
+        log(f"    {j.stage:<8} {'/'.join(j.roles):<22} {j.run_name} ({j.config['train']['iters']} steps)")
 
     try:
-        sweep = run_local(plan, log=log)
+        sweep = run_local(plan, parallel=parallel, log=log)
     except Interrupted as exc:
         log(f"interrupted: {exc}")
         return 130

@@ -27,9 +27,9 @@ from lakd.models.segmentor import Segmentor
 MODELS = ("fcn", "pspnet", "deeplabv3", "stdc", "ocrnet")
 _DILATED = ("resnet18", "resnet50", "resnet101", "mobilenetv2", "hrnetv2_w18")
 COMBINATIONS: dict[str, tuple[str, ...]] = {
-    "fcn": _DILATED,
-    "pspnet": _DILATED,
-    "deeplabv3": _DILATED,
+    "fcn": _DILATED + ("plaincnn",),
+    "pspnet": _DILATED + ("plaincnn",),
+    "deeplabv3": _DILATED + ("plaincnn",),
     "stdc": ("stdc1", "stdc2"),
     "ocrnet": _DILATED,
 }
@@ -41,7 +41,7 @@ DEFAULT_BACKBONE = {"fcn": "resnet18", "pspnet": "resnet18", "deeplabv3": "resne
 _BACKBONE_KW = {
     "resnet18": {"deep_stem", "stem_width"}, "resnet50": {"deep_stem", "stem_width"},
     "resnet101": {"deep_stem", "stem_width"},
-    "mobilenetv2": set(), "stdc1": set(), "stdc2": set(), "hrnetv2_w18": {"concat_stride"},
+    "mobilenetv2": set(), "stdc1": set(), "stdc2": set(), "hrnetv2_w18": {"concat_stride"}, "plaincnn": set(),
 }
 # keyword arguments every model accepts (not architecture: only used when loading `pretrained`)
 _LOAD_KW = {"extra_channel_std"}
@@ -87,7 +87,8 @@ def _aux_on_c3(bb, backbone, num_classes, dropout):
 
 def _build_deeplabv3(bb, backbone, num_classes, width, aux, *, channels=None, rates=(12, 24, 36), dropout=0.1,
                      aspp_dropout=0.5, style="cirkd", aux_dropout=None):
-    table = {"resnet18": 128, "resnet50": 256, "resnet101": 256, "mobilenetv2": 128, "hrnetv2_w18": 128}
+    table = {"resnet18": 128, "resnet50": 256, "resnet101": 256, "mobilenetv2": 128, "hrnetv2_w18": 128,
+             "plaincnn": 128}
     ch = _head_channels(table, backbone, channels, width)
     rates = tuple(int(r) for r in rates)
     head = ASPPHead(bb.out_channels[-1], ch, num_classes, rates=rates, dropout=dropout, aspp_dropout=aspp_dropout,
@@ -98,7 +99,8 @@ def _build_deeplabv3(bb, backbone, num_classes, width, aux, *, channels=None, ra
 
 def _build_pspnet(bb, backbone, num_classes, width, aux, *, channels=None, pool_channels=None, bins=(1, 2, 3, 6),
                   dropout=0.1, aux_dropout=None):
-    table = {"resnet18": 128, "resnet50": 512, "resnet101": 512, "mobilenetv2": 128, "hrnetv2_w18": 128}
+    table = {"resnet18": 128, "resnet50": 512, "resnet101": 512, "mobilenetv2": 128, "hrnetv2_w18": 128,
+             "plaincnn": 128}
     ch = _head_channels(table, backbone, channels, width)
     pool_ch = scale_channels(int(pool_channels), width) if pool_channels is not None else None
     head = PSPHead(bb.out_channels[-1], ch, num_classes, pool_channels=pool_ch, bins=tuple(int(b) for b in bins),
@@ -116,7 +118,7 @@ def _build_fcn(bb, backbone, num_classes, width, aux, *, channels=None, num_conv
                        concat_input=bool(concat_input), kernel_size=1 if kernel_size is None else kernel_size,
                        dropout=dropout)
         return head, None
-    table = {"resnet18": 128, "resnet50": 512, "resnet101": 512, "mobilenetv2": 128}
+    table = {"resnet18": 128, "resnet50": 512, "resnet101": 512, "mobilenetv2": 128, "plaincnn": 128}
     ch = _head_channels(table, backbone, channels, width)
     head = FCNHead(bb.out_channels[-1], ch, num_classes, num_convs=2 if num_convs is None else num_convs,
                    concat_input=True if concat_input is None else bool(concat_input),

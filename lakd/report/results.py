@@ -19,11 +19,12 @@ from typing import Any
 
 import yaml
 
-ROLES = ("teacher_label", "teacher_image", "baseline", "kd", "lad")
+ROLES = ("teacher_label", "teacher_image", "baseline", "finetune", "kd", "lad")
 ROLE_TITLES = {
     "teacher_label": "Teacher, label-assisted",
     "teacher_image": "Teacher, image only",
     "baseline": "Student, baseline",
+    "finetune": "Student, baseline fine-tuned (control)",
     "kd": "Student, KD (image-only teacher)",
     "lad": "Student, LAD (label-assisted teacher)",
 }

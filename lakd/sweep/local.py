@@ -2,7 +2,8 @@
 
 Shards and the results table are built in this process; each stage runs as ``lakd train --stage S --config
 <resolved config>`` in ``procs`` local processes (rank/world/master in the environment, gloo on CPU), so a
-stage behaves exactly as it does in a job. Finished jobs are skipped, unfinished ones resume from their
+stage behaves exactly as it does in a job. Up to ``parallel`` stages whose dependencies finished run at the
+same time (independent seeds, baselines beside teachers), so a small machine is kept busy. Finished jobs are skipped, unfinished ones resume from their
 checkpoints; a failing stage is retried ``resources.retries`` times (resuming), then the jobs that need it
 are skipped and the sweep goes on with the others. Ctrl-C (or SIGTERM) asks the running stage to checkpoint
 and stop; running the sweep again resumes it.
@@ -49,102 +50,199 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_stage_processes(cmd: list[str], procs: int, *, env: Optional[dict] = None, poll_s: float = 0.2,
-                        grace_s: float = 60.0) -> int:
-    """Run ``cmd`` as ``procs`` ranks of one job (RANK/WORLD_SIZE/MASTER_* set). When a rank fails, the others
-    get ``grace_s`` seconds to end before they are killed. Returns the job's status: 0, the preemption status
-    when every rank reported it, else the first failure. SIGINT/SIGTERM are passed on as SIGTERM (checkpoint
-    and stop); :class:`Interrupted` is raised once the ranks ended."""
-    base = dict(os.environ if env is None else env)
-    port = _free_port()
-    children: list[subprocess.Popen] = []
-    for rank in range(procs):
-        e = dict(base, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(procs), LOCAL_WORLD_SIZE=str(procs),
-                 MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        # own session: a terminal's Ctrl-C reaches only us; we pass it on as SIGTERM (checkpoint + stop)
-        children.append(subprocess.Popen(cmd, env=e, start_new_session=True))
-    interrupted: list[int] = []
+class StageProcesses:
+    """``procs`` ranks of one stage job (RANK/WORLD_SIZE/MASTER_* set), started at once and polled, so that
+    several stages can run side by side. When a rank fails, the others get ``grace_s`` seconds to end before
+    they are killed."""
 
-    def forward(signum, frame):  # noqa: ARG001
-        interrupted.append(signum)
-        for c in children:
+    def __init__(self, cmd: list[str], procs: int, *, env: Optional[dict] = None, grace_s: float = 60.0):
+        base = dict(os.environ if env is None else env)
+        port = _free_port()
+        self.grace_s = grace_s
+        self.first_fail_at: Optional[float] = None
+        self.children: list[subprocess.Popen] = []
+        for rank in range(procs):
+            e = dict(base, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(procs),
+                     LOCAL_WORLD_SIZE=str(procs), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+            # own session: a terminal's Ctrl-C reaches only us; we pass it on as SIGTERM (checkpoint + stop)
+            self.children.append(subprocess.Popen(cmd, env=e, start_new_session=True))
+
+    def poll(self) -> Optional[int]:
+        """None while a rank runs; then the job's status: 0, the preemption status when every rank reported
+        it, else the first failure."""
+        codes = [c.poll() for c in self.children]
+        if self.first_fail_at is None and any(c not in (None, 0) for c in codes):
+            self.first_fail_at = time.monotonic()
+        if self.first_fail_at is not None and time.monotonic() - self.first_fail_at > self.grace_s:
+            for c in self.children:
+                if c.poll() is None:
+                    c.kill()
+        if any(c is None for c in codes):
+            return None
+        from lakd.engine.preemption import EXIT_REQUEUE
+
+        failures = [c for c in codes if c not in (0, EXIT_REQUEUE)]
+        if failures:
+            return failures[0]
+        return EXIT_REQUEUE if EXIT_REQUEUE in codes else 0
+
+    def terminate(self) -> None:
+        """Ask every rank to checkpoint and stop (SIGTERM)."""
+        for c in self.children:
             if c.poll() is None:
                 c.send_signal(signal.SIGTERM)
 
-    main = threading.current_thread() is threading.main_thread()  # signals can only be caught there
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
-    try:
-        first_fail_at = None
-        while True:
-            codes = [c.poll() for c in children]
-            if all(c is not None for c in codes):
-                break
-            if first_fail_at is None and any(c not in (None, 0) for c in codes):
-                first_fail_at = time.monotonic()
-            if first_fail_at is not None and time.monotonic() - first_fail_at > grace_s:
-                for c in children:
-                    if c.poll() is None:
-                        c.kill()
-            time.sleep(poll_s)
-    finally:
-        for s, h in old.items():
+
+class _Interrupts:
+    """SIGINT/SIGTERM while stages run: remembered and passed on as SIGTERM to every running stage (they
+    checkpoint and stop). Only the main thread can catch signals; elsewhere nothing is installed."""
+
+    def __init__(self, running: Callable[[], list[StageProcesses]]):
+        self.running = running
+        self.signals: list[int] = []
+        self.old: dict = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.old = {s: signal.signal(s, self._forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _forward(self, signum, frame):  # noqa: ARG002
+        self.signals.append(signum)
+        for stage in self.running():
+            stage.terminate()
+
+    def __exit__(self, *exc):
+        for s, h in self.old.items():
             signal.signal(s, h)
-    codes = [c.returncode for c in children]
-    if interrupted:
-        raise Interrupted(f"stopped by {signal.Signals(interrupted[0]).name}; the stage saved a checkpoint "
-                          "if it could; run the sweep again to resume")
-    from lakd.engine.preemption import EXIT_REQUEUE
 
-    failures = [c for c in codes if c not in (0, EXIT_REQUEUE)]
-    if failures:
-        return failures[0]
-    return EXIT_REQUEUE if EXIT_REQUEUE in codes else 0
+    def raise_if_interrupted(self) -> None:
+        if self.signals:
+            raise Interrupted(f"stopped by {signal.Signals(self.signals[0]).name}; the running stages saved a "
+                              "checkpoint if they could; run the sweep again to resume")
 
 
-def run_local(plan: Plan, *, procs: int = 1, retries: Optional[int] = None, log: Callable[[str], None] = print,
-              python: str = sys.executable) -> LocalReport:
-    """Execute ``plan`` here (see module docstring). ``procs``: processes per stage (gloo on CPU)."""
+def run_stage_processes(cmd: list[str], procs: int, *, env: Optional[dict] = None, poll_s: float = 0.2,
+                        grace_s: float = 60.0) -> int:
+    """Run one stage job as ``procs`` ranks and wait for it (see :class:`StageProcesses`). SIGINT/SIGTERM are
+    passed on as SIGTERM (checkpoint and stop); :class:`Interrupted` is raised once the ranks ended."""
+    stage = StageProcesses(cmd, procs, env=env, grace_s=grace_s)
+    with _Interrupts(lambda: [stage]) as interrupts:
+        while (rc := stage.poll()) is None:
+            time.sleep(poll_s)
+    interrupts.raise_if_interrupted()
+    return rc
+
+
+def default_parallel() -> int:
+    """Stages run side by side by default: one per CPU core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def run_local(plan: Plan, *, procs: int = 1, parallel: int = 1, retries: Optional[int] = None,
+              log: Callable[[str], None] = print, python: str = sys.executable, poll_s: float = 0.2) -> LocalReport:
+    """Execute ``plan`` here (see module docstring). ``procs``: processes per stage (gloo on CPU);
+    ``parallel``: stage jobs run at the same time once their dependencies finished (shards and the results
+    table run in this process, alone)."""
     from lakd.sweep import tasks
 
+    if parallel < 1:
+        raise ValueError(f"parallel must be >= 1, got {parallel}")
     report = LocalReport()
     retries = plan.spec.resources.retries if retries is None else retries
-    with sweep_lock(plan.state_dir, "local executor"):
+    order = plan.ordered()
+    number = {job.key: n for n, job in enumerate(order, 1)}
+    total = len(order)
+    head = lambda job: f"[{number[job.key]}/{total}] {job.key}"  # noqa: E731
+    pending = list(order)
+    running: dict[str, tuple[StageProcesses, float, int]] = {}  # key -> (ranks, start, attempt)
+    done_keys: set[str] = set()
+
+    def stage_cmd(job) -> list[str]:
+        return [python, "-m", "lakd.cli", "train", "--stage", job.stage, "--config", str(config_path(plan, job))]
+
+    def finish(job, t0: float) -> None:
+        report.ran.append(job.key)
+        report.seconds[job.key] = time.monotonic() - t0
+        done_keys.add(job.key)
+        log(f"{head(job)}: done in {report.seconds[job.key]:.1f} s")
+
+    with sweep_lock(plan.state_dir, "local executor"), \
+            _Interrupts(lambda: [r[0] for r in running.values()]) as interrupts:
         write_plan_files(plan)
-        total = len(plan.jobs)
-        for n, job in enumerate(plan.ordered(), 1):
-            head = f"[{n}/{total}] {job.key}"
-            if finished_on_disk(job, plan):
-                report.skipped_done.append(job.key)
-                log(f"{head}: finished earlier, skipped")
-                continue
-            bad = [d for d in job.deps if d in report.failed or d in report.blocked]
-            if bad and job.kind != "collect":
-                report.blocked.append(job.key)
-                log(f"{head}: skipped, it needs {', '.join(bad)} which did not finish")
-                continue
-            log(f"{head}: {job.label}" + (f" -> {job.stage_dir}" if job.stage_dir else ""))
-            t0 = time.monotonic()
-            if job.kind == "shards":
-                tasks.build_dataset_shards(job.shards)
-            elif job.kind == "collect":
-                report.results = tasks.collect_task(plan.describe(), str(plan.sweep_dir))
-                report.results = {k: Path(v) for k, v in report.results.items()}
-            else:
-                cmd = [python, "-m", "lakd.cli", "train", "--stage", job.stage, "--config",
-                       str(config_path(plan, job))]
-                for attempt in range(retries + 1):
-                    rc = run_stage_processes(cmd, procs)
-                    if rc == 0:
-                        break
-                    more = attempt < retries
-                    log(f"{head}: exit status {rc}" + (f"; retry {attempt + 1} of {retries}, resuming from the "
-                                                      "newest checkpoint" if more else "; giving up"))
-                    if not more:
-                        report.failed.append(job.key)
-                        break
-                if job.key in report.failed:
+        while pending or running:
+            # collect finished stages (retry a failure, resuming from its newest checkpoint)
+            for key, (ranks, t0, attempt) in list(running.items()):
+                rc = ranks.poll()
+                if rc is None:
                     continue
-            report.ran.append(job.key)
-            report.seconds[job.key] = time.monotonic() - t0
-            log(f"{head}: done in {report.seconds[job.key]:.1f} s")
+                del running[key]
+                job = plan.jobs[key]
+                if rc == 0:
+                    finish(job, t0)
+                    continue
+                if interrupts.signals:
+                    continue
+                more = attempt < retries
+                log(f"{head(job)}: exit status {rc}" + (f"; retry {attempt + 1} of {retries}, resuming from the "
+                                                       "newest checkpoint" if more else "; giving up"))
+                if more:
+                    running[key] = (StageProcesses(stage_cmd(job), procs), t0, attempt + 1)
+                else:
+                    report.failed.append(key)
+            if interrupts.signals:
+                if not running:
+                    break
+                time.sleep(poll_s)
+                continue
+            # start what is ready, in plan order
+            started = False
+            for job in list(pending):
+                if finished_on_disk(job, plan):
+                    pending.remove(job)
+                    report.skipped_done.append(job.key)
+                    done_keys.add(job.key)
+                    log(f"{head(job)}: finished earlier, skipped")
+                    continue
+                bad = [d for d in job.deps if d in report.failed or d in report.blocked]
+                if bad and job.kind != "collect":
+                    pending.remove(job)
+                    report.blocked.append(job.key)
+                    log(f"{head(job)}: skipped, it needs {', '.join(bad)} which did not finish")
+                    continue
+                waiting = [d for d in job.deps if d not in done_keys and d not in report.failed
+                           and d not in report.blocked]
+                if waiting:
+                    continue
+                if job.kind in ("shards", "collect"):
+                    if running:
+                        continue  # run alone, in this process, once the stages before it ended
+                    pending.remove(job)
+                    log(f"{head(job)}: {job.label}")
+                    t0 = time.monotonic()
+                    if job.kind == "shards":
+                        tasks.build_dataset_shards(job.shards)
+                    else:
+                        results = tasks.collect_task(plan.describe(), str(plan.sweep_dir))
+                        report.results = {k: Path(v) for k, v in results.items()}
+                    finish(job, t0)
+                    started = True
+                    break
+                if len(running) >= parallel:
+                    break
+                pending.remove(job)
+                log(f"{head(job)}: {job.label} -> {job.stage_dir}")
+                running[job.key] = (StageProcesses(stage_cmd(job), procs), time.monotonic(), 0)
+                started = True
+            if not started and (running or pending):
+                if not running and pending and not any(
+                        all(d in done_keys or d in report.failed or d in report.blocked for d in j.deps)
+                        for j in pending):
+                    raise RuntimeError("local executor: no job can start (dependency cycle?): "
+                                       + ", ".join(j.key for j in pending))
+                time.sleep(poll_s)
+    interrupts.raise_if_interrupted()
     return report

@@ -37,7 +37,7 @@ class Job:
     shards: Optional[dict] = None  # shard jobs: arguments of lakd.data.build_shards per split
     deps: list[str] = field(default_factory=list)  # keys of the jobs this one needs
     resources: Optional[Resources] = None
-    roles: list[str] = field(default_factory=list)  # teacher_label | teacher_image | baseline | kd | lad
+    roles: list[str] = field(default_factory=list)  # teacher_label | teacher_image | baseline | finetune | kd | lad
     model: Optional[str] = None  # the sweep's short model name (stage jobs)
     seed: Optional[int] = None
     teacher: Optional[str] = None  # the sweep's teacher name (students)
@@ -144,12 +144,15 @@ def build_plan(spec: SweepSpec, *, sweep_dir: Optional[Path] = None, cwd: Option
     for ds in spec.datasets.values():
         def stage_job(stage: str, run_name: str, model: str, seed: int, extra: dict[str, Any], *,
                       roles: list[str], deps: list[str], teacher: Optional[str] = None,
-                      teacher_export: Optional[Path] = None) -> Job:
+                      teacher_export: Optional[Path] = None, init: Optional[Job] = None) -> Job:
             res = spec.resources.for_stage(stage)
             forced = {"run.name": run_name, "run.runs_dir": str(sweep_dir), "run.seed": seed,
                       "data.dataset": ds.name, "model": spec.models[model]}
             if teacher_export is not None:
                 forced["teacher.export"] = str(teacher_export)
+            if init is not None:  # init_from: start from that stage's export (a teacher's first conv is widened)
+                forced["model.pretrained"] = str(init.export_path())
+                deps = list(dict.fromkeys([*deps, init.key]))
             overrides = _overrides(spec.overrides, ds.overrides, spec.stage_overrides.get(stage, {}), extra, forced)
             cfg = load_config(ds.config, overrides, stage=stage, cwd=cwd)
             world = world_of(res)
@@ -184,37 +187,55 @@ def build_plan(spec: SweepSpec, *, sweep_dir: Optional[Path] = None, cwd: Option
         jobs[shard_key] = shard_job
 
         tseed = spec.seed_of_teachers
+
+        def baseline_job(model: str, seed: int) -> Job:
+            """The plain baseline of `model` at `seed` (shared by the table's baseline row and init_from)."""
+            return add(stage_job("baseline", f"{ds.name}-{model}-s{seed}", model, seed, {}, roles=["baseline"],
+                                 deps=[shard_key]))
+
         teacher_jobs: dict[str, Job] = {}
-        used = list(dict.fromkeys(p.teacher for p in spec.pairs))
-        for name in used:
-            t = spec.teachers[name]
-            if t.label_assisted:
-                job = stage_job("teacher", f"{ds.name}-{t.name}", t.model, tseed, t.overrides,
-                                roles=["teacher_label"], deps=[shard_key])
-            else:  # image-only teacher: a supervised (baseline) stage of the teacher's model
-                run = f"{ds.name}-{t.model if not t.overrides else t.name}-s{tseed}"
-                job = stage_job("baseline", run, t.model, tseed, t.overrides, roles=["teacher_image"],
-                                deps=[shard_key])
-            teacher_jobs[name] = add(job)
+        # every listed teacher is trained (one without students is a row of the table, e.g. a paper variant)
+        used = list(dict.fromkeys([p.teacher for p in spec.pairs] + list(spec.teachers)))
         for seed in spec.seeds:
             for b in spec.baselines:
-                add(stage_job("baseline", f"{ds.name}-{b}-s{seed}", b, seed, {}, roles=["baseline"], deps=[shard_key]))
+                baseline_job(b, seed)
+        for name in used:
+            t = spec.teachers[name]
+            init = baseline_job(t.model, tseed) if t.init_from == "baseline" else None
+            if t.label_assisted:
+                job = stage_job("teacher", f"{ds.name}-{t.name}", t.model, tseed, t.overrides,
+                                roles=["teacher_label"], deps=[shard_key], init=init)
+            else:  # image-only teacher: a supervised (baseline) stage of the teacher's model
+                plain = not t.overrides and init is None
+                run = f"{ds.name}-{t.model if plain else t.name}-s{tseed}"
+                job = stage_job("baseline", run, t.model, tseed, t.overrides, roles=["teacher_image"],
+                                deps=[shard_key], init=init)
+            teacher_jobs[name] = add(job)
         for seed in spec.seeds:
             for p in spec.pairs:
                 t = spec.teachers[p.teacher]
                 tj = teacher_jobs[p.teacher]
                 method = "lad" if t.label_assisted else "kd"
+                init = baseline_job(p.student, seed) if p.init_from == "baseline" else None
                 add(stage_job("student", f"{ds.name}-{p.student}-{method}-{t.name}-s{seed}", p.student, seed,
                               p.overrides, roles=[method], deps=[tj.key], teacher=t.name,
-                              teacher_export=tj.export_path()))
+                              teacher_export=tj.export_path(), init=init))
+                if init is not None:  # the fair control: the same fine-tuning without a teacher
+                    extra = {**spec.stage_overrides.get("student", {}), **p.overrides}
+                    add(stage_job("baseline", f"{ds.name}-{p.student}-finetune-s{seed}", p.student, seed, extra,
+                                  roles=["finetune"], deps=[shard_key], init=init))
 
-    # topological order: shards, teachers (label-assisted and image-only), the rest, collect last
-    def rank(j: Job) -> int:
-        if j.kind == "shards":
-            return 0
-        if any(r.startswith("teacher") for r in j.roles):
-            return 1
-        return 2
+    # topological order: shards, then by dependency depth (baselines a teacher or student starts from, teachers,
+    # students), teachers before the rest at equal depth (they gate the students), collect last
+    depth: dict[str, int] = {}
+
+    def level(j: Job) -> int:
+        if j.key not in depth:
+            depth[j.key] = 1 + max((level(jobs[d]) for d in j.deps), default=-1)
+        return depth[j.key]
+
+    def rank(j: Job) -> tuple[int, int]:
+        return level(j), 0 if any(r.startswith("teacher") for r in j.roles) else 1
 
     ordered = sorted(jobs.values(), key=rank)
     out = {j.key: j for j in ordered}

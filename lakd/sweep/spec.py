@@ -20,10 +20,10 @@ A sweep file is YAML (shipped ones live in ``lakd/sweeps/<name>.yaml``: ``paper`
     models:                         # short names -> build_model arguments (config `model` section)
       dlv3_r18: {name: deeplabv3, backbone: resnet18}
     teachers:                       # label_assisted: true -> a LAD teacher (stage `teacher`)
-      dlv3_r18_la: {model: dlv3_r18, label_assisted: true}
+      dlv3_r18_la: {model: dlv3_r18, label_assisted: true, init_from: baseline}   # see INIT_FROM
       dlv3_r101: {model: dlv3_r101}          # image-only teacher for the KD row (a `baseline` stage)
     pairs:                          # distilled students: KD (image-only teacher) or LAD (label-assisted)
-      - {teacher: dlv3_r18_la, student: dlv3_r18}
+      - {teacher: dlv3_r18_la, student: dlv3_r18, init_from: baseline}
     baselines: [dlv3_r18]           # students trained without a teacher
     resources: {...}                # Slurm resources, see Resources
 
@@ -109,12 +109,22 @@ class DatasetSpec:
     shards: ShardSpec = field(default_factory=ShardSpec)
 
 
+# `init_from` of a teacher or a pair: where its model's weights start (the official LAD pipeline fine-tunes both the
+# label-assisted teacher and the student from a trained baseline). `baseline`: the baseline export of the same
+# model (a teacher: at the teacher seed; a student: at its own seed; a label-assisted teacher's first conv is
+# widened for its label channels), trained by the sweep if it is not listed. A pair with `init_from` also gets the
+# control that makes the comparison fair: the baseline fine-tuned for the same steps without a teacher (role
+# `finetune`). null: from the config's `model.pretrained` (ImageNet weights or scratch).
+INIT_FROM = ("baseline",)
+
+
 @dataclass
 class TeacherSpec:
     name: str
     model: str  # key of SweepSpec.models
     label_assisted: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
+    init_from: Optional[str] = None  # see INIT_FROM
 
 
 @dataclass
@@ -122,6 +132,7 @@ class PairSpec:
     teacher: str
     student: str
     overrides: dict[str, Any] = field(default_factory=dict)
+    init_from: Optional[str] = None  # see INIT_FROM
 
 
 @dataclass
@@ -224,6 +235,11 @@ def resolve_source(source: str | Path) -> Path:
     return named
 
 
+def _check_init_from(value: Any, at: str) -> None:
+    if value is not None and value not in INIT_FROM:
+        _fail(at, f"unknown stage {value!r}; init_from takes {', '.join(INIT_FROM)} or null")
+
+
 def load_spec(source: str | Path | dict, overrides: Optional[dict[str, Any]] = None) -> SweepSpec:
     """Read and check a sweep file (name, path or an already parsed mapping). ``overrides`` replaces top-level
     keys (e.g. ``{"runs_dir": "/tmp/x", "seeds": [0, 1]}``) before checking."""
@@ -287,6 +303,7 @@ def parse_spec(raw: dict, where: str = "<mapping>") -> SweepSpec:
         t = _dataclass(TeacherSpec, body, f"{where}: teachers.{key}", name=_name(key, f"{where}: teachers"))
         _check_types(t, f"{where}: teachers.{key}")
         model_ref(t.model, f"{where}: teachers.{key}.model")
+        _check_init_from(t.init_from, f"{where}: teachers.{key}.init_from")
         teachers[key] = t
 
     pairs = []
@@ -301,6 +318,7 @@ def parse_spec(raw: dict, where: str = "<mapping>") -> SweepSpec:
         if p.teacher not in teachers:
             _fail(f"{where}: pairs[{i}].teacher", f"unknown teacher {p.teacher!r}; teachers: {', '.join(teachers) or 'none'}")
         model_ref(p.student, f"{where}: pairs[{i}].student")
+        _check_init_from(p.init_from, f"{where}: pairs[{i}].init_from")
         role = (p.student, teachers[p.teacher].label_assisted)
         if role in seen_roles:
             kind = "label-assisted (LAD)" if role[1] else "image-only (KD)"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-BACKBONES = ("resnet18", "resnet50", "resnet101", "mobilenetv2", "stdc1", "stdc2", "hrnetv2_w18")
+BACKBONES = ("resnet18", "resnet50", "resnet101", "mobilenetv2", "stdc1", "stdc2", "hrnetv2_w18", "plaincnn")
 
 
 def build_backbone(name: str, in_channels: int = 3, width: float = 1.0, **kw) -> nn.Module:
@@ -24,4 +24,8 @@ def build_backbone(name: str, in_channels: int = 3, width: float = 1.0, **kw) ->
         from lakd.models.backbones.hrnet import HRNetV2
 
         return HRNetV2(18, in_channels, width, **kw)
+    if name == "plaincnn":
+        from lakd.models.backbones.plaincnn import PlainCNN
+
+        return PlainCNN(in_channels, width, **kw)
     raise ValueError(f"unknown backbone {name!r}; valid backbones: {', '.join(BACKBONES)}")
