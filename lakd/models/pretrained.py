@@ -26,6 +26,29 @@ class PretrainedError(ValueError):
     """`model.pretrained` cannot be used (one line: the key, the file, what does not fit)."""
 
 
+# model config keys of an export that are not build options
+_NOT_OPTIONS = ("name", "backbone", "num_classes", "in_channels", "width", "aux", "extra_channel_std")
+
+
+def _export_options(model_cfg, path: Path, key: str) -> dict[str, Any] | None:
+    """A lakd export (`<stage>.safetensors` + `.json`, e.g. a sweep's `init_from` baseline) says what it is:
+    the same model is required, and the options it was built with fill the ones `model.options` leaves unset
+    (so a baseline built with catalogue options, such as deep_stem: false, is rebuilt the same way)."""
+    from lakd.models.export import export_paths, read_export_meta
+
+    if path.suffix != ".safetensors" or not export_paths(path)[1].is_file():
+        return None
+    try:
+        arch = read_export_meta(path)["model"]
+    except ValueError as exc:
+        raise PretrainedError(f"config key '{key}.pretrained': {exc}") from None
+    theirs = f"{arch.get('name')}-{arch.get('backbone')} width {arch.get('width')}"
+    mine = f"{model_cfg.name}-{model_cfg.backbone} width {float(model_cfg.width)}"
+    if theirs != mine:
+        raise PretrainedError(f"config key '{key}.pretrained': {path} is a {theirs} export, the model is {mine}")
+    return {k: v for k, v in arch.items() if k not in _NOT_OPTIONS}
+
+
 def _resolve(model_cfg, weights_dir: str | None, key: str) -> tuple[Path, Entry | None, dict[str, Any]]:
     try:
         r = resolve(model_cfg.pretrained, weights_dir)
@@ -35,6 +58,10 @@ def _resolve(model_cfg, weights_dir: str | None, key: str) -> tuple[Path, Entry 
     if r.entry is not None and r.entry.backbone != model_cfg.backbone:
         raise PretrainedError(f"config key '{key}.pretrained': {r.entry.name} holds {r.entry.backbone} weights, "
                               f"but {key}.backbone is {model_cfg.backbone}")
+    implied = _export_options(model_cfg, r.path, key) if r.entry is None else None
+    for k, v in (implied or {}).items():
+        if options.get(k) is None:
+            options[k] = v
     return r.path, r.entry, options
 
 

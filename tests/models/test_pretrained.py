@@ -278,3 +278,22 @@ def test_real_cirkd_resnet18_file_fits_the_default_stem(tmp_path):
     entry = catalogue.load_catalogue()["resnet18-deepstem-cirkd"]
     cfg = _cfg(width=1.0, pretrained=str(tmp_path / "resnet18-imagenet.pth"), options=dict(entry.options))
     assert check_pretrained(cfg, num_classes=21, in_channels=4).ok
+
+
+def test_an_export_says_what_it_is(tmp_path):
+    """init_from hands a stage another stage's export: the options it was built with are reused (a baseline
+    built from torchvision weights keeps its 7x7 stem), and a different model is refused in one line."""
+    from lakd.models.export import save_export
+
+    base = build_model("deeplabv3", "resnet18", 5, width=SMALL, deep_stem=False, dropout=0.01)
+    st, _ = save_export(base, tmp_path / "baseline", {"dataset": "synthetic"})
+    model, report = build_with_pretrained(_cfg(pretrained=str(st)), num_classes=5, in_channels=4)
+    assert model.config["deep_stem"] is False and model.config["dropout"] == 0.01
+    assert report.ok and report.scope == "model" and report.widened
+    assert torch.equal(model.decode_head.classifier.weight, base.decode_head.classifier.weight)
+    # model.options still wins where it is set (dropout does not change the weights' shapes)
+    model, _ = build_with_pretrained(_cfg(pretrained=str(st), options={"dropout": 0.1}), num_classes=5)
+    assert model.config["dropout"] == 0.1
+    with pytest.raises(PretrainedError, match=r"is a deeplabv3-resnet18 width 0.125 export, the model is "
+                                              r"pspnet-resnet18 width 0.125"):
+        check_pretrained(_cfg(name="pspnet", pretrained=str(st)), num_classes=5)
