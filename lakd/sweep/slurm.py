@@ -35,6 +35,20 @@ def level(job: Job) -> int:
     return 1 if any(r.startswith("teacher") for r in job.roles) else 2
 
 
+def _depths(plan: Plan) -> dict[str, int]:
+    """Each job's dependency depth: 0 without dependencies, else 1 + the deepest job it waits for."""
+    depth: dict[str, int] = {}
+
+    def of(key: str) -> int:
+        if key not in depth:
+            depth[key] = 1 + max((of(d) for d in plan.jobs[key].deps), default=-1)
+        return depth[key]
+
+    for key in plan.jobs:
+        of(key)
+    return depth
+
+
 @dataclass
 class Group:
     """Jobs submitted together as one Slurm job (one job) or array (several)."""
@@ -177,10 +191,12 @@ def _submit(plan: Plan, records: Records, *, query: bool, dry_run: bool, log, py
     for key, sid in report.cancelled:
         log(f"cancelled {sid} ({key}): its dependency can never be satisfied; submitting it again")
 
-    # groups, level by level (a level only depends on earlier ones)
-    for lvl in range(4):
+    # groups in dependency order: a job is submitted after every job it waits for (with init_from a teacher waits
+    # for a baseline, and a student or a finetune control for the baseline it starts from)
+    depth = _depths(plan)
+    for d in sorted({depth[j.key] for j in to_submit}):
         groups: dict[tuple, Group] = {}
-        for job in (j for j in to_submit if level(j) == lvl):
+        for job in (j for j in to_submit if depth[j.key] == d):
             after = [k for k in job.deps if slurm_id.get(k)]
             if job.kind == "collect":  # every array as a whole (A, not A_0 A_1 ...): they are all ours
                 waits = list(dict.fromkeys(slurm_id[k].split("_")[0] for k in after))
@@ -188,9 +204,9 @@ def _submit(plan: Plan, records: Records, *, query: bool, dry_run: bool, log, py
             else:
                 waits = sorted({slurm_id[k] for k in after})
                 dep = f"afterok:{':'.join(waits)}" if waits else ""
-            gkey = (_resources_key(job), dep)
+            gkey = (level(job), _resources_key(job), dep)
             if gkey not in groups:
-                groups[gkey] = Group(lvl, job.kind, job.stage, job.resources, dep, after=after)
+                groups[gkey] = Group(level(job), job.kind, job.stage, job.resources, dep, after=after)
             groups[gkey].jobs.append(job)
         for group in groups.values():
             if dry_run:

@@ -32,12 +32,15 @@ def test_shipped_sweeps_plan_the_paper_grid():
     students = [j for j in jobs if j.stage == "student"]
     assert len(students) == 5 * 5 * 2
     for s in students:
-        (teacher_key,) = s.deps
+        teacher_key, base_key = s.deps  # the official pipeline: the student starts from its baseline (init_from)
         teacher = plan.jobs[teacher_key]
         assert teacher.dataset == s.dataset
         assert s.config["teacher"]["export"] == str(teacher.export_path())
+        assert s.config["model"]["pretrained"] == str(plan.jobs[base_key].export_path())
+        assert s.config["optim"]["lr"] == 0.001
     assert len([j for j in jobs if "baseline" in j.roles]) == 25
-    assert len(jobs) == 5 + 10 + 25 + 50 + 1
+    assert len([j for j in jobs if "finetune" in j.roles]) == 25  # the fair control per student model
+    assert len(jobs) == 5 + 10 + 25 + 25 + 50 + 1
     # every stage config is resolved and validated (absolute run directory inside the sweep)
     for j in jobs:
         if j.kind == "stage":
