@@ -106,7 +106,7 @@ def test_demo_model_uses_its_label_on_the_synthetic_scenes():
 
     def model(in_channels):
         torch.manual_seed(0)
-        return build_model("fcn", "plaincnn", C, in_channels, width=0.25, num_convs=1, concat_input=False)
+        return build_model("fcn", "plaincnn", C, in_channels, width=0.25)
 
     def miou(m, fn=None):
         loader = [{"image": xv[i:i + 50], "label": yv[i:i + 50], "key": [str(i)]} for i in range(0, len(xv), 50)]

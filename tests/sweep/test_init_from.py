@@ -29,14 +29,14 @@ def test_students_start_from_their_seeds_baseline_and_get_a_finetune_control(tmp
             assert job.config["train"]["iters"] == 500  # the student stage's fine-tuning length, control too
         assert jobs[f"baseline/synthetic-plain-finetune-s{seed}"].roles == ["finetune"]
         assert base.config["model"]["pretrained"] is None  # the baseline itself trains from scratch
-    # teachers without init_from train from scratch; every listed teacher is trained, also one without students
+    # teachers without init_from train from scratch; a `standalone` teacher is trained without students
     for name in ("plain_la", "plain_la_dual"):
         t = jobs[f"teacher/synthetic-{name}"]
         assert t.config["model"]["pretrained"] is None and t.config["train"]["iters"] == 1500
     assert jobs["teacher/synthetic-plain_la_dual"].config["teacher_loss"]["dual_path"] is True
     assert jobs["teacher/synthetic-plain_la"].config["teacher_loss"]["dual_path"] is False
     # the image-only teacher of the same size is the seed-0 baseline itself (one job, two roles)
-    assert jobs["baseline/synthetic-plain-s0"].roles == ["baseline", "teacher_image"]
+    assert jobs["baseline/synthetic-plain-s0"].roles == ["teacher_image", "baseline"]
     # dependencies come before their dependants in the order the executors use
     order = [j.key for j in plan.ordered()]
     for j in plan.ordered():
@@ -74,3 +74,9 @@ def test_unknown_init_from_names_the_key(tmp_path, where):
         at = "pairs[0].init_from"
     with pytest.raises(ValueError, match=rf"{at.replace('[', '.').replace(']', '.')}.*unknown stage 'teacher'"):
         make_plan(raw, executor="local")
+
+
+def test_unpaired_teachers_train_only_when_standalone(tmp_path):
+    raw = demo_raw(tmp_path, seeds=[0])
+    raw["teachers"]["plain_la_dual"]["standalone"] = False
+    assert "teacher/synthetic-plain_la_dual" not in make_plan(raw, executor="local").jobs
