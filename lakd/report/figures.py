@@ -29,6 +29,8 @@ ROLE_COLORS = {
 }
 ROLE_MARKERS = {"teacher_label": "D", "teacher_image": "s", "baseline": "o", "finetune": "v", "kd": "^", "lad": "P"}
 SEED_STYLES = ("-", "--", ":", "-.")
+BAR_LABELS = {"baseline": "Student,\nbaseline", "finetune": "Student, baseline\nfine-tuned (control)",
+              "kd": "Student, KD", "lad": "Student, LAD"}
 ALL_BACKGROUND = "all background (most frequent class everywhere)"
 
 
@@ -96,9 +98,11 @@ LOSS_PANELS = (  # (row, title, term names): CE apart from the teacher-signal te
 def plot_loss_curves(results: Sequence[StageResult], out_png: str | Path, *, dpi: int = 110) -> Path:
     """2 x 2 panels on linear axes: the CE term (top) and the other loss terms, KD for students and the
     dual-path consistency for teachers (bottom); teachers left, students right. One colour and marker per role,
-    one line style per seed; losses smoothed with a short running mean."""
+    one line style per seed; losses smoothed with a short running mean. Each line puts its markers at other
+    steps than the lines before it in its panel, so lines that lie on top of each other stay visible."""
     fig = Figure(figsize=(11, 7.5), layout="constrained")
     axes = fig.subplots(2, 2)
+    series: dict[tuple[int, int], list] = {}
     for r in results:
         steps, _ = read_metrics(r.metrics_path)
         if not steps:
@@ -113,12 +117,14 @@ def plot_loss_curves(results: Sequence[StageResult], out_png: str | Path, *, dpi
                         vals = [s.get("loss") for s in steps]  # metrics without terms: the total loss
                     y = np.array([np.nan if v is None else float(v) for v in vals])
                     ok = np.isfinite(y)
-                    if not ok.any():
-                        continue
-                    label = f"{r.title(role)}{_seed_tag(r)}" + ("" if row == 0 else f": {name}")
-                    axes[row, col].plot(x[ok], _smooth(y[ok]), color=_color(r, role), ls=_seed_style(r), lw=1.3,
-                                        marker=ROLE_MARKERS[role], ms=3.5, markevery=max(1, int(ok.sum()) // 10),
-                                        alpha=0.9, label=label)
+                    if ok.any():
+                        label = f"{r.title(role)}{_seed_tag(r)}" + ("" if row == 0 else f": {name}")
+                        series.setdefault((row, col), []).append((x[ok], _smooth(y[ok]), r, role, label))
+    for (row, col), lines in series.items():
+        for i, (x, y, r, role, label) in enumerate(lines):
+            every = max(1, len(x) // 10)
+            axes[row, col].plot(x, y, color=_color(r, role), ls=_seed_style(r), lw=1.3, marker=ROLE_MARKERS[role],
+                                ms=4, markevery=((i * every) // len(lines), every), alpha=0.9, label=label)
     for row, term_title, _ in LOSS_PANELS:
         for col, who in enumerate(("Teachers", "Students")):
             _finish(axes[row, col], f"{who}: {term_title}", "loss")
@@ -168,19 +174,21 @@ def plot_role_bars(blocks: Sequence, out_png: str | Path, *, dpi: int = 110) -> 
     zero label apart), height = mean over seeds, error bar = sample std over seeds, the seeds as dots, and the
     all-background score as a horizontal line. Models that learned nothing are marked under their bar."""
     n = max(1, len(blocks))
-    fig = Figure(figsize=(max(7.0, 1.2 * 8), 4.6 * n), layout="constrained")
+    fig = Figure(figsize=(max(7.0, 1.1 * max(len(b.teachers) * 2 + len(b.students) for b in blocks)) if blocks
+                          else 7.0, 5.2 * n), layout="constrained")
     axes = np.atleast_1d(fig.subplots(n, 1))
     for ax, b in zip(axes, blocks):
         bars = []  # (label, Stat, colour, hatch, remark)
         for t in b.teachers:
             colour = _color(t.runs[0], t.role)
             if t.role == "teacher_label":
-                bars.append((f"{t.title}\nwith label", t.with_label, colour, "", ""))
-                bars.append((f"{t.title}\nzero label", t.image, colour, "//", ""))
+                variant = t.title.replace("Teacher, label-assisted", "LA teacher")
+                bars.append((f"{variant},\nwith label", t.with_label, colour, "", t.remark))
+                bars.append((f"{variant},\nzero label", t.image, colour, "//", ""))
             else:
-                bars.append((f"{t.title}\n{t.arch}", t.image, colour, "", t.remark))
+                bars.append((f"Image-only teacher\n{t.arch}", t.image, colour, "", t.remark))
         for s in b.students:
-            bars.append((s.title.replace("Student, ", "Student,\n"), s.stat, ROLE_COLORS[s.role], "", s.remark))
+            bars.append((BAR_LABELS[s.role], s.stat, ROLE_COLORS[s.role], "", s.remark))
         xs = np.arange(len(bars))
         for x, (label, st, colour, hatch, remark) in zip(xs, bars):
             if not st.n:
@@ -190,13 +198,14 @@ def plot_role_bars(blocks: Sequence, out_png: str | Path, *, dpi: int = 110) -> 
             jitter = np.linspace(-0.15, 0.15, st.n) if st.n > 1 else np.zeros(1)
             ax.scatter(x + jitter, [100 * v for v in st.values], s=14, color="black", zorder=3)
             if remark.startswith("learned nothing"):
-                ax.text(x, 1, "learned\nnothing", ha="center", va="bottom", fontsize=7, color="white",
+                top = 100 * (max(st.values) + (st.std if st.n > 1 else 0.0))
+                ax.text(x, top + 1.5, "learned\nnothing", ha="center", va="bottom", fontsize=7.5, color="black",
                         fontweight="bold")
         if b.majority is not None:
             ax.axhline(100 * b.majority, color="black", lw=1.0, ls=(0, (4, 3)),
                        label=f"{ALL_BACKGROUND}: {100 * b.majority:.1f}")
             ax.legend(fontsize=8, loc="upper right")
-        ax.set_xticks(xs, [x[0] for x in bars], fontsize=7.5)
+        ax.set_xticks(xs, [x[0] for x in bars], fontsize=7.5, rotation=30, ha="right", rotation_mode="anchor")
         ax.set_ylabel("mIoU (%)")
         ax.set_ylim(0, 100)
         ax.grid(axis="y", alpha=0.3)

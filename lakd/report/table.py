@@ -278,6 +278,9 @@ def _verdicts(comparisons: list[Comparison], rows: dict[str, StudentRow]) -> lis
         if c is None:
             continue
         text = _verdict(c, rows)
+        for role in (c.a, c.b):
+            if rows[role].remark.startswith("learned nothing") and not text.startswith("No verdict"):
+                text += f" {SHORT[role][0].upper() + SHORT[role][1:]} {rows[role].remark}."
         if fine_tuned and ref == "baseline":
             text += (f" Not a fair comparison: the {SHORT[method]} students started from a trained baseline and "
                      "no fine-tuned control was run.")
@@ -399,7 +402,8 @@ def _init_text(r: StageResult) -> str:
     if not isinstance(init, dict):
         return "scratch"
     src = Path(str(init.get("from", "?")))
-    return f"{init.get('scope', '?')} of `{src.parent.name}/{src.name}`"
+    where = f"{src.parent.parent.name}/{src.parent.name}" if src.suffix else f"{src.parent.name}/{src.name}"
+    return f"from `{where}`" if init.get("scope") == "model" else f"{init.get('scope', '?')} from `{src.name}`"
 
 
 def runs_table(results: list[StageResult], class_names: dict[str, Sequence[str]] | None = None) -> str:
