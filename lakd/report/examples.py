@@ -69,7 +69,8 @@ def _picks(results: Sequence[StageResult], title: str, role: str, student_arch: 
 def predict_examples(results: Sequence[StageResult], val_manifest: str | Path, *, num_examples: int = 4,
                      columns: Sequence[tuple[str, str, str | None]] = DEFAULT_COLUMNS,
                      student_arch: str | None = None, device: str | torch.device = "cpu") -> dict:
-    """`{"dataset", "class_names", "columns", "examples", "caption"}` for `write_report(examples=...)`.
+    """`{"dataset", "class_names", "columns", "examples", "label_input_range", "caption"}` for
+    `write_report(examples=...)`.
 
     Uses the first `num_examples` validation images that hold at least two classes (so there is something to
     segment). Columns whose role has no finished run with an export are left out."""
@@ -77,10 +78,10 @@ def predict_examples(results: Sequence[StageResult], val_manifest: str | Path, *
     from lakd.data.pipeline import build_eval_loader
     from lakd.evaluation.evaluate import label_input_fn
     from lakd.evaluation.inference import predict
-    from lakd.method.label_noise import LabelNoiser
+    from lakd.method.label_noise import LabelNoiser, fixed_codes
     from lakd.models.export import load_export
 
-    models = []
+    models, code_range = [], None
     for column, role, label_mode in columns:
         for title, r in _picks(results, column, role, student_arch):
             model, meta = load_export(r.export_path(), map_location=device)
@@ -88,6 +89,9 @@ def predict_examples(results: Sequence[StageResult], val_manifest: str | Path, *
             if int(meta.get("label_channels", 0)) > 0:
                 noiser = LabelNoiser(int(meta["num_classes"]), **_noise_settings(r, meta))
                 input_fn = label_input_fn(noiser, label_mode or "zeros")
+                if label_mode == "fixed" and code_range is None:  # black..white = the fixed code's range
+                    codes = fixed_codes(noiser.slots, noiser.code_dim)[:, 0]
+                    code_range = (noiser.scale * float(codes.min()), noiser.scale * float(codes.max()))
             models.append((title, r, model, meta, input_fn))
     if not models:
         return {"examples": []}
@@ -118,7 +122,8 @@ def predict_examples(results: Sequence[StageResult], val_manifest: str | Path, *
             break
     used = ", ".join(f"{title}: `{r.run_name}`" for title, r, *_ in models)
     return {"dataset": meta0["dataset"], "class_names": list(card.class_names), "examples": examples,
+            "label_input_range": code_range,
             "columns": [m[0] for m in models],
             "caption": f"Models shown (lowest seed): {used}. The LA teacher is fed the ground truth through "
-                       f"the fixed class code (the grey map: its first label channel, with the pixel noise and "
-                       f"value range it was fed); every other model sees the image only."}
+                       f"the fixed class code (the grey map: its first label channel as fed, pixel noise "
+                       f"included, black to white over the code's range); every other model sees the image only."}

@@ -237,13 +237,15 @@ def pixel_accuracy(pred: np.ndarray, label: np.ndarray, ignore_index: int = IGNO
 
 def plot_example_grid(examples: Sequence[dict], pred_columns: Sequence[str], palette: Sequence[Sequence[int]],
                       class_names: Sequence[str], out_png: str | Path, *, ignore_index: int = IGNORE_INDEX,
-                      label_input_title: str = "Teacher's label input\n(fixed code, grey)", dpi: int = 110) -> Path:
+                      label_input_title: str = "Teacher's label input\n(fixed code, grey)",
+                      label_input_range: tuple[float, float] | None = None, dpi: int = 110) -> Path:
     """One row per example: image | ground truth | [label input] | one column per prediction, coloured with
     `palette`.
 
     `examples`: dicts with `image` ([H, W, 3] uint8 RGB), `label` ([H, W] train ids), `preds`
     ({column title: [H, W] train ids}) and optionally `label_input` ([H, W] float: the noised label channel
-    a label-assisted teacher is fed, drawn as a grey map with its value range). Each prediction is captioned
+    a label-assisted teacher is fed, drawn as a grey map from black at `label_input_range[0]` to white at
+    `[1]`, the code's whole range, or each image's own range without it). Each prediction is captioned
     with its pixel accuracy on that image; a legend of the class colours sits under the grid."""
     if not examples:
         raise ValueError("plot_example_grid: no examples")
@@ -265,8 +267,8 @@ def plot_example_grid(examples: Sequence[dict], pred_columns: Sequence[str], pal
                 captions.append("missing")
             else:
                 code = np.asarray(code, dtype=np.float64)
-                lo, hi = float(code.min()), float(code.max())
-                grey = (code - lo) / (hi - lo) if hi > lo else np.zeros_like(code)
+                lo, hi = label_input_range or (float(code.min()), float(code.max()))
+                grey = np.clip((code - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(code)
                 panels.append(np.repeat((255 * grey).astype(np.uint8)[..., None], 3, axis=2))
                 captions.append(f"{lo:.3g} .. {hi:.3g}")
         for col in pred_columns:

@@ -96,7 +96,8 @@ def write_report(results: str | Path | Sequence[StageResult], out_dir: str | Pat
     if examples and examples.get("examples"):
         cnames, palette, ignore = _card(examples["dataset"], len(examples.get("class_names") or []) or 1)
         grid = plot_example_grid(examples["examples"], examples["columns"], palette, cnames,
-                                 fig_dir / "examples.png", ignore_index=ignore)
+                                 fig_dir / "examples.png", ignore_index=ignore,
+                                 label_input_range=examples.get("label_input_range"))
 
     md = [f"# {title}", "",
           f"Generated {_dt.datetime.now().astimezone().isoformat(timespec='seconds')} by lakd {__version__}.", ""]

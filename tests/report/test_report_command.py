@@ -76,3 +76,50 @@ def test_report_command_listed(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "report" in capsys.readouterr().out
+
+
+def test_report_command_example_grid_from_real_exports(tmp_path, capsys):
+    """Untrained but real exports and shards: the grid predicts with every model, and the grey label map is
+    the fixed class code the label-assisted teacher is fed (lakd.method.label_noise: scale x (code + noise))."""
+    import torch
+    import yaml
+
+    from lakd.data.build import build_shards
+    from lakd.method.label_noise import LabelNoiser, fixed_codes
+    from lakd.models import build_model
+    from lakd.models.export import save_export
+    from lakd.report import find_results
+    from lakd.report.examples import predict_examples
+
+    shards = tmp_path / "shards"
+    manifest = build_shards("synthetic", "val", shards, num_samples=4, image_size=32, seed=0, samples_per_shard=4,
+                            workers=1, progress=False)
+    root = tmp_path / "runs"
+    noise = {"code_dim": 1, "sigma": 0.03, "fixed_sigma": 0.02, "scale": 3.0}
+    stages = {"la": ("teacher", 1, 0.5), "img": ("teacher", 0, None), "base-s0": ("baseline", 0, None),
+              "lad-s0": ("student", 0, None)}
+    for run, (stage, label_channels, label_miou) in stages.items():
+        teacher = ({"export": str(root / "la/teacher/teacher.safetensors"), "label_channels": 1}
+                   if run.startswith("lad") else None)
+        d = write_stage(root, run, stage, 0.3, label_miou=label_miou, dataset="synthetic", teacher=teacher)
+        (d / "config.yaml").write_text(yaml.safe_dump({"data": {"dataset": "synthetic", "shards_dir": str(shards)},
+                                                       "noise": noise}))
+        torch.manual_seed(len(run))
+        model = build_model("fcn", "resnet18", 8, in_channels=3 + label_channels, width=0.125)
+        save_export(model, d / stage, {"dataset": "synthetic", **({"noise": noise} if label_channels else {})})
+
+    ex = predict_examples(find_results(root), manifest, num_examples=2)
+    assert ex["columns"] == ["LA teacher, with label", "Teacher, image only", "Baseline", "LAD"]
+    codes = fixed_codes(LabelNoiser(8).slots)[:, 0].numpy()
+    assert ex["label_input_range"] == pytest.approx((3.0 * -1.1, 3.0 * 1.0))
+    for e in ex["examples"]:
+        label = e["label"]
+        valid = label != 255
+        seen = e["label_input"] / noise["scale"] - codes[label.clip(0, 7)]
+        assert abs(seen[valid]).max() < 6 * noise["fixed_sigma"] and abs(seen[valid]).std() > 0
+        assert set(e["preds"]) == set(ex["columns"]) and all(p.shape == label.shape for p in e["preds"].values())
+
+    assert main(["report", str(root), "--out", str(tmp_path / "rep"), "--examples", "2"]) == 0
+    grid = tmp_path / "rep/figures/examples.png"
+    assert grid.stat().st_size > 5000
+    assert "fixed class code (the grey map" in (tmp_path / "rep/report.md").read_text()
