@@ -90,7 +90,8 @@ def run(args) -> int:
             try:
                 examples = predict_examples(results, manifest, num_examples=args.examples)
             except (OSError, ValueError, KeyError) as exc:
-                raise UsageError(f"example predictions on {manifest}: {exc}") from None
+                raise UsageError(f"example predictions on {manifest}: {exc} (--examples 0 leaves the grid out)"
+                                 ) from None
 
     from lakd.report import write_report
 

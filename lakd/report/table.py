@@ -228,7 +228,7 @@ def _teacher_rows(students: list[StageResult], dataset_runs: list[StageResult], 
     variants: dict[tuple, list[StageResult]] = {}
     for t in label_teachers:
         variants.setdefault((t.title("teacher_label"), t.arch), []).append(t)
-    for runs in variants.values():
+    for runs in sorted(variants.values(), key=lambda runs: runs[0].dual_path is not True):  # the paper's first
         rows.append(_label_teacher_row(runs, dataset_runs, names))
     image_teachers = _teachers_of(students, [r for r in dataset_runs if r.has_role("teacher_image")],
                                   dataset_runs)
