@@ -343,11 +343,11 @@ def markdown_table(blocks: list[Block]) -> str:
             out.append("| " + " | ".join([row.title, row.arch, *cells, row.stat.percent(), row.remark]) + " |")
         out.append("")
         if b.teachers:
-            out += ["| Teacher | Model | with label (mIoU %) | zero label / image only (mIoU %) | Remark |",
-                    "|---|---|---:|---:|---|"]
+            out += ["| Teacher | Model | with label (mIoU %) | zero label / image only (mIoU %) | image-only model "
+                    "of the same size (mIoU %) | Remark |", "|---|---|---:|---:|---:|---|"]
             for t in b.teachers:
                 out.append(f"| {t.title} | {t.arch} | {t.with_label.percent()} | {t.image.percent()} | "
-                           f"{t.remark} |")
+                           f"{t.reference.percent()} | {t.remark} |")
             out.append("")
         if b.comparisons:
             out += ["| Paired difference | Seeds | per seed (mIoU points) | mean (mIoU points) | 95% interval "

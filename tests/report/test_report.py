@@ -91,6 +91,10 @@ def test_table_per_seed_differences_and_verdict_use_the_finetune_control(sweep_l
         assert c.diff.interval == pytest.approx(_t_interval(diffs))
 
     md = markdown_table([block])
+    # the label-assisted teachers, the paper's first, beside the image-only teacher of their size (45.0)
+    assert ("| Teacher, label-assisted, dual path (paper) | deeplabv3-resnet18-w0.125 | 80.0 | 30.0 | 45.0 | uses its "
+            "label (+50.0 over zero label, +35.0 over the image-only teacher) |") in md
+    assert md.index("dual path (paper) |") < md.index("single path |")
     # per-seed columns and mean ± std, in percent
     assert "| Student, LAD (label-assisted teacher) | deeplabv3-resnet18-w0.125 | 46.0 | 47.0 | 49.0 | 47.3 ± 1.5 |" in md
     lo, hi = (100 * x for x in _t_interval([x - y for x, y in zip(v["lad"], v["finetune"])]))
