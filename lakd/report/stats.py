@@ -21,7 +21,7 @@ class PairedDiff:
 
     values: tuple[float, ...]
     seeds: tuple[int | None, ...] = ()
-    unpaired: tuple[str, ...] = field(default=())  # why runs were left out ("b has no seed 2")
+    unpaired: tuple[str, ...] = field(default=())  # runs left out ("seed 3 unpaired")
 
     @property
     def n(self) -> int:
@@ -51,5 +51,6 @@ class PairedDiff:
 def paired(a: dict[int | None, float], b: dict[int | None, float]) -> PairedDiff:
     """a − b over the seeds both have (seed -> score). Runs without a seed cannot be paired and are left out."""
     seeds = sorted(s for s in a if s is not None and s in b)
-    left = [f"seed {s} only on one side" for s in sorted(set(a) ^ set(b), key=lambda s: (s is None, s or 0))]
+    left = [f"{'no seed' if s is None else f'seed {s}'} unpaired"
+            for s in sorted((set(a) ^ set(b)) | ({None} & set(a) & set(b)), key=lambda s: (s is None, s or 0))]
     return PairedDiff(tuple(a[s] - b[s] for s in seeds), tuple(seeds), tuple(left))

@@ -359,8 +359,8 @@ def markdown_table(blocks: list[Block]) -> str:
                 iv_txt = (f"[{100 * iv[0]:+.1f}, {100 * iv[1]:+.1f}]" if iv else
                           ("needs >= 2 seeds" if d.n == 1 else "–"))
                 mean = "–" if not d.n else f"{100 * d.mean:+.1f}"
-                out.append(f"| {c.name} | {', '.join(str(s) for s in d.seeds) or '–'} | {per} | {mean} | "
-                           f"{iv_txt} |")
+                seeds = "; ".join([", ".join(str(s) for s in d.seeds) or "–", *d.unpaired])
+                out.append(f"| {c.name} | {seeds} | {per} | {mean} | {iv_txt} |")
             out.append("")
         if b.verdicts:
             out += ["**Verdict (measured in this run):**", ""] + [f"- {v}" for v in b.verdicts] + [""]

@@ -67,6 +67,7 @@ def test_paired_interval_matches_scipy():
     d = paired(a, b)
     diffs = [0.06, 0.05, 0.08]
     assert d.seeds == (0, 1, 2) and d.values == pytest.approx(diffs)
+    assert d.unpaired == ("seed 3 unpaired", "seed 5 unpaired")
     assert d.interval == pytest.approx(_t_interval(diffs))
     assert d.mean == pytest.approx(np.mean(diffs))
     one = paired({0: 0.5}, {0: 0.4})
