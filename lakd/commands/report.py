@@ -16,7 +16,7 @@ def register(subparsers) -> None:
         "report", help="write the results report (tables and figures) of finished runs or of a sweep",
         description="Find every finished stage (result.json) under a folder of runs or a sweep folder and write "
                     "report.md, results.csv, summary.json and figures/*.png: per-seed results with mean ± std, "
-                    "paired differences with 95%% intervals and a verdict, a bar chart of every role, loss and "
+                    "paired differences with 95% intervals and a verdict, a bar chart of every role, loss and "
                     "mIoU curves, and example predictions.")
     p.add_argument("runs", metavar="RUNS_OR_SWEEP_DIR", help="folder holding run directories (searched at any depth)")
     p.add_argument("--out", default=None, metavar="DIR", help="where to write the report (default: RUNS_OR_SWEEP_DIR/report)")
