@@ -19,7 +19,8 @@ def register(subparsers) -> None:
                     "paired differences with 95% intervals and a verdict, a bar chart of every role, loss and "
                     "mIoU curves, and example predictions.")
     p.add_argument("runs", metavar="RUNS_OR_SWEEP_DIR", help="folder holding run directories (searched at any depth)")
-    p.add_argument("--out", default=None, metavar="DIR", help="where to write the report (default: RUNS_OR_SWEEP_DIR/report)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="where to write the report (default: RUNS_OR_SWEEP_DIR/report)")
     p.add_argument("--examples", type=int, default=4, metavar="N",
                    help="validation images in the example grid; 0 leaves it out (default: 4)")
     p.add_argument("--title", default=None, help="report title (default: 'lakd results: <folder name>')")

@@ -97,7 +97,8 @@ def test_table_per_seed_differences_and_verdict_use_the_finetune_control(sweep_l
             "label (+50.0 over zero label, +35.0 over the image-only teacher) |") in md
     assert md.index("dual path (paper) |") < md.index("single path |")
     # per-seed columns and mean ± std, in percent
-    assert "| Student, LAD (label-assisted teacher) | deeplabv3-resnet18-w0.125 | 46.0 | 47.0 | 49.0 | 47.3 ± 1.5 |" in md
+    lad_line = "| Student, LAD (label-assisted teacher) | deeplabv3-resnet18-w0.125 | 46.0 | 47.0 | 49.0 | 47.3 ± 1.5 |"
+    assert lad_line in md
     lo, hi = (100 * x for x in _t_interval([x - y for x, y in zip(v["lad"], v["finetune"])]))
     assert f"| LAD − fine-tuned baseline | 0, 1, 2 | +5.0, +4.0, +7.0 | +5.3 | [{lo:+.1f}, {hi:+.1f}] |" in md
     # the students started from the baseline, so the verdict compares with the fine-tuned control

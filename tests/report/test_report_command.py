@@ -39,7 +39,7 @@ def test_report_command_default_out_and_sweep_plan_roles(tmp_path, capsys):
     assert main(["report", str(root), "--examples", "0"]) == 0
     text = (root / "report/report.md").read_text()
     assert "sweep `mine` (roles from its plan)" in text
-    assert "| Image-only teacher" not in text and "| Teacher, image only | deeplabv3-resnet18-w0.25 | – | 55.0 | – |" in text
+    assert "| Teacher, image only | deeplabv3-resnet18-w0.25 | – | 55.0 | – |" in text
     assert "needs >= 2 seeds" in text
 
 
