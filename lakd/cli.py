@@ -18,6 +18,7 @@ COMMANDS = {
     "eval": "lakd.commands.eval",
     "demo": "lakd.commands.demo",
     "weights": "lakd.commands.weights",
+    "report": "lakd.commands.report",
 }
 
 

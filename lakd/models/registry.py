@@ -120,8 +120,12 @@ def _build_fcn(bb, backbone, num_classes, width, aux, *, channels=None, num_conv
         return head, None
     table = {"resnet18": 128, "resnet50": 512, "resnet101": 512, "mobilenetv2": 128, "plaincnn": 128}
     ch = _head_channels(table, backbone, channels, width)
-    head = FCNHead(bb.out_channels[-1], ch, num_classes, num_convs=2 if num_convs is None else num_convs,
-                   concat_input=True if concat_input is None else bool(concat_input),
+    # PlainCNN (the demo's backbone) gets a light head, one conv and no concat: with mmseg's two convs + concat
+    # the label-assisted teacher learnt far less in the demo's budget (docs/method.md section 6)
+    light = backbone == "plaincnn"
+    head = FCNHead(bb.out_channels[-1], ch, num_classes,
+                   num_convs=(1 if light else 2) if num_convs is None else num_convs,
+                   concat_input=(not light) if concat_input is None else bool(concat_input),
                    kernel_size=3 if kernel_size is None else kernel_size, dropout=dropout)
     return head, (_aux_on_c3(bb, backbone, num_classes, dropout if aux_dropout is None else aux_dropout)
                   if aux else None)

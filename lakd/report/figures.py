@@ -1,4 +1,5 @@
-"""Figures of the report: training curves from metrics.jsonl and a grid of example predictions.
+"""Figures of the report: a bar chart of every role, loss and mIoU curves from metrics.jsonl, and a grid of
+example predictions.
 
 Plots are drawn on `matplotlib.figure.Figure` objects with the Agg canvas, never through pyplot, so nothing
 touches a display or global backend state (works on headless machines and inside tests).
@@ -16,15 +17,21 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from lakd import IGNORE_INDEX
-from lakd.report.results import ROLE_TITLES, StageResult, read_metrics
+from lakd.report.results import StageResult, read_metrics
 
 ROLE_COLORS = {
     "teacher_label": "#d62728",
     "teacher_image": "#7f7f7f",
     "baseline": "#1f77b4",
+    "finetune": "#9467bd",
     "kd": "#ff7f0e",
     "lad": "#2ca02c",
 }
+ROLE_MARKERS = {"teacher_label": "D", "teacher_image": "s", "baseline": "o", "finetune": "v", "kd": "^", "lad": "P"}
+SEED_STYLES = ("-", "--", ":", "-.")
+BAR_LABELS = {"baseline": "Student,\nbaseline", "finetune": "Student, baseline\nfine-tuned (control)",
+              "kd": "Student, KD", "lad": "Student, LAD"}
+ALL_BACKGROUND = "all background (most frequent class everywhere)"
 
 
 def _save(fig: Figure, out_png: str | Path, dpi: int) -> Path:
@@ -55,55 +62,156 @@ def _eval_mious(rec: dict) -> dict[str, float]:
     return {k: float(v["miou"]) for k, v in ev.items() if isinstance(v, dict) and v.get("miou") is not None}
 
 
-def _plot_run(axes, role: str, steps: list[dict], evals: list[dict], seen: set) -> None:
-    col = 0 if role.startswith("teacher") else 1
-    color, label = ROLE_COLORS[role], ROLE_TITLES[role]
-    if steps:
-        x = np.array([s["step"] for s in steps], dtype=float)
-        y = np.array([float(s["loss"]) for s in steps], dtype=float)
-        ok = np.isfinite(y)
-        axes[0, col].plot(x[ok], _smooth(y[ok]), color=color, lw=1.3, alpha=0.85,
-                          label=label if (col, role) not in seen else None)
-        seen.add((col, role))
-    for which in ("label", "image"):
-        pts = [(e["step"], _eval_mious(e).get(which)) for e in evals]
-        pts = [(s, 100 * v) for s, v in pts if v is not None and math.isfinite(v)]
-        if not pts:
-            continue
-        style = "--" if role == "teacher_label" and which == "image" else "-"
-        tag = label if role != "teacher_label" else f"{label}, {'with label' if which == 'label' else 'zero label'}"
-        key = (col + 2, f"{role}/{which}")
-        axes[1, col].plot(*zip(*pts), style, color=color, marker="o", ms=3, lw=1.3,
-                          label=tag if key not in seen else None)
-        seen.add(key)
+def _color(r: StageResult, role: str) -> str:
+    if role == "teacher_label" and r.dual_path is False:
+        return "#e377c2"  # the single-path variant apart from the paper's dual-path teacher
+    return ROLE_COLORS[role]
 
 
-def plot_training_curves(results: Sequence[StageResult], out_png: str | Path, *, dpi: int = 110) -> Path:
-    """2 x 2 panels: training loss (top) and validation mIoU (bottom), teachers (left) and students
-    (right). One colour per role; each seed is its own line. The label-assisted teacher's validation is
-    drawn solid with its label input and dashed with a zero label channel."""
+def _seed_style(r: StageResult) -> str:
+    return SEED_STYLES[(r.seed or 0) % len(SEED_STYLES)]
+
+
+def _seed_tag(r: StageResult) -> str:
+    return "" if r.seed is None else f", seed {r.seed}"
+
+
+def _finish(ax, title: str, ylabel: str, majority: float | None = None) -> None:
+    ax.set_title(title, fontsize=10.5)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if majority is not None and ax.lines:
+        ax.axhline(100 * majority, color="black", lw=1.0, ls=(0, (4, 3)), label=ALL_BACKGROUND)
+    if ax.lines:
+        ax.legend(fontsize=7, loc="best")
+    else:
+        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="0.5")
+
+
+LOSS_PANELS = (  # (row, title, term names): CE apart from the teacher-signal terms
+    (0, "cross-entropy (CE)", ("ce",)),
+    (1, "other terms (KD / consistency)", ("kd", "consistency")),
+)
+
+
+def plot_loss_curves(results: Sequence[StageResult], out_png: str | Path, *, dpi: int = 110) -> Path:
+    """2 x 2 panels on linear axes: the CE term (top) and the other loss terms, KD for students and the
+    dual-path consistency for teachers (bottom); teachers left, students right. One colour and marker per role,
+    one line style per seed; losses smoothed with a short running mean. Each line puts its markers at other
+    steps than the lines before it in its panel, so lines that lie on top of each other stay visible."""
     fig = Figure(figsize=(11, 7.5), layout="constrained")
     axes = fig.subplots(2, 2)
-    seen: set[tuple[int, str]] = set()
+    series: dict[tuple[int, int], list] = {}
     for r in results:
-        steps, evals = read_metrics(r.metrics_path)
+        steps, _ = read_metrics(r.metrics_path)
+        if not steps:
+            continue
+        x = np.array([s["step"] for s in steps], dtype=float)
         for role in r.roles:
-            _plot_run(axes, role, steps, evals, seen)
-    titles = [["Teachers: training loss", "Students: training loss"],
-              ["Teachers: validation mIoU (%)", "Students: validation mIoU (%)"]]
-    for i in range(2):
-        for j in range(2):
-            ax = axes[i, j]
-            ax.set_title(titles[i][j], fontsize=11)
-            ax.set_xlabel("step")
-            ax.grid(alpha=0.3)
-            if ax.lines:
-                ax.legend(fontsize=8, loc="best")
+            col = 0 if role.startswith("teacher") else 1
+            for row, _, names in LOSS_PANELS:
+                for name in names:
+                    vals = [(s.get("terms") or {}).get(name) for s in steps]
+                    if name == "ce" and all(v is None for v in vals):
+                        vals = [s.get("loss") for s in steps]  # metrics without terms: the total loss
+                    y = np.array([np.nan if v is None else float(v) for v in vals])
+                    ok = np.isfinite(y)
+                    if ok.any():
+                        label = f"{r.title(role)}{_seed_tag(r)}" + ("" if row == 0 else f": {name}")
+                        series.setdefault((row, col), []).append((x[ok], _smooth(y[ok]), r, role, label))
+    for (row, col), lines in series.items():
+        for i, (x, y, r, role, label) in enumerate(lines):
+            every = max(1, len(x) // 10)
+            axes[row, col].plot(x, y, color=_color(r, role), ls=_seed_style(r), lw=1.3, marker=ROLE_MARKERS[role],
+                                ms=4, markevery=((i * every) // len(lines), every), alpha=0.9, label=label)
+    for row, term_title, _ in LOSS_PANELS:
+        for col, who in enumerate(("Teachers", "Students")):
+            _finish(axes[row, col], f"{who}: {term_title}", "loss")
+    fig.suptitle("Training loss terms (linear axes; smoothed; line style = seed)", fontsize=12)
+    return _save(fig, out_png, dpi)
+
+
+def plot_miou_curves(results: Sequence[StageResult], out_png: str | Path, *, majority: float | None = None,
+                     dpi: int = 110) -> Path:
+    """Validation mIoU (%) against the step: teachers (with label solid, zero label dashed; image-only
+    teachers) left, students right; the all-background score as a black dashed line. Every series has its own
+    marker and is shifted by a small fraction of the evaluation interval along the step axis, so series that
+    coincide stay visible."""
+    fig = Figure(figsize=(12, 4.8), layout="constrained")
+    axes = fig.subplots(1, 2)
+    series = []
+    for r in results:
+        _, evals = read_metrics(r.metrics_path)
+        for role in r.roles:
+            col = 0 if role.startswith("teacher") else 1
+            for which in (("label", "image") if role == "teacher_label" else ("image",)):
+                pts = [(e["step"], _eval_mious(e).get(which)) for e in evals]
+                pts = [(s, 100 * v) for s, v in pts if v is not None and math.isfinite(v)]
+                if pts:
+                    series.append((col, r, role, which, pts))
+    for col in (0, 1):
+        mine = [s for s in series if s[0] == col]
+        steps = sorted({p[0] for s in mine for p in s[4]})
+        gap = min(np.diff(steps)) if len(steps) > 1 else 1.0
+        for i, (_, r, role, which, pts) in enumerate(mine):
+            shift = (i - (len(mine) - 1) / 2) * 0.06 * gap / max(1, len(mine) / 4)
+            xs, ys = zip(*pts)
+            ls = "--" if role == "teacher_label" and which == "image" else _seed_style(r)
+            tag = ("" if role != "teacher_label" else (", with label" if which == "label" else ", zero label"))
+            axes[col].plot(np.asarray(xs, dtype=float) + shift, ys, ls=ls, color=_color(r, role),
+                           marker=ROLE_MARKERS[role], ms=4, lw=1.3, mfc="white" if which == "image" and
+                           role == "teacher_label" else None, label=f"{r.title(role)}{tag}{_seed_tag(r)}")
+    _finish(axes[0], "Teachers: validation mIoU", "mIoU (%)", majority)
+    _finish(axes[1], "Students: validation mIoU", "mIoU (%)", majority)
+    fig.suptitle("Validation mIoU during training (markers shifted slightly along the step axis so that "
+                 "equal curves stay visible)", fontsize=11)
+    return _save(fig, out_png, dpi)
+
+
+def plot_role_bars(blocks: Sequence, out_png: str | Path, *, dpi: int = 110) -> Path:
+    """One panel per results block (lakd.report.table.Block): a bar per role (teachers with label and with a
+    zero label apart), height = mean over seeds, error bar = sample std over seeds, the seeds as dots, and the
+    all-background score as a horizontal line. Models that learned nothing are marked under their bar."""
+    n = max(1, len(blocks))
+    fig = Figure(figsize=(max(7.0, 1.1 * max(len(b.teachers) * 2 + len(b.students) for b in blocks)) if blocks
+                          else 7.0, 5.2 * n), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(n, 1))
+    for ax, b in zip(axes, blocks):
+        bars = []  # (label, Stat, colour, hatch, remark)
+        for t in b.teachers:
+            colour = _color(t.runs[0], t.role)
+            if t.role == "teacher_label":
+                variant = t.title.replace("Teacher, label-assisted", "LA teacher")
+                bars.append((f"{variant},\nwith label", t.with_label, colour, "", t.remark))
+                bars.append((f"{variant},\nzero label", t.image, colour, "//", ""))
             else:
-                ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="0.5")
-            if i == 0 and ax.lines and all(np.all(np.asarray(ln.get_ydata()) > 0) for ln in ax.lines):
-                ax.set_yscale("log")
-    fig.suptitle("Training curves (loss smoothed; one line per seed)", fontsize=12)
+                bars.append((f"Image-only teacher\n{t.arch}", t.image, colour, "", t.remark))
+        for s in b.students:
+            bars.append((BAR_LABELS[s.role], s.stat, ROLE_COLORS[s.role], "", s.remark))
+        xs = np.arange(len(bars))
+        for x, (label, st, colour, hatch, remark) in zip(xs, bars):
+            if not st.n:
+                continue
+            ax.bar(x, 100 * st.mean, color=colour, alpha=0.75, hatch=hatch, edgecolor="0.2",
+                   yerr=100 * st.std if st.n > 1 else None, capsize=4)
+            jitter = np.linspace(-0.15, 0.15, st.n) if st.n > 1 else np.zeros(1)
+            ax.scatter(x + jitter, [100 * v for v in st.values], s=14, color="black", zorder=3)
+            if remark.startswith("learned nothing"):
+                top = 100 * (max(st.values) + (st.std if st.n > 1 else 0.0))
+                ax.text(x, top + 1.5, "learned\nnothing", ha="center", va="bottom", fontsize=7.5, color="black",
+                        fontweight="bold")
+        if b.majority is not None:
+            ax.axhline(100 * b.majority, color="black", lw=1.0, ls=(0, (4, 3)),
+                       label=f"{ALL_BACKGROUND}: {100 * b.majority:.1f}")
+            ax.legend(fontsize=8, loc="upper right")
+        ax.set_xticks(xs, [x[0] for x in bars], fontsize=7.5, rotation=30, ha="right", rotation_mode="anchor")
+        ax.set_ylabel("mIoU (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(axis="y", alpha=0.3)
+        seeds = ", ".join(str(s) for s in b.seeds)
+        ax.set_title(f"{b.dataset} / student {b.student}: mean over seeds ({seeds or '-'}), error bar = std, "
+                     "dots = single runs", fontsize=10)
     return _save(fig, out_png, dpi)
 
 
@@ -129,15 +237,20 @@ def pixel_accuracy(pred: np.ndarray, label: np.ndarray, ignore_index: int = IGNO
 
 def plot_example_grid(examples: Sequence[dict], pred_columns: Sequence[str], palette: Sequence[Sequence[int]],
                       class_names: Sequence[str], out_png: str | Path, *, ignore_index: int = IGNORE_INDEX,
-                      dpi: int = 110) -> Path:
-    """One row per example: image | ground truth | one column per prediction, coloured with `palette`.
+                      label_input_title: str = "Teacher's label input\n(fixed code, grey)",
+                      label_input_range: tuple[float, float] | None = None, dpi: int = 110) -> Path:
+    """One row per example: image | ground truth | [label input] | one column per prediction, coloured with
+    `palette`.
 
-    `examples`: dicts with `image` ([H, W, 3] uint8 RGB), `label` ([H, W] train ids) and `preds`
-    ({column title: [H, W] train ids}). Each prediction is captioned with its pixel accuracy on that
-    image; a legend of the class colours sits under the grid."""
+    `examples`: dicts with `image` ([H, W, 3] uint8 RGB), `label` ([H, W] train ids), `preds`
+    ({column title: [H, W] train ids}) and optionally `label_input` ([H, W] float: the noised label channel
+    a label-assisted teacher is fed, drawn as a grey map from black at `label_input_range[0]` to white at
+    `[1]`, the code's whole range, or each image's own range without it). Each prediction is captioned
+    with its pixel accuracy on that image; a legend of the class colours sits under the grid."""
     if not examples:
         raise ValueError("plot_example_grid: no examples")
-    titles = ["Image", "Ground truth", *pred_columns]
+    with_input = any(ex.get("label_input") is not None for ex in examples)
+    titles = ["Image", "Ground truth"] + ([label_input_title] if with_input else []) + list(pred_columns)
     nrow, ncol = len(examples), len(titles)
     h, w = np.asarray(examples[0]["label"]).shape
     cell = 2.2
@@ -147,6 +260,17 @@ def plot_example_grid(examples: Sequence[dict], pred_columns: Sequence[str], pal
         label = np.asarray(ex["label"])
         panels = [np.asarray(ex["image"]), colorize(label, palette, ignore_index)]
         captions = ["", ""]
+        if with_input:
+            code = ex.get("label_input")
+            if code is None:
+                panels.append(np.full((*label.shape, 3), 235, dtype=np.uint8))
+                captions.append("missing")
+            else:
+                code = np.asarray(code, dtype=np.float64)
+                lo, hi = label_input_range or (float(code.min()), float(code.max()))
+                grey = np.clip((code - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(code)
+                panels.append(np.repeat((255 * grey).astype(np.uint8)[..., None], 3, axis=2))
+                captions.append(f"{lo:.3g} .. {hi:.3g}")
         for col in pred_columns:
             pred = ex["preds"].get(col)
             if pred is None:

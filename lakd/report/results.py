@@ -6,7 +6,10 @@ Each result gets one or more *roles*, derived from the contract alone:
 - `teacher_label`: a teacher stage whose model takes label channels (its result has `eval.label`);
 - `teacher_image`: a teacher stage that sees the image only, or any stage whose export a KD student was
   distilled from (the sweep trains the KD row's image-only teacher as a `baseline` stage);
-- `baseline`: a student trained without a teacher;
+- `baseline`: a student trained without a teacher, from scratch (or from backbone weights only);
+- `finetune`: a student trained without a teacher whose weights started from a whole trained model
+  (`init.scope == "model"`): the baseline fine-tuned for the same extra steps as students initialised from it,
+  their fair control;
 - `kd`: a student distilled from an image-only teacher (`teacher.label_channels == 0`);
 - `lad`: a student distilled from a label-assisted teacher (`teacher.label_channels > 0`).
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +32,7 @@ ROLE_TITLES = {
     "kd": "Student, KD (image-only teacher)",
     "lad": "Student, LAD (label-assisted teacher)",
 }
-STUDENT_ROLES = ("baseline", "kd", "lad")
+STUDENT_ROLES = ("baseline", "finetune", "kd", "lad")
 TEACHER_ROLES = ("teacher_label", "teacher_image")
 
 
@@ -78,6 +82,37 @@ class StageResult:
         ev = (self.data.get("eval") or {}).get(which)
         return None if not ev or ev.get("iou") is None else [float(v) for v in ev["iou"]]
 
+    def metrics(self, which: str = "image") -> dict | None:
+        ev = (self.data.get("eval") or {}).get(which)
+        return ev if isinstance(ev, dict) else None
+
+    @property
+    def init_scope(self) -> str | None:
+        """"model" when the weights started from a whole trained model (fine-tuned), "backbone" for backbone
+        weights only, None from scratch (or a result.json older than the `init` entry)."""
+        init = self.data.get("init")
+        return init.get("scope") if isinstance(init, dict) else None
+
+    @cached_property
+    def dual_path(self) -> bool | None:
+        """Label-assisted teacher: trained on two noised paths (the paper's teacher) or one; None when the
+        stage's config.yaml does not say (or this is no label-assisted teacher)."""
+        if self.data.get("stage") != "teacher" or self.metrics("label") is None:
+            return None
+        cfg = _read_config(self.stage_dir)
+        tl = cfg.get("teacher_loss") if isinstance(cfg, dict) else None
+        if isinstance(tl, dict) and isinstance(tl.get("dual_path"), bool):
+            return tl["dual_path"]
+        return None
+
+    def title(self, role: str | None = None) -> str:
+        """The role's title; label-assisted teachers name their variant (dual path = the paper's)."""
+        role = role or self.role
+        base = ROLE_TITLES[role]
+        if role == "teacher_label" and self.dual_path is not None:
+            return f"{base}, dual path (paper)" if self.dual_path else f"{base}, single path"
+        return base
+
     def export_path(self) -> Path | None:
         """The stage's exported model (`<stage_dir>/<stage>.safetensors`), if it was written."""
         p = self.stage_dir / f"{self.data.get('stage', self.stage_dir.name)}.safetensors"
@@ -89,26 +124,33 @@ def role_of(data: dict[str, Any]) -> str:
     stage = data.get("stage")
     if stage == "teacher":
         return "teacher_label" if (data.get("eval") or {}).get("label") else "teacher_image"
+    init = data.get("init")
+    fine_tuned = isinstance(init, dict) and init.get("scope") == "model"
     if stage == "baseline":
-        return "baseline"
+        return "finetune" if fine_tuned else "baseline"
     if stage == "student":
         teacher = data.get("teacher")
         if not teacher:
-            return "baseline"
+            return "finetune" if fine_tuned else "baseline"
         return "lad" if int(teacher.get("label_channels") or 0) > 0 else "kd"
     raise ValueError(f"result.json: unknown stage {stage!r}")
+
+
+def _read_config(stage_dir: Path) -> dict:
+    """The stage's saved config.yaml as plain data ({} when missing or unreadable); never runs code."""
+    try:
+        cfg = yaml.safe_load((stage_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
 
 
 def _seed_of(stage_dir: Path, data: dict[str, Any]) -> int | None:
     """The training seed: from result.json if it says, else from the stage's saved config.yaml."""
     if isinstance(data.get("seed"), int):
         return data["seed"]
-    cfg_path = stage_dir / "config.yaml"
-    if not cfg_path.exists():
-        return None
-    try:
-        cfg = yaml.safe_load(cfg_path.read_text())
-    except yaml.YAMLError:
+    cfg = _read_config(stage_dir)
+    if not cfg:
         return None
     stack = [cfg]
     while stack:  # the first `seed` key, breadth first (top level wins over nested sections)

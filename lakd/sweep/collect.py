@@ -43,9 +43,9 @@ def write_results(plan_summary: dict, sweep_dir: Path) -> dict[str, Path]:
     results, missing = planned_results(plan_summary)
     rows = build_rows(results)
     md = [f"# Sweep {plan_summary['sweep']}: results", "",
-          "mIoU in percent (mean ± std over seeds). Columns: student trained alone (Baseline), distilled from an "
-          "image-only teacher (KD) and from a label-assisted teacher (LAD); the teachers' own mIoU, the "
-          "label-assisted one evaluated with its label input and with a zero label channel.", "",
+          "mIoU in percent: every seed, mean ± std, and the paired differences against the baseline (and the "
+          "fine-tuned control) with 95% t intervals over seeds; the teachers' own mIoU, the label-assisted ones "
+          "with their label input and with a zero label channel. `lakd report` adds the figures.", "",
           markdown_table(rows), "## Runs", "", runs_table(results)]
     if missing:
         md += ["## Not finished", "", *[f"- `{m}`" for m in missing], ""]

@@ -134,6 +134,30 @@ def run_stage_processes(cmd: list[str], procs: int, *, env: Optional[dict] = Non
     return rc
 
 
+def _critical_path(plan: Plan) -> dict[str, float]:
+    """Per job: its own estimated cost plus the longest chain of jobs that wait for it (training steps, a
+    dual-path teacher counted twice). Ready stages start longest-chain first, so that the stages everything
+    else waits for, and the long ones, do not end up alone at the end."""
+    def cost(job) -> float:
+        if job.kind != "stage" or not job.config:
+            return 0.0
+        dual = job.stage == "teacher" and (job.config.get("teacher_loss") or {}).get("dual_path", False)
+        return float((job.config.get("train") or {}).get("iters", 1)) * (2.0 if dual else 1.0)
+
+    dependants: dict[str, list[str]] = {k: [] for k in plan.jobs}
+    for job in plan.jobs.values():
+        for d in job.deps:
+            dependants.setdefault(d, []).append(job.key)
+    memo: dict[str, float] = {}
+
+    def path(key: str) -> float:
+        if key not in memo:
+            memo[key] = cost(plan.jobs[key]) + max((path(k) for k in dependants[key]), default=0.0)
+        return memo[key]
+
+    return {k: path(k) for k in plan.jobs}
+
+
 def default_parallel() -> int:
     """Stages run side by side by default: one per CPU core this process may use."""
     try:
@@ -155,6 +179,8 @@ def run_local(plan: Plan, *, procs: int = 1, parallel: int = 1, retries: Optiona
     retries = plan.spec.resources.retries if retries is None else retries
     order = plan.ordered()
     number = {job.key: n for n, job in enumerate(order, 1)}
+    priority = _critical_path(plan)
+    order = sorted(order, key=lambda j: -priority[j.key])  # stable: plan order among equals
     total = len(order)
     head = lambda job: f"[{number[job.key]}/{total}] {job.key}"  # noqa: E731
     pending = list(order)

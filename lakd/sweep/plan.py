@@ -194,11 +194,9 @@ def build_plan(spec: SweepSpec, *, sweep_dir: Optional[Path] = None, cwd: Option
                                  deps=[shard_key]))
 
         teacher_jobs: dict[str, Job] = {}
-        # every listed teacher is trained (one without students is a row of the table, e.g. a paper variant)
-        used = list(dict.fromkeys([p.teacher for p in spec.pairs] + list(spec.teachers)))
-        for seed in spec.seeds:
-            for b in spec.baselines:
-                baseline_job(b, seed)
+        # the teachers students distil from, and those marked `standalone` (a row of their own, e.g. a variant)
+        used = list(dict.fromkeys([p.teacher for p in spec.pairs]
+                                  + [name for name, t in spec.teachers.items() if t.standalone]))
         for name in used:
             t = spec.teachers[name]
             init = baseline_job(t.model, tseed) if t.init_from == "baseline" else None
@@ -211,6 +209,9 @@ def build_plan(spec: SweepSpec, *, sweep_dir: Optional[Path] = None, cwd: Option
                 job = stage_job("baseline", run, t.model, tseed, t.overrides, roles=["teacher_image"],
                                 deps=[shard_key], init=init)
             teacher_jobs[name] = add(job)
+        for seed in spec.seeds:
+            for b in spec.baselines:
+                baseline_job(b, seed)
         for seed in spec.seeds:
             for p in spec.pairs:
                 t = spec.teachers[p.teacher]

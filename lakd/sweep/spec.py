@@ -125,6 +125,7 @@ class TeacherSpec:
     label_assisted: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
     init_from: Optional[str] = None  # see INIT_FROM
+    standalone: bool = False  # trained and reported although no pair distils from it
 
 
 @dataclass

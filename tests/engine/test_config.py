@@ -43,8 +43,8 @@ def test_overrides_are_typed(tmp_path):
     assert cfg.teacher_export() == tmp_path / "rel" / "runs" / "default" / "teacher" / "teacher.safetensors"
     # teacher.model is merged onto model
     cfg = load_config("synthetic", ["teacher.model.backbone=resnet50"])
-    assert cfg.teacher.model.backbone == "resnet50" and cfg.teacher.model.width == cfg.model.width == 0.125
-    assert cfg.model.backbone == "resnet18"
+    assert cfg.teacher.model.backbone == "resnet50" and cfg.teacher.model.width == cfg.model.width == 0.25
+    assert cfg.model.backbone == "plaincnn"
 
 
 @pytest.mark.parametrize("override, message", [

@@ -40,7 +40,7 @@ def test_label_assisted_export_both_variants_json_and_pngs(tmp_path, shards, cap
     rc = main(["eval", str(exp), "--shards", str(shards), "--out", str(out), "--save-png", str(tmp_path / "png")])
     assert rc == 0
     text = capsys.readouterr().out
-    assert "with label" in text and "zero label" in text and "disk" in text and "mIoU" in text
+    assert "with label" in text and "zero label" in text and "magenta" in text and "mIoU" in text
     doc = json.loads(out.read_text())
     assert set(doc["eval"]) == {"label", "image"} and doc["label_channels"] == 1
     for res in doc["eval"].values():

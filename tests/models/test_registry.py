@@ -77,7 +77,7 @@ def test_no_aux_head():
 def test_lists():
     assert list_models() == ["fcn", "pspnet", "deeplabv3", "stdc", "ocrnet"]
     assert set(list_backbones()) == {"resnet18", "resnet50", "resnet101", "mobilenetv2", "stdc1", "stdc2",
-                                     "hrnetv2_w18"}
+                                     "hrnetv2_w18", "plaincnn"}
     for m, b in list_combinations():
         assert b in list_backbones(m)
 

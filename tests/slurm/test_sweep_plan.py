@@ -159,10 +159,14 @@ def test_local_executor_runs_the_dag_and_is_idempotent(tmp_path):
     assert report.ran == ["shards/synthetic", "teacher/synthetic-dlv3_r18_la", "baseline/synthetic-dlv3_r18-s0",
                           "student/synthetic-dlv3_r18-lad-dlv3_r18_la-s0", "collect"]
     md = (tmp_path / "runs/tiny/results.md").read_text()
-    row = next(line for line in md.splitlines() if line.startswith("| synthetic | deeplabv3-resnet18-w0.125 |"))
-    assert row.count("–") == 2, row  # KD and the image-only teacher were not part of this sweep
+    assert "### synthetic / student deeplabv3-resnet18-w0.125" in md
+    rows = [line.split(" | ")[0] for line in md.split("## Runs")[0].splitlines() if line.startswith("| ")]
+    # KD and the image-only teacher were not part of this sweep
+    assert not any(r.startswith(("| Student, KD", "| Teacher, image only")) for r in rows), rows
+    assert "| Student, LAD (label-assisted teacher)" in rows and "| LAD − baseline" in rows
     csv = (tmp_path / "runs/tiny/results.csv").read_text().splitlines()
-    assert len(csv) == 2 and csv[0].startswith("dataset,student,baseline_mean")
+    assert csv[0].startswith("dataset,student,section,row,model,input,seeds,values_pct,mean_pct")
+    assert sum(line.startswith("synthetic,") for line in csv) >= 4  # baseline, LAD, teacher x 2 inputs, difference
     plan = json.loads((tmp_path / "runs/tiny/.sweep/plan.json").read_text())
     assert [j["key"] for j in plan["jobs"]][0] == "shards/synthetic"
     again = run_sweep(raw, "local", log=lines.append)

@@ -53,11 +53,14 @@ def test_sweep_end_to_end_on_two_nodes(slurm, two_nodes, shards_dir, reference_t
 
     # the results table, in the paper's form
     md = (sweep_dir / "results.md").read_text()
-    row = next(line for line in md.splitlines() if line.startswith("| synthetic |"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert all(re.fullmatch(r"\d+\.\d", c) for c in cells[2:8]), row  # baseline KD LAD + 3 teacher columns
+    for title in ("Student, baseline", "Student, KD (image-only teacher)", "Student, LAD (label-assisted teacher)"):
+        row = next(line for line in md.splitlines() if line.startswith(f"| {title} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert re.fullmatch(r"\d+\.\d", cells[2]), row  # the seed's mIoU (%)
+    teacher = next(line for line in md.splitlines() if line.startswith("| Teacher, label-assisted"))
+    assert all(re.fullmatch(r"\d+\.\d", c.strip()) for c in teacher.strip("|").split("|")[2:4]), teacher
     csv = (sweep_dir / "results.csv").read_text().splitlines()
-    assert csv[0].startswith("dataset,student,baseline_mean") and csv[1].startswith("synthetic,")
+    assert csv[0].startswith("dataset,student,section,row") and csv[1].startswith("synthetic,")
 
     # the dependency order, as Slurm recorded it
     records = json.loads((sweep_dir / ".sweep/jobs.json").read_text())["jobs"]
