@@ -43,8 +43,7 @@ class Entry:
         """The full sha256 to check against: the publisher's, else the one recorded at the first fetch."""
         if self.sha256 != UNKNOWN:
             return self.sha256
-        rec = recorded_sha256(weights_dir / self.file)
-        return rec
+        return recorded_sha256(weights_dir / self.file)
 
 
 def is_catalogue_name(value: str | None) -> bool:
@@ -66,9 +65,10 @@ def load_catalogue(path: str | None = None) -> dict[str, Entry]:
         extra = set(d) - known
         if extra:
             raise ValueError(f"{p}: entry {name}: unknown field(s) {', '.join(sorted(extra))}")
-        e = Entry(name=name, **{k: (v if v is not None else "") for k, v in d.items()})
-        e = Entry(**{**e.__dict__, "options": dict(e.options or {}), "sha256": str(e.sha256 or UNKNOWN).lower(),
-                     "sha256_prefix": str(e.sha256_prefix or "").lower()})
+        fields = {k: (v if v is not None else "") for k, v in d.items()}
+        fields.update(options=dict(d.get("options") or {}), sha256=str(d.get("sha256") or UNKNOWN).lower(),
+                      sha256_prefix=str(d.get("sha256_prefix") or "").lower())
+        e = Entry(name=name, **fields)
         if e.sha256 != UNKNOWN and not re.fullmatch(r"[0-9a-f]{64}", e.sha256):
             raise ValueError(f"{p}: entry {name}: sha256 must be 64 hex digits or 'unknown'")
         out[name] = e
