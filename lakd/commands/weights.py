@@ -53,11 +53,11 @@ def run_list(args) -> int:
             print(json.dumps(r))
         return 0
     print(f"weights folder: {folder}")
-    head = f"{'name':<26} {'backbone':<12} {'layout':<12} {'options':<20} {'here':<5} sha256"
+    head = f"{'name':<26} {'backbone':<12} {'layout':<12} {'options':<30} {'here':<5} sha256"
     print(head)
     for r in rows:
         opts = ", ".join(f"{k}={v}" for k, v in r["options"].items()) or "-"
-        print(f"{r['name']:<26} {r['backbone']:<12} {r['layout']:<12} {opts:<20} "
+        print(f"{r['name']:<26} {r['backbone']:<12} {r['layout']:<12} {opts:<30} "
               f"{'yes' if r['present'] else 'no':<5} {r['sha256']}")
     print("\nsources:")
     for r in rows:
