@@ -94,9 +94,9 @@ def demo_spec(out: Path, size: str, seeds: int, overrides: dict | None = None) -
     the overrides>]`)."""
     import yaml
 
-    from lakd.sweep.spec import resolve_source
+    from lakd.sweep.spec import SWEEPS_DIR
 
-    raw = yaml.safe_load(resolve_source(DEMO_SWEEP).read_text())
+    raw = yaml.safe_load((SWEEPS_DIR / f"{DEMO_SWEEP}.yaml").read_text())  # the shipped file, whatever the cwd
     spec = copy.deepcopy(raw)
     sz = SIZES[size]
     # runs with --set overrides get their own folder: a finished stage is reused by name, never retrained
