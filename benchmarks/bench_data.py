@@ -140,17 +140,66 @@ def time_batches(it, batch_size: int, samples: int, warmup: int = 1) -> float:
     return n / (time.perf_counter() - t)
 
 
+def parse_crop(text: str) -> tuple[int, int]:
+    """"512" -> (512, 512); "512,1024" -> (512, 1024)."""
+    parts = [int(v) for v in str(text).replace("x", ",").split(",")]
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"crop must be N or H,W with positive sizes, got {text!r}")
+    return parts[0], parts[1]
+
+
+def loader_throughput(manifest: Path, *, workers: int, crop: tuple[int, int], batch_size: int,
+                      samples: int) -> dict:
+    """images/s of the streaming training loader with `workers` worker processes (one thread each): what
+    lakd can feed one GPU from this machine's cores."""
+    stream = build_train_loader(manifest, batch_size=batch_size, crop_size=crop, seed=0, num_workers=workers)
+    try:
+        sps = time_batches(stream, batch_size, samples, warmup=max(1, workers))  # every worker started
+    finally:
+        stream.close()
+    return {"workers": workers, "images_per_s": round(sps, 2), "crop": list(crop), "batch_size": batch_size,
+            "timed_samples": samples}
+
+
+def main_loader(args) -> int:
+    """`--sections loader`: the all-cores loader figure only (benchmarks/gpu.py runs this)."""
+    workers = args.workers or os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="lakd-bench-") as tmp:
+        t0 = time.perf_counter()
+        _, manifest = make_data(Path(tmp), args.num_images, args.height, args.width)
+        prep = time.perf_counter() - t0
+        out = {"benchmark": "loader_all_cores", "unit": "images/s",
+               **loader_throughput(manifest, workers=workers, crop=args.crop, batch_size=args.batch_size,
+                                   samples=args.samples),
+               "image_size": [args.height, args.width], "images": args.num_images, "cpus": os.cpu_count(),
+               "data_prep_s": round(prep, 1), "load_avg_1m": round(os.getloadavg()[0], 2)}
+    print(f"streaming loader, {workers} workers, {args.height}x{args.width} JPEGs -> {args.crop[0]}x{args.crop[1]} "
+          f"crops: {out['images_per_s']:.1f} images/s")
+    print(json.dumps(out))
+    if args.json:
+        p = Path(args.json)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(p, (json.dumps(out, indent=1) + "\n").encode())
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--num-images", type=int, default=48)
     ap.add_argument("--height", type=int, default=1024)
     ap.add_argument("--width", type=int, default=2048)
-    ap.add_argument("--crop", type=int, default=512)
+    ap.add_argument("--crop", type=parse_crop, default=(512, 512), help="N or H,W")
+    ap.add_argument("--sections", default="cpu", help="cpu (per-core throughput) | loader (all-cores loader)")
+    ap.add_argument("--workers", type=int, default=0, help="loader section: worker processes (default: all CPUs)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--samples", type=int, default=96, help="timed samples per side (after one warm-up batch)")
     ap.add_argument("--repeats", type=int, default=2, help="alternate the two sides this many times, keep the best")
     ap.add_argument("--json", default="benchmarks/results/bench_data.json")
     args = ap.parse_args(argv)
+    if args.sections == "loader":
+        return main_loader(args)
     torch.set_num_threads(1)
     random.seed(0)
     with tempfile.TemporaryDirectory(prefix="lakd-bench-") as tmp:
@@ -163,7 +212,7 @@ def main(argv=None) -> int:
                                         num_workers=0)
             res["shards"].append(time_batches(stream, args.batch_size, args.samples))
             stream.close()
-            dl = torch.utils.data.DataLoader(FolderDataset(folder, args.crop), batch_size=args.batch_size,
+            dl = torch.utils.data.DataLoader(FolderDataset(folder, args.crop[0]), batch_size=args.batch_size,
                                              shuffle=True, num_workers=0, drop_last=True)
 
             def forever(dl=dl):
@@ -171,7 +220,7 @@ def main(argv=None) -> int:
                     yield from dl
 
             res["folder"].append(time_batches(forever(), args.batch_size, args.samples))
-            dl2 = torch.utils.data.DataLoader(FolderLakdTransform(folder, args.crop), batch_size=args.batch_size,
+            dl2 = torch.utils.data.DataLoader(FolderLakdTransform(folder, args.crop[0]), batch_size=args.batch_size,
                                               shuffle=True, num_workers=0, drop_last=True)
 
             def forever2(dl=dl2):
@@ -185,7 +234,7 @@ def main(argv=None) -> int:
         "benchmark": "data_throughput", "unit": "samples/s per core", "shards": round(shard_sps, 2),
         "folder": round(folder_sps, 2), "folder_lakd_transform": round(folder2_sps, 2), "ratio": round(shard_sps / folder_sps, 3), "goal_ratio": 1.5,
         "runs": {k: [round(v, 2) for v in vs] for k, vs in res.items()},
-        "config": {"images": args.num_images, "image_size": [args.height, args.width], "crop": args.crop,
+        "config": {"images": args.num_images, "image_size": [args.height, args.width], "crop": list(args.crop),
                    "batch_size": args.batch_size, "timed_samples": args.samples, "repeats": args.repeats,
                    "threads": 1, "processes": 1},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
@@ -197,7 +246,7 @@ def main(argv=None) -> int:
     print(f"{'folder of file pairs (reference)':<34s} {folder_sps:15.2f}")
     print(f"{'folder, lakd crop-first transform':<34s} {folder2_sps:15.2f}   (storage vs transform split)")
     print(f"{'ratio shards / folder':<34s} {shard_sps / folder_sps:15.2f}   (goal >= 1.5)")
-    print(f"({args.num_images} JPEG {args.height}x{args.width} images, {args.crop}x{args.crop} crops, 1 process x "
+    print(f"({args.num_images} JPEG {args.height}x{args.width} images, {args.crop[0]}x{args.crop[1]} crops, 1 process x "
           f"1 thread, best of {args.repeats}; 1-min load average {out['machine']['load_avg_1m']} on "
           f"{out['machine']['cpus']} CPUs)")
     print(json.dumps(out))
