@@ -237,7 +237,7 @@ class _Stage:
             self.cfg.manifest("train"), batch_size=self.micro, crop_size=tuple(d.crop_size),
             seed=self.cfg.run.seed + seed_offset, rank=self.rank, world_size=self.world,
             num_workers=d.num_workers, scale_range=tuple(d.scale_range), mean=self.mean, std=self.std,
-            pin_memory=self.device.type == "cuda", **kw,
+            pin_memory=self.device.type == "cuda", num_classes=self.num_classes, **kw,
         )
 
     def evaluator(self, model):
