@@ -181,7 +181,9 @@ def measure(args) -> dict:
     opt = build_optimizer(bare_model.parameters(), name="sgd", lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                           weight_decay=cfg.optim.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, poly_factor(cfg))
-    batch = {k: v.to(device) for k, v in next(iter(st.train_loader())).items() if isinstance(v, torch.Tensor)}
+    first = st.train_loader()
+    batch = {k: v.to(device) for k, v in next(first).items() if isinstance(v, torch.Tensor)}
+    first.close()
 
     def sync():
         if device.type == "cuda":
