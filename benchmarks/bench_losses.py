@@ -216,10 +216,10 @@ def run(args) -> dict:
     bw = copy_bandwidth(device)
     rows = []
     t_start = time.perf_counter()
-    for dtype_name in args.dtype.split(","):
-        dtype = DTYPES[dtype_name]
-        for shape_name in args.shapes.split(","):
-            shape = SHAPES[shape_name]
+    for shape_name in args.shapes.split(","):  # shapes outermost: a time budget still leaves both dtypes measured
+        shape = SHAPES[shape_name]
+        for dtype_name in args.dtype.split(","):
+            dtype = DTYPES[dtype_name]
             for name in args.losses.split(","):
                 row = {"shape": shape_name, "loss": name, "dtype": dtype_name}
                 if args.budget_s and time.perf_counter() - t_start > args.budget_s:
@@ -256,6 +256,8 @@ def run(args) -> dict:
 
 def measure_variant(row: dict, impl: str, name: str, x, y, device, args, bw) -> None:
     """Time, memory and bandwidth of one implementation into ``row`` (an error is recorded, not raised)."""
+    if impl == "compile":
+        torch._dynamo.reset()  # a fresh compile per variant: no recompile limit silently falling back to eager
     fn = loss_fn(impl, name, args.compile_backend)
     try:
         t0 = time.perf_counter()

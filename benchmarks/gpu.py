@@ -111,15 +111,15 @@ def plan(reduced: bool, cpus: int, out: Path, triton: bool) -> list[Job]:
         step_timeout, loader_timeout = 120, 60
     else:
         losses = ["--dtype", "fp32,bf16", "--shapes", "cityscapes,ade20k", "--batch", "8", "--iters", "20",
-                  "--warmup", "3", "--budget-s", "170"]
+                  "--warmup", "3", "--budget-s", "150"]
         jobs.append(Job("losses", "losses", [py, str(BENCH / "bench_losses.py"), *losses,
-                                             "--json", str(res / "losses.json")], 240))
+                                             "--json", str(res / "losses.json")], 210))
         workers = max(1, min(12, cpus - 2))
         step = ["--device", "cuda", "--precision", "bf16", "--width", "1", "--crop", "512,1024", "--batch", "8",
                 "--steps", "10", "--blocks", "3", "--workers", str(workers), "--threads", "2"]
         loader = ["--workers", str(cpus), "--num-images", "32", "--height", "1024", "--width", "2048",
                   "--crop", "512,1024", "--batch-size", "8", "--samples", "256"]
-        step_timeout, loader_timeout = 110, 80
+        step_timeout, loader_timeout = 100, 60
     for model in STEP_MODELS:
         jobs.append(Job(f"step-{model}", "step", [py, str(BENCH / "bench_step.py"), "--model", model,
                                                   "--backbone", "resnet18", *step,
@@ -381,7 +381,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="every lakd GPU measurement in one run (about 8 minutes)")
     ap.add_argument("--out", default=str(BENCH / "results" / "gpu"), help="folder for gpu.json, gpu.md, logs/")
     ap.add_argument("--reduced", action="store_true", help="CPU smoke mode of the test suite (tiny shapes)")
-    ap.add_argument("--budget-s", type=float, default=450.0, help="total wall-clock budget (default 450)")
+    ap.add_argument("--budget-s", type=float, default=460.0, help="total wall-clock budget (default 460 s)")
     ap.add_argument("--only", default="", help="comma-separated job names to run (losses, step-deeplabv3, "
                                                "step-pspnet, loader); default all")
     args = ap.parse_args(argv)

@@ -40,7 +40,7 @@ def test_nominal_bandwidth_table(name, tb_s):
 
 def test_full_plan_fits_eight_minutes_and_measures_what_the_issue_asks(tmp_path):
     jobs = gpu.plan(False, 16, tmp_path, True)
-    assert sum(j.timeout_s for j in jobs) <= 8 * 60 + 60  # each job's own limit; the run's budget cuts at 450 s
+    assert sum(j.timeout_s for j in jobs) <= 8 * 60  # even if every job runs to its own limit
     args = {j.name: " ".join(j.argv) for j in jobs}
     assert set(args) == {"losses", "step-deeplabv3", "step-pspnet", "loader"}
     assert "--dtype fp32,bf16 --shapes cityscapes,ade20k --batch 8" in args["losses"]
