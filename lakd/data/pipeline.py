@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from lakd import IGNORE_INDEX
 from lakd.data.manifest import Manifest, load_manifest
 from lakd.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, CorruptSample, norm_tensors, decode_image,
                                   decode_label, eval_transform, sample_rng, scale_choices, train_transform)
@@ -291,7 +292,7 @@ def _describe(sample: dict | None, fallback: str) -> str:
 # ------------------------------------------------------------------------------------------- train stream
 class _TrainIterable(IterableDataset):
     def __init__(self, urls, counts, *, seed, batch_size, crop_size, scales, mean, std, shuffle_buffer, rank,
-                 world_size, num_workers, states, rotation, num_classes=None, ignore_index=255):
+                 world_size, num_workers, states, rotation, num_classes=None, ignore_index=IGNORE_INDEX):
         super().__init__()
         self.urls, self.counts = urls, counts
         self.num_classes, self.ignore_index = num_classes, ignore_index
