@@ -239,15 +239,17 @@ class _Stage:
     # ---- data
     def train_loader(self, seed_offset: int = 0):
         from lakd.data.pipeline import build_train_loader
+        from lakd.data.prefetch import Prefetcher
 
         d = self.cfg.data
         kw = {} if d.shuffle_buffer is None else {"shuffle_buffer": d.shuffle_buffer}
-        return build_train_loader(
+        stream = build_train_loader(
             self.cfg.manifest("train"), batch_size=self.micro, crop_size=tuple(d.crop_size),
             seed=self.cfg.run.seed + seed_offset, rank=self.rank, world_size=self.world,
             num_workers=d.num_workers, scale_range=tuple(d.scale_range), mean=self.mean, std=self.std,
-            pin_memory=self.device.type == "cuda", **kw,
+            pin_memory=self.device.type == "cuda", num_classes=self.num_classes, **kw,
         )
+        return Prefetcher(stream) if d.num_workers > 0 else stream  # hand-off off the step's critical path
 
     def evaluator(self, model):
         from lakd.data.pipeline import build_eval_loader
