@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import pytest
 from matplotlib.axes import Axes
-from conftest import K, model_init, write_stage
+from fake_runs import K, model_init, write_stage
 from scipy import stats
 
 from lakd.report import build_blocks, find_results, markdown_table, role_of, write_report
