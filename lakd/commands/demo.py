@@ -213,9 +213,9 @@ def _summary(files, plan, results, missing, shard_job, out: Path, log) -> None:
     exports = [r.export_path() for r in results if r.export_path() is not None]
     log(f"done in {log.elapsed()}. Everything is under {rel(out)}:")
     print(f"  report       {rel(files.report)}   (results table, per-class IoU, figures)")
-    print(f"  figures      {rel(files.curves)}")
-    if files.examples:
-        print(f"               {rel(files.examples)}")
+    figures = [f for f in (files.bars, files.curves, files.miou_curves, files.examples) if f]
+    for i, fig in enumerate(figures):
+        print(f"  {'figures' if i == 0 else '':<12} {rel(fig)}")
     print(f"  table        {rel(files.csv)}, {rel(files.summary)}")
     print(f"  sweep table  {rel(plan.sweep_dir / 'results.md')}")
     print(f"  runs         {rel(plan.sweep_dir)}/<run>/<stage>/  (config.yaml, metrics.jsonl, result.json, "
