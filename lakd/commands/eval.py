@@ -11,13 +11,14 @@ the set and the confusion matrices are summed; rank 0 prints and writes the JSON
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
 import sys
 from pathlib import Path
 
-from lakd.data.build import atomic_write_bytes
+from lakd.io import atomic_write_bytes
 
 LABEL_INPUT_CHOICES = ("fixed", "zero", "both")
 
@@ -231,10 +232,9 @@ def _png_writer(out_dir: Path, card):
                 img = Image.fromarray(card.colorize(p.astype(np.uint8)))
             else:
                 img = Image.fromarray(p.astype(np.uint8), mode="L")
-            path = out_dir / f"{_safe_name(key)}.png"
-            tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-            img.save(tmp, format="PNG")
-            os.replace(tmp, path)
+            buf = io.BytesIO()
+            img.save(buf, format="PNG")
+            atomic_write_bytes(out_dir / f"{_safe_name(key)}.png", buf.getvalue())
 
     return write
 

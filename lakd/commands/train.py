@@ -2,9 +2,7 @@
 
 Every process of a job runs this command: started by torchrun, the deepspeed launcher, srun (one task per
 GPU/CPU slot), submitit, or alone. The stage resumes from the newest complete checkpoint of its run
-directory. Exit status: 0 done; 2 bad input (nothing written); 75 (EXIT_REQUEUE) preempted after saving a
-checkpoint, start the same command again to resume; 3 (EXIT_DIVERGED) the loss became NaN/inf (the last
-good checkpoint is kept); 1 anything else.
+directory. Exit statuses: `lakd.exit_codes`.
 """
 from __future__ import annotations
 
@@ -55,10 +53,11 @@ def run(args) -> int:
         print(cfg.to_yaml(), end="")
         return 0
 
+    from lakd import exit_codes
     from lakd.engine.checkpoint import CheckpointError
-    from lakd.engine.preemption import EXIT_REQUEUE, Preempted
+    from lakd.engine.preemption import Preempted
     from lakd.engine.stage import run_stage
-    from lakd.engine.trainer import EXIT_DIVERGED, NonFiniteLoss
+    from lakd.engine.trainer import NonFiniteLoss
 
     try:
         run_stage(cfg)
@@ -66,11 +65,11 @@ def run(args) -> int:
         raise UsageError(str(exc)) from None
     except Preempted as exc:
         print(f"lakd train: {exc}", file=sys.stderr, flush=True)
-        return EXIT_REQUEUE
+        return exit_codes.REQUEUE
     except NonFiniteLoss as exc:
         print(f"lakd train: error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_DIVERGED
+        return exit_codes.DIVERGED
     except CheckpointError as exc:
         print(f"lakd train: error: {exc}", file=sys.stderr, flush=True)
-        return 1
-    return 0
+        return exit_codes.FAILED
+    return exit_codes.OK

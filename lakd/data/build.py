@@ -29,21 +29,13 @@ from lakd.data.cards import get_card
 from lakd.data.manifest import FORMAT, Manifest, manifest_name
 from lakd.data.readers import get_reader
 from lakd.data.readers.base import BadSample
+from lakd.io import atomic_write_bytes  # noqa: F401 - re-exported: older callers import it from here
 
 DEFAULT_SAMPLES_PER_SHARD = 256
 
 
 def shard_name(dataset: str, split: str, index: int) -> str:
     return f"{dataset}-{split}-{index:06d}.tar"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def encode_label_png(label: np.ndarray) -> bytes:

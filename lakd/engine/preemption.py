@@ -17,7 +17,8 @@ import signal
 import threading
 from typing import Optional
 
-EXIT_REQUEUE = 75  # os.EX_TEMPFAIL: the run was checkpointed and wants to be started again
+from lakd.exit_codes import REQUEUE as EXIT_REQUEUE  # the name launchers import from here
+
 SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
 
 

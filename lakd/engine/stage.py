@@ -38,7 +38,7 @@ from typing import Optional
 import torch
 
 from lakd.config import Config, ConfigError, batch_layout
-from lakd.data.build import atomic_write_bytes
+from lakd.io import atomic_write_bytes
 from lakd.engine import batchnorm, rng
 from lakd.engine import distributed as D
 from lakd.engine.checkpoint import CheckpointManager
