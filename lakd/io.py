@@ -10,9 +10,11 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "describe_os_error", "is_disk_full", "tmp_path"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "describe_os_error", "is_disk_full", "tmp_path",
+           "unwritable_reason"]
 
 
 def tmp_path(path: Path) -> Path:
@@ -71,3 +73,24 @@ def describe_os_error(exc: OSError) -> str:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         reason = "no space left on device (free some space and run the same command again to resume)"
     return f"cannot write {exc.filename}: {reason}" if exc.filename else reason
+
+
+def unwritable_reason(folder: Path) -> str | None:
+    """Why no file can be created in ``folder`` (or, if it does not exist yet, in its nearest existing
+    parent, where it would be made), or None when it can. Tries for real: creates and removes a probe file,
+    which catches read-only mounts, immutable folders and permissions alike."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists():
+        if probe == probe.parent:
+            return f"{folder}: no existing parent folder"
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is not a folder" + ("" if probe == folder else f" (needed for {folder})")
+    try:
+        fd, name = tempfile.mkstemp(dir=probe, prefix=".lakd-write-probe-")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        return f"cannot create files in {probe}: {exc.strerror or exc}"
+    return None
