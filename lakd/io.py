@@ -7,6 +7,7 @@ as one line (:func:`describe_os_error`).
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -14,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "describe_os_error", "is_disk_full", "tmp_path",
-           "unwritable_reason"]
+           "unwritable_reason", "naming_disk_full"]
 
 
 def tmp_path(path: Path) -> Path:
@@ -65,6 +66,22 @@ def is_disk_full(exc: BaseException, where: Path | None = None) -> bool:
         except OSError:
             return False
     return False
+
+
+@contextlib.contextmanager
+def naming_disk_full(path: Path):
+    """Re-raise a full disk while writing ``path`` as ``OSError(ENOSPC, ..., path)``, whatever the writer
+    raised (DeepSpeed's zip writer and safetensors raise RuntimeErrors that name neither)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and is_disk_full(exc):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+        raise
+    except Exception as exc:
+        if is_disk_full(exc, Path(path).parent):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+        raise
 
 
 def describe_os_error(exc: OSError) -> str:

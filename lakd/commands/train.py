@@ -18,22 +18,23 @@ examples:
 configuration: a preset name (%(presets)s) or a YAML file (optionally `base: <preset>`), then dotted
 overrides `section.key=value` (YAML values). `lakd train --show-config ...` prints the resolved config.
 
-exit status: 0 finished; 2 bad input; 75 preempted (checkpoint saved: requeue / run again to resume);
-3 non-finite loss (last good checkpoint kept); 1 other failure.
+exit status: 0 finished; 2 bad input (nothing written); 75 preempted (checkpoint saved: requeue / run
+again to resume); 130 Ctrl-C (saved at the next step when it could: run again to resume); 3 non-finite
+loss (last good checkpoint kept); 1 other failure (e.g. disk full: named with the file).
 """
 
 
 def register(subparsers) -> None:
     import argparse
 
-    from lakd.config import list_presets
+    from lakd.config import STAGES, list_presets
 
     p = subparsers.add_parser(
         "train", help="train a teacher, student or baseline stage (DeepSpeed; resumes automatically)",
         description="Train one stage of LAD from a preset or config file plus key=value overrides.",
         epilog=EPILOG % {"presets": ", ".join(list_presets())}, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--stage", required=True, choices=("teacher", "student", "baseline"))
+    p.add_argument("--stage", required=True, choices=STAGES)
     p.add_argument("--config", required=True, metavar="PRESET|FILE",
                    help="a preset name or a YAML config file")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.iters=100")
@@ -58,6 +59,7 @@ def run(args) -> int:
     from lakd.engine.preemption import Preempted
     from lakd.engine.stage import run_stage
     from lakd.engine.trainer import NonFiniteLoss
+    from lakd.io import describe_os_error, is_disk_full
 
     try:
         run_stage(cfg)
@@ -65,11 +67,20 @@ def run(args) -> int:
         raise UsageError(str(exc)) from None
     except Preempted as exc:
         print(f"lakd train: {exc}", file=sys.stderr, flush=True)
-        return exit_codes.REQUEUE
+        return exc.exit_status
+    except KeyboardInterrupt:
+        print(f"lakd train: interrupted before a checkpoint could be saved; run the same command again to resume "
+              f"from the newest checkpoint in {cfg.stage_dir / 'checkpoints'}", file=sys.stderr, flush=True)
+        return exit_codes.INTERRUPTED
     except NonFiniteLoss as exc:
         print(f"lakd train: error: {exc}", file=sys.stderr, flush=True)
         return exit_codes.DIVERGED
     except CheckpointError as exc:
         print(f"lakd train: error: {exc}", file=sys.stderr, flush=True)
+        return exit_codes.FAILED
+    except OSError as exc:
+        if exc.filename is None and not is_disk_full(exc):
+            raise  # not a file we failed to write: a bug, keep the traceback
+        print(f"lakd train: error: {describe_os_error(exc)}", file=sys.stderr, flush=True)
         return exit_codes.FAILED
     return exit_codes.OK

@@ -27,7 +27,7 @@ from typing import Any, Optional
 
 import torch
 
-from lakd.io import atomic_write_text
+from lakd.io import atomic_write_text, naming_disk_full
 from lakd.engine import distributed as D
 from lakd.engine.state_io import load_state, save_state
 
@@ -144,8 +144,9 @@ class CheckpointManager:
                 shutil.rmtree(self.dir / tag)
         D.barrier()
         client = {"lakd_step": int(step), "lakd_config_hash": meta.get("config_hash"), "lakd_best": meta.get("best")}
-        engine.save_checkpoint(str(self.dir), tag=tag, client_state=client, save_latest=False)
-        save_state(self.dir / tag / f"lakd_rank{rank:05d}", rank_state)
+        with naming_disk_full(self.dir / tag):
+            engine.save_checkpoint(str(self.dir), tag=tag, client_state=client, save_latest=False)
+            save_state(self.dir / tag / f"lakd_rank{rank:05d}", rank_state)
         D.barrier()  # every rank's files are on disk
         if rank == 0:
             doc = {**meta, "complete": True, "tag": tag, "step": int(step), "world_size": world}
