@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from lakd import IGNORE_INDEX
+from lakd.config import DataConfig
 
 # 0-255 scale, RGB order
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -31,7 +32,7 @@ class CorruptSample(Exception):
 
 # decoded images larger than this are refused before decoding (a small PNG can decode to gigabytes);
 # `lakd train` sets it from data.max_pixels, `lakd eval` from --max-pixels (workers inherit it at fork)
-MAX_PIXELS = 64_000_000
+MAX_PIXELS = DataConfig.max_pixels
 
 
 def set_max_pixels(n: int) -> None:

@@ -154,9 +154,9 @@ def pick_device(denv: DistEnv, want: str = "auto") -> torch.device:
 
 
 def init_process_group(denv: DistEnv, device: torch.device, *, backend: str = "auto",
-                       timeout_s: int = 1800) -> bool:
-    """Initialise torch.distributed (and DeepSpeed's comm layer on top). Returns True if this call created
-    the process group (so the caller destroys it), False if one already existed."""
+                       timeout_s: int = 1800, with_deepspeed: bool = True) -> bool:
+    """Initialise torch.distributed (and, unless ``with_deepspeed`` is False, DeepSpeed's comm layer on top).
+    Returns True if this call created the process group (so the caller destroys it), False if one existed."""
     export(denv)
     if dist.is_available() and dist.is_initialized():
         if dist.get_world_size() != denv.world_size or dist.get_rank() != denv.rank:
@@ -176,6 +176,8 @@ def init_process_group(denv: DistEnv, device: torch.device, *, backend: str = "a
             timeout=datetime.timedelta(seconds=timeout_s), **kwargs,
         )
         created = True
+    if not with_deepspeed:
+        return created
     import deepspeed
 
     deepspeed.init_distributed(dist_backend=dist.get_backend(), auto_mpi_discovery=False,
