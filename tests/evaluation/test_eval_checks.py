@@ -108,3 +108,30 @@ def test_pixel_cap(capsys, setup, monkeypatch):
     code, _, err = _eval(capsys, setup, "--max-pixels", "1000")
     assert code == 2 and "no readable labelled image" in err
     transforms.set_max_pixels(transforms.DataConfig.max_pixels)
+
+
+@pytest.mark.distributed
+def test_srun_ranks_split_the_set(tmp_path, setup):
+    """Two tasks of an srun step (no torchrun variables): each evaluates its part, rank 0 reports the sum."""
+    import subprocess
+    import sys
+
+    from tests.engine.helpers import base_env, free_port
+
+    export, manifest = setup
+    single = tmp_path / "single.json"
+    assert main(["eval", str(export), "--shards", str(manifest), "--out", str(single)]) == 0
+    port = str(free_port())
+    procs = []
+    for rank in range(2):
+        env = base_env(SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank), SLURM_STEP_ID="0", SLURM_JOB_ID="1",
+                       SLURM_STEP_NUM_TASKS="2", SLURM_STEP_NUM_NODES="1", SLURM_STEP_NODELIST="127.0.0.1",
+                       MASTER_PORT=port)
+        procs.append(subprocess.Popen([sys.executable, "-m", "lakd.cli", "eval", str(export), "--shards",
+                                       str(manifest), "--out", str(tmp_path / "two.json")], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert "labelled pixels" in outs[0] and "labelled pixels" not in outs[1]  # one report, by rank 0
+    one, two = (json.loads(p.read_text())["eval"]["image"] for p in (single, tmp_path / "two.json"))
+    assert two["pixels"] == one["pixels"] and two["miou"] == pytest.approx(one["miou"])
