@@ -18,15 +18,24 @@ LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER
                  "SLURM_PROCID", "SLURM_STEP_ID", "SUBMITIT_EXECUTOR", "OMPI_COMM_WORLD_RANK")
 
 
-def test_kd_row_from_a_baseline_export(shards, tmp_path, monkeypatch):
+def test_kd_row_from_a_baseline_export(shards, tmp_path, monkeypatch, capsys):
     for key in LAUNCHER_VARS:
         monkeypatch.delenv(key, raising=False)
+    import torch
+
+    from lakd.models import build_model
+
     runs = tmp_path / "runs"
     small = {"train.iters": 4, "eval.every": 0, "checkpoint.every": 4}
+    init = tmp_path / "init.pt"  # whole-model weights in lakd's own layout, as model.pretrained
+    torch.save(build_model("deeplabv3", "resnet18", 8, width=0.125).state_dict(), init)
     base_cfg = load_config("synthetic", tiny_args(
         shards, runs, "imgonly", **small, **{"train.micro_batch_size": 2, "train.grad_clip": 1.0,
-                                             "train.precision": "bf16"}), stage="baseline")
+                                             "train.precision": "bf16", "model.pretrained": str(init)}),
+        stage="baseline")
     base = run_stage(base_cfg)
+    start = capsys.readouterr().err
+    assert f"initialised from {init} (lakd layout, " in start and "from scratch" not in start
     assert base["steps"] == 4 and base["teacher"] is None
     lines = [json.loads(x) for x in (runs / "imgonly" / "baseline" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if "loss" in r] == [1, 2, 3, 4]  # 2 micro-batches per step
@@ -41,8 +50,11 @@ def test_kd_row_from_a_baseline_export(shards, tmp_path, monkeypatch):
 
     # finished: returned as is, nothing trained again
     mtime = (runs / "kd" / "student" / "result.json").stat().st_mtime
+    capsys.readouterr()
     again = run_stage(kd_cfg)
     assert again["eval"] == kd["eval"] and (runs / "kd" / "student" / "result.json").stat().st_mtime == mtime
+    said = capsys.readouterr().err.strip()
+    assert said.startswith(f"lakd train: already finished: {runs / 'kd' / 'student' / 'result.json'}, image mIoU ")
     # a different experiment under the same run name is refused, not mixed in
     changed = load_config("synthetic", tiny_args(shards, runs, "kd", **small, **{
         "teacher.export": str(export), "optim.lr": 0.5}), stage="student")
