@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from lakd.cli import main
-from lakd.engine.runlock import RunLock
 
 from .helpers import tiny_args
 
@@ -138,6 +137,8 @@ def test_a_refused_rerun_keeps_the_runs_config(tmp_path, shards, capsys):
 
 
 def test_second_run_on_a_locked_stage_dir_is_refused(tmp_path, shards, capsys):
+    from lakd.engine.runlock import RunLock
+
     stage = tmp_path / "runs" / "r" / "baseline"
     stage.mkdir(parents=True)
     holder = RunLock(stage)
