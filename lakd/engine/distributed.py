@@ -39,10 +39,6 @@ class DistEnv:
     master_port: int
     launcher: str  # env | submitit | slurm | mpi | single
 
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
 
 def expand_hostlist(spec: str) -> list[str]:
     """Expand a Slurm host list: ``"node[01-03,07],gpu-a"`` -> ``[node01, node02, node03, node07, gpu-a]``."""
@@ -213,16 +209,8 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_gather_object(obj):
-    """Every rank's ``obj`` (picklable, built by our own code; never read from disk) as a list."""
-    if world_size() == 1:
-        return [obj]
-    out = [None] * world_size()
-    dist.all_gather_object(out, obj)
-    return out
-
-
 def broadcast_object(obj, src: int = 0):
+    """Rank ``src``'s ``obj`` on every rank (picklable, built by our own code; never read from disk)."""
     if world_size() == 1:
         return obj
     box = [obj]

@@ -60,11 +60,6 @@ def read_sample(ref: SyntheticRef) -> RawSample:
     return RawSample(ref.key, buf.getvalue(), "jpg", label)
 
 
-def iter_samples(root, split: str, **opts):
-    for ref in list_samples(root, split, **opts):
-        yield read_sample(ref)
-
-
 # ----------------------------------------------------------------------------------------------- generator
 _TEXTURES = ("stripes", "checker", "dots", "blobs", "waves")
 # class k (1..7): a shape and a typical hue; an instance keeps its class's shape but takes another class's hue
