@@ -3,6 +3,7 @@ image-only teacher exported by a baseline stage of another run), gradient accumu
 autocast, a finished stage returned without training, a changed config refused."""
 from __future__ import annotations
 
+import errno
 import json
 
 import pytest
@@ -60,3 +61,29 @@ def test_kd_row_from_a_baseline_export(shards, tmp_path, monkeypatch, capsys):
         "teacher.export": str(export), "optim.lr": 0.5}), stage="student")
     with pytest.raises(ConfigError, match="different configuration"):
         run_stage(changed)
+
+
+def test_full_disk_rerun_frees_the_interrupted_save_before_writing(shards, tmp_path, monkeypatch):
+    """A save killed by a full disk leaves an incomplete checkpoint; the re-run removes it before it writes
+    config.yaml (else the write fails again on the still-full disk), and a failed write leaves no temp file."""
+    from lakd.engine import stage as stage_module
+
+    for key in LAUNCHER_VARS:
+        monkeypatch.delenv(key, raising=False)
+    cfg = load_config("synthetic", tiny_args(shards, tmp_path / "runs", "full"), stage="baseline")
+    incomplete = cfg.stage_dir / "checkpoints" / "step_00000006"
+    incomplete.mkdir(parents=True)
+    (incomplete / "mp_rank_00_model_states.pt").write_bytes(b"PK truncated")
+    seen = []
+    write = stage_module.atomic_write_bytes
+
+    def full_disk(path, data):
+        if path.name == "config.yaml":
+            seen.append(incomplete.exists())
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return write(path, data)
+
+    monkeypatch.setattr(stage_module, "atomic_write_bytes", full_disk)
+    with pytest.raises(OSError) as exc:
+        run_stage(cfg)
+    assert seen == [False] and exc.value.filename == str(cfg.stage_dir / "config.yaml")
