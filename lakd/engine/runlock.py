@@ -8,6 +8,7 @@ is forwarded to the server (NFSv4; Lustre with the ``flock`` mount option).
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -23,19 +24,27 @@ class RunLock:
     def __init__(self, folder: Path):
         self.path = Path(folder) / LOCK_NAME
         self._fd: Optional[int] = None
+        self.unsupported: Optional[str] = None  # why the file system refused to lock at all
 
     def acquire(self) -> Optional[str]:
         """Take the lock; returns None, or (held elsewhere) a one-line reason naming the holder."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                # a file system without locks: run unprotected, and say so
+                os.close(fd)
+                self.unsupported = f"cannot lock {self.path} ({exc.strerror}); make sure no other job uses this folder"
+                return None
+            holder = {}
             try:
                 holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
-            except ValueError:
-                holder = {}
+                since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(holder.get("since"))))
+            except (ValueError, TypeError, AttributeError, OSError, OverflowError):
+                holder = holder if isinstance(holder, dict) else {}
+                since = "?"
             os.close(fd)
-            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder["since"])) if "since" in holder else "?"
             return (f"{self.path.parent} is in use by another run (pid {holder.get('pid', '?')} on host "
                     f"{holder.get('host', '?')}, since {since}); wait for it to finish or stop it, or choose "
                     f"another run.name")

@@ -346,6 +346,8 @@ def run_stage(cfg: Config) -> dict:
         if denv.rank == 0:  # one job per stage folder: rank 0 holds the lock, every rank learns the outcome
             stage_dir.mkdir(parents=True, exist_ok=True)
             refused = lock.acquire()
+            if lock.unsupported:
+                _warn(lock.unsupported)
         refused = D.broadcast_object(refused)
         if refused:
             raise ConfigError(refused)

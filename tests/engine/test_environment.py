@@ -154,6 +154,23 @@ def test_second_run_on_a_locked_stage_dir_is_refused(tmp_path, shards, capsys):
     lock = RunLock(stage)
     assert lock.acquire() is None  # released: free again
     lock.release()
+    (stage / ".lock").write_text("[garbage")  # a damaged lock file is no lock: flock decides, not the content
+    assert lock.acquire() is None
+    lock.release()
+
+
+def test_a_file_system_without_locks_runs_with_a_warning(tmp_path, monkeypatch):
+    import fcntl
+
+    from lakd.engine.runlock import RunLock
+
+    def flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    lock = RunLock(tmp_path)
+    assert lock.acquire() is None and "cannot lock" in lock.unsupported and "No locks available" in lock.unsupported
+    lock.release()
 
 
 def test_disk_full_is_one_line_naming_the_file(tmp_path, shards, capsys, monkeypatch):
