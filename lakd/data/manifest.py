@@ -3,8 +3,8 @@
 Shard entries are paths relative to the manifest's folder (as written by `lakd shards build`), absolute
 paths, or `pipe:` / `scheme://` URLs (e.g. `pipe:curl -s https://host/x.tar`). A manifest is data, not a
 script: URL entries are only opened when the user allows it (`load_manifest(..., allow_pipe=True)`; `lakd
-train data.allow_pipe=true`, `lakd eval --allow-pipe`), since a `pipe:` entry runs a shell command. `load_manifest(..., shard_root=...)`
-re-roots relative entries: a folder, or a template containing `{shard}` (e.g.
+train data.allow_pipe=true`, `lakd eval --allow-pipe`), since a `pipe:` entry runs a shell command.
+`load_manifest(..., shard_root=...)` re-roots relative entries: a folder, or a template containing `{shard}` (e.g.
 `pipe:aws s3 cp s3://bucket/shards/{shard} -`). The manifest itself may be read from a `pipe:` command; its
 shards are then fetched by the same command with the manifest's file name replaced by the shard's.
 """
@@ -232,7 +232,8 @@ def load_manifest(path, *, shard_root: str | None = None, allow_pipe: bool = Fal
     except json.JSONDecodeError as exc:
         raise ValueError(f"{p}: not a JSON manifest ({exc})") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{p}: cannot read the manifest ({exc.strerror if isinstance(exc, OSError) else exc})") from None
+        reason = exc.strerror if isinstance(exc, OSError) else exc
+        raise ValueError(f"{p}: cannot read the manifest ({reason})") from None
     m = _parse(d, str(p))
     m.path = p.resolve()
     m.shard_root = shard_root

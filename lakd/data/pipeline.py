@@ -512,7 +512,8 @@ def build_train_loader(manifest, *, batch_size: int, crop_size, seed: int, rank:
                        shuffle_buffer: int = 256, allow_pipe: bool = False, **kw) -> TrainStream:
     """Infinite, resumable training stream over a shard manifest (a `Manifest` or a path to one).
     ``allow_pipe``: the user allows the manifest's `pipe:`/URL shard entries (see lakd.data.manifest)."""
-    return TrainStream(load_manifest(manifest, allow_pipe=allow_pipe), batch_size=batch_size, crop_size=crop_size, seed=seed, rank=rank,
+    manifest = load_manifest(manifest, allow_pipe=allow_pipe)
+    return TrainStream(manifest, batch_size=batch_size, crop_size=crop_size, seed=seed, rank=rank,
                        world_size=world_size, num_workers=num_workers, scale_range=scale_range, mean=mean, std=std,
                        shuffle_buffer=shuffle_buffer, **kw)
 
@@ -601,5 +602,6 @@ class EvalLoader:
 def build_eval_loader(manifest, *, rank: int = 0, world_size: int = 1, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                       num_workers: int = 0, allow_pipe: bool = False) -> EvalLoader:
     """Evaluation loader of whole images over a shard manifest (a `Manifest` or a path to one)."""
-    return EvalLoader(load_manifest(manifest, allow_pipe=allow_pipe), rank=rank, world_size=world_size, mean=mean, std=std,
+    manifest = load_manifest(manifest, allow_pipe=allow_pipe)
+    return EvalLoader(manifest, rank=rank, world_size=world_size, mean=mean, std=std,
                       num_workers=num_workers)

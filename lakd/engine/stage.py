@@ -41,11 +41,11 @@ from lakd.engine import batchnorm, rng
 from lakd.engine import distributed as D
 from lakd.engine.checkpoint import CheckpointManager
 from lakd.engine.environment import check_environment, num_classes, result_path
-from lakd.engine.runlock import RunLock
-from lakd.io import atomic_write_bytes, naming_disk_full
 from lakd.engine.preemption import PreemptionFlag
 from lakd.engine.progress import MetricsLog, Progress, format_metric
+from lakd.engine.runlock import RunLock
 from lakd.engine.trainer import EvalResult, Trainer, TrainState
+from lakd.io import atomic_write_bytes, naming_disk_full
 
 log = logging.getLogger("lakd.engine")
 
@@ -76,7 +76,8 @@ def _build_model(cfg: Config, in_channels: int):
     model = build_model(m.name, m.backbone, num_classes(cfg), in_channels, width=m.width, aux=m.aux, **m.options)
     report = None
     if m.pretrained:  # what build_model(pretrained=...) does, keeping the report for the start line
-        report = load_pretrained(model, m.pretrained, extra_channel_std=float(m.options.get("extra_channel_std", 0.1)))
+        std = float(m.options.get("extra_channel_std", 0.1))
+        report = load_pretrained(model, m.pretrained, extra_channel_std=std)
     return model, report
 
 
@@ -373,12 +374,12 @@ def run_stage(cfg: Config) -> dict:
             metrics = MetricsLog(stage_dir / "metrics.jsonl", resume_step=state.step)
             progress = Progress(total=cfg.train.iters, start=state.step, desc=f"{cfg.run.name}/{cfg.stage}",
                                 mode=cfg.log.progress, print_every=cfg.log.print_every)
+            start = f"resuming at step {state.step}" if state.step else _describe_init(st.init_report)
             progress.message(
                 f"lakd train: {cfg.stage} {cfg.stage_model.name}-{cfg.stage_model.backbone} on {cfg.data.dataset}, "
                 f"{denv.world_size} process(es) ({denv.launcher}, {device.type}), global batch "
                 f"{cfg.train.batch_size} = {st.micro} x {st.accum} accum x {st.world}, "
-                f"{'resuming at step ' + str(state.step) if state.step else _describe_init(st.init_report)} -> {cfg.train.iters} "
-                f"steps; run dir {stage_dir}"
+                f"{start} -> {cfg.train.iters} steps; run dir {stage_dir}"
             )
         average_bn = st.world > 1 and not st.sync_bn
 
