@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-from lakd.exit_codes import USAGE
+from lakd.exit_codes import INTERRUPTED, USAGE
 
 # sub-command name -> module implementing it (module.register(subparsers) adds the parser,
 # and sets `func` on it; func(args) returns the exit status)
@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"lakd {args.command}: error: {exc}", file=sys.stderr)
         return USAGE
+    except KeyboardInterrupt:  # Ctrl-C outside the places that save first: one line, not a traceback
+        print(f"lakd {args.command}: interrupted", file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

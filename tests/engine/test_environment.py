@@ -202,3 +202,19 @@ def test_disk_full_is_one_line_naming_the_file(tmp_path, shards, capsys, monkeyp
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1
     assert f"cannot write {tmp_path / 'step_00000006'}: no space left on device" in err
+
+
+def test_ctrl_c_anywhere_is_one_line_and_130(tmp_path, shards, capsys, monkeypatch):
+    from lakd.engine import stage as stage_module
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stage_module, "run_stage", interrupted)
+    code = _train(tmp_path, shards)
+    err = capsys.readouterr().err.strip()
+    assert code == 130 and len(err.splitlines()) == 1
+    assert "run the same command again to resume" in err and str(tmp_path / "runs" / "r" / "baseline") in err
+    monkeypatch.setattr("lakd.commands.eval.run", interrupted)
+    assert main(["eval", "x", "--shards", "y"]) == 130
+    assert capsys.readouterr().err.strip() == "lakd eval: interrupted"
