@@ -112,6 +112,21 @@ def test_runs_dir_that_cannot_be_written(tmp_path, shards, capsys):
     assert afile.read_text() == "x"
 
 
+@pytest.mark.parametrize("err", [errno.EROFS, errno.EPERM, errno.EACCES])
+def test_runs_dir_on_a_read_only_or_immutable_folder(tmp_path, shards, capsys, monkeypatch, err):
+    """A read-only mount (EROFS), `chattr +i` (EPERM) or permissions (EACCES): the probe file cannot be made
+    (simulated: the tests run as root, where only a real mount or attribute would show it)."""
+    import tempfile
+
+    def mkstemp(*a, **kw):
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    err_line = _refused(capsys, _train(tmp_path, shards), "config key 'run.runs_dir': cannot create files in ")
+    assert os.strerror(err) in err_line
+    assert not (tmp_path / "runs").exists()
+
+
 def test_teacher_export_whose_weights_do_not_fit_its_metadata(tmp_path, shards, capsys):
     from lakd.models import build_model
     from lakd.models.export import save_export
