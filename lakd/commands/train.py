@@ -78,6 +78,14 @@ def run(args) -> int:
     except CheckpointError as exc:
         print(f"lakd train: error: {exc}", file=sys.stderr, flush=True)
         return exit_codes.FAILED
+    except RuntimeError as exc:
+        # the data stream found no decodable sample in a whole epoch (raised in a DataLoader worker, whose
+        # traceback torch folds into the message): the last line says what is wrong and what to run
+        cause = [line for line in str(exc).splitlines() if "lakd.data: no readable sample" in line]
+        if not cause:
+            raise
+        print(f"lakd train: error: {cause[-1].split('RuntimeError: ')[-1]}", file=sys.stderr, flush=True)
+        return exit_codes.USAGE
     except OSError as exc:
         if exc.filename is None and not is_disk_full(exc):
             raise  # not a file we failed to write: a bug, keep the traceback

@@ -87,3 +87,29 @@ def test_full_disk_rerun_frees_the_interrupted_save_before_writing(shards, tmp_p
     with pytest.raises(OSError) as exc:
         run_stage(cfg)
     assert seen == [False] and exc.value.filename == str(cfg.stage_dir / "config.yaml")
+
+
+def test_shards_of_undecodable_samples_are_one_line(shards, tmp_path, monkeypatch, capsys):
+    """Shards that open but hold no decodable sample (found by the workers, not at start-up): one line."""
+    import io
+    import tarfile
+
+    from lakd.cli import main
+
+    for key in LAUNCHER_VARS:
+        monkeypatch.delenv(key, raising=False)
+    doc = json.loads((shards / "synthetic-train.manifest.json").read_text())
+    for name, count in zip(doc["shards"], doc["samples_per_shard"]):
+        with tarfile.open(tmp_path / name, "w") as tf:
+            for i in range(count):
+                for field in ("jpg", "label.png"):
+                    data = b"not an image"
+                    info = tarfile.TarInfo(f"{i:08d}.{field}")
+                    info.size = len(data)
+                    tf.addfile(info, io.BytesIO(data))
+    (tmp_path / "synthetic-train.manifest.json").write_text(json.dumps(doc))
+    code = main(["train", "--stage", "baseline", "--config", "synthetic",
+                 *tiny_args(shards, tmp_path / "runs", "bad", **{"data.num_workers": 1}),
+                 f"data.train_manifest={tmp_path / 'synthetic-train.manifest.json'}"])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("lakd train: error: lakd.data: no readable sample in a whole epoch")
