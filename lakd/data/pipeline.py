@@ -34,6 +34,7 @@ import io
 import json
 import logging
 import os
+import signal
 import tarfile
 import time
 from dataclasses import dataclass
@@ -78,6 +79,18 @@ class _RateLimitedWarning:
 
 
 _warn = _RateLimitedWarning()
+
+
+# ------------------------------------------------------------------------------------------ worker processes
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: Slurm (scancel, preemption) and Ctrl-C signal the whole process group.
+    A worker that died of it would crash the main process before it can save; so workers ignore these and
+    the main process saves and shuts them down (they also exit by themselves when the main process dies)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 # ------------------------------------------------------------------------------------------ shard reading
@@ -446,7 +459,8 @@ class TrainStream:
         if self.prefetch_factor is not None:
             kw["prefetch_factor"] = self.prefetch_factor
         return iter(DataLoader(ds, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                               multiprocessing_context=self.multiprocessing_context, **kw))
+                               multiprocessing_context=self.multiprocessing_context,
+                               worker_init_fn=_ignore_stop_signals, **kw))
 
     def __iter__(self):
         return self
@@ -518,9 +532,11 @@ class TrainStream:
 
 def build_train_loader(manifest, *, batch_size: int, crop_size, seed: int, rank: int = 0, world_size: int = 1,
                        num_workers: int = 0, scale_range=(0.5, 2.0), mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                       shuffle_buffer: int = 256, **kw) -> TrainStream:
-    """Infinite, resumable training stream over a shard manifest (a `Manifest` or a path to one)."""
-    return TrainStream(load_manifest(manifest), batch_size=batch_size, crop_size=crop_size, seed=seed, rank=rank,
+                       shuffle_buffer: int = 256, allow_pipe: bool = False, **kw) -> TrainStream:
+    """Infinite, resumable training stream over a shard manifest (a `Manifest` or a path to one).
+    ``allow_pipe``: the user allows the manifest's `pipe:`/URL shard entries (see lakd.data.manifest)."""
+    manifest = load_manifest(manifest, allow_pipe=allow_pipe)
+    return TrainStream(manifest, batch_size=batch_size, crop_size=crop_size, seed=seed, rank=rank,
                        world_size=world_size, num_workers=num_workers, scale_range=scale_range, mean=mean, std=std,
                        shuffle_buffer=shuffle_buffer, **kw)
 
@@ -602,7 +618,8 @@ class EvalLoader:
         ds = _EvalIterable(self.urls, self.counts, self.a, self.b, W, self.mean, self.std, self.num_classes,
                            int(self.manifest.ignore_index))
         self._worker_stats = {}
-        it = iter(ds) if self.num_workers == 0 else iter(DataLoader(ds, batch_size=None, num_workers=W))
+        it = iter(ds) if self.num_workers == 0 else iter(DataLoader(ds, batch_size=None, num_workers=W,
+                                                                    worker_init_fn=_ignore_stop_signals))
         for item in it:
             meta = item.pop("_lakd")
             self._worker_stats[int(meta["worker"])] = meta["stats"]
@@ -611,7 +628,8 @@ class EvalLoader:
 
 
 def build_eval_loader(manifest, *, rank: int = 0, world_size: int = 1, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                      num_workers: int = 0, num_classes: int | None = None) -> EvalLoader:
+                      num_workers: int = 0, num_classes: int | None = None, allow_pipe: bool = False) -> EvalLoader:
     """Evaluation loader of whole images over a shard manifest (a `Manifest` or a path to one)."""
-    return EvalLoader(load_manifest(manifest), rank=rank, world_size=world_size, mean=mean, std=std,
+    manifest = load_manifest(manifest, allow_pipe=allow_pipe)
+    return EvalLoader(manifest, rank=rank, world_size=world_size, mean=mean, std=std,
                       num_workers=num_workers, num_classes=num_classes)
