@@ -78,6 +78,7 @@ def _build_model(cfg: Config, in_channels: int):
     if m.pretrained:  # what build_model(pretrained=...) does, keeping the report for the start line
         std = float(m.options.get("extra_channel_std", 0.1))
         report = load_pretrained(model, m.pretrained, extra_channel_std=std)
+        model.load_report = report  # result.json "init" (_init_info) reads it from the trained module
     return model, report
 
 

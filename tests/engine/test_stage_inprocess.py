@@ -29,7 +29,7 @@ def test_kd_row_from_a_baseline_export(shards, tmp_path, monkeypatch, capsys):
     runs = tmp_path / "runs"
     small = {"train.iters": 4, "eval.every": 0, "checkpoint.every": 4}
     init = tmp_path / "init.pt"  # whole-model weights in lakd's own layout, as model.pretrained
-    torch.save(build_model("deeplabv3", "resnet18", 8, width=0.125).state_dict(), init)
+    torch.save(build_model("fcn", "plaincnn", 8, width=0.25).state_dict(), init)  # the synthetic preset's model
     base_cfg = load_config("synthetic", tiny_args(
         shards, runs, "imgonly", **small, **{"train.micro_batch_size": 2, "train.grad_clip": 1.0,
                                              "train.precision": "bf16", "model.pretrained": str(init)}),
@@ -38,6 +38,9 @@ def test_kd_row_from_a_baseline_export(shards, tmp_path, monkeypatch, capsys):
     start = capsys.readouterr().err
     assert f"initialised from {init} (lakd layout, " in start and "from scratch" not in start
     assert base["steps"] == 4 and base["teacher"] is None
+    # result.json says where the weights started: a whole model makes this stage a fine-tuned control (report)
+    saved = json.loads((runs / "imgonly" / "baseline" / "result.json").read_text())
+    assert saved["init"]["from"] == str(init) and saved["init"]["scope"] == "model" and saved["seed"] == 0
     lines = [json.loads(x) for x in (runs / "imgonly" / "baseline" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if "loss" in r] == [1, 2, 3, 4]  # 2 micro-batches per step
 
@@ -46,6 +49,7 @@ def test_kd_row_from_a_baseline_export(shards, tmp_path, monkeypatch, capsys):
                          stage="student")
     kd = run_stage(kd_cfg)
     assert kd["teacher"] == {"export": str(export), "label_channels": 0}
+    assert json.loads((runs / "kd" / "student" / "result.json").read_text())["init"] is None  # from scratch
     terms = json.loads((runs / "kd" / "student" / "metrics.jsonl").read_text().splitlines()[0])["terms"]
     assert "kd" in terms
 
