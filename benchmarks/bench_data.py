@@ -13,9 +13,20 @@ Both sides decode the same JPEG images and uint8 PNG labels and produce the same
 - `folder_lakd_transform` (for insight only): the same folder with lakd's transform, which shows how much
   of the gain comes from the tar stream and how much from resizing only the crop window.
 
-Prints a table and a JSON line; `--json PATH` also writes it (default benchmarks/results/bench_data.json).
-Both data sets are written fresh and are in the page cache: this measures CPU cost per sample, not disk.
-Usage: python benchmarks/bench_data.py [--num-images 48] [--height 1024 --width 2048] [--crop 512] [--samples 96]
+Both data sets are written fresh and are in the page cache: section `cpu` measures CPU cost per sample, not
+storage. Section `http` measures what shards are for: the same two data sets served by a local HTTP server
+(127.0.0.1, its own process) that adds a fixed latency to every request, as each open or GET costs on a
+parallel file system or an object store (--latencies-ms, default 0,1,5). Both sides use lakd's transform:
+
+- `folder_http`: two GETs per sample (image, label), like a folder of file pairs on remote storage;
+- `shards_http`: the training stream over the shard URLs (`http://...tar`, read through curl: one GET per
+  shard of --samples-per-shard samples); `shards_pipe`: the same through `pipe:curl -s URL` manifest entries.
+
+Section `loader` (used by benchmarks/gpu.py) gives the streaming loader's images/s with a worker per core.
+
+Prints tables and a JSON line; `--json PATH` also writes it (default benchmarks/results/bench_data.json).
+Usage: python benchmarks/bench_data.py [--sections cpu,http] [--num-images 48] [--height 1024 --width 2048]
+       [--crop 512] [--samples 96] [--latencies-ms 0,1,5]
 """
 from __future__ import annotations
 
@@ -42,7 +53,7 @@ from lakd.data.readers.synthetic import generate
 from lakd.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
-def make_data(root: Path, n: int, h: int, w: int, seed: int = 0) -> tuple[Path, Path]:
+def make_data(root: Path, n: int, h: int, w: int, seed: int = 0, samples_per_shard: int = 16) -> tuple[Path, Path]:
     """n synthetic scenes at h x w: a folder of file pairs and the same bytes as shards + manifest."""
     import io
 
@@ -50,7 +61,7 @@ def make_data(root: Path, n: int, h: int, w: int, seed: int = 0) -> tuple[Path, 
     (folder / "images").mkdir(parents=True)
     (folder / "labels").mkdir(parents=True)
     shards.mkdir()
-    writer = _ShardWriter(shards, "bench", "train", 16)
+    writer = _ShardWriter(shards, "bench", "train", samples_per_shard)
     rng = np.random.default_rng(seed)
     for i in range(n):
         img, lab = generate(i, 256, seed)
@@ -140,65 +151,268 @@ def time_batches(it, batch_size: int, samples: int, warmup: int = 1) -> float:
     return n / (time.perf_counter() - t)
 
 
+# ------------------------------------------------------------------------------------------- remote storage
+SERVER_CODE = r"""
+import functools, http.server, json, sys, threading, time
+root, latency = sys.argv[1], float(sys.argv[2]) / 1000.0
+count = {"requests": 0}
+lock = threading.Lock()
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/__stats":
+            body = json.dumps(count).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        with lock:
+            count["requests"] += 1
+        time.sleep(latency)  # what every open / GET costs on remote storage
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=root))
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+class LatencyServer:
+    """A local HTTP server (own process) over `root` adding `latency_ms` to every request; counts them."""
+
+    def __init__(self, root: Path, latency_ms: float):
+        import subprocess
+
+        self.proc = subprocess.Popen([sys.executable, "-c", SERVER_CODE, str(root), str(latency_ms)],
+                                     stdout=subprocess.PIPE, text=True)
+        self.url = f"http://127.0.0.1:{int(self.proc.stdout.readline())}"
+
+    def requests(self) -> int:
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.url}/__stats") as r:
+            return int(json.loads(r.read())["requests"])
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def url_manifest(manifest: Path, base_url: str, pipe: bool) -> Path:
+    """A copy of the manifest whose shard entries are `<base_url>/shards/<name>` (or `pipe:curl -s ...`)."""
+    d = json.loads(manifest.read_text())
+    d["shards"] = [(f"pipe:curl -s {base_url}/shards/{s}" if pipe else f"{base_url}/shards/{s}") for s in d["shards"]]
+    out = manifest.with_name(("pipe-" if pipe else "url-") + manifest.name)
+    out.write_text(json.dumps(d))
+    return out
+
+
+class FolderHttp(torch.utils.data.Dataset):
+    """The folder of file pairs on remote storage: one GET per file, then lakd's transform (as the shards)."""
+
+    def __init__(self, folder: Path, base_url: str, crop: int):
+        from lakd.data.transforms import norm_tensors, scale_choices
+
+        self.names = sorted(p.name for p in (folder / "images").glob("*.jpg"))
+        self.base_url, self.crop = base_url, crop
+        self.mean_t, self.std_t = norm_tensors(IMAGENET_MEAN, IMAGENET_STD)
+        self.scales = scale_choices((0.5, 2.0))
+
+    def __len__(self):
+        return len(self.names)
+
+    def _get(self, path: str) -> bytes:
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.base_url}/{path}") as r:
+            return r.read()
+
+    def __getitem__(self, i):
+        from lakd.data.transforms import decode_image, decode_label, sample_rng, train_transform
+
+        stem = self.names[i][:-4]
+        image = decode_image(self._get(f"folder/images/{stem}.jpg"))
+        label = decode_label(self._get(f"folder/labels/{stem}.png"))
+        return train_transform(image, label, sample_rng(0, 0, i), crop_size=(self.crop, self.crop),
+                               scales=self.scales, mean_t=self.mean_t, std_t=self.std_t)
+
+
+def _forever(dl):
+    while True:
+        yield from dl
+
+
+def http_section(root: Path, folder: Path, manifest: Path, args) -> dict:
+    """samples/s per core of per-file GETs vs shard streams for each added per-request latency."""
+    out = {}
+    for latency in args.latencies_ms:
+        server = LatencyServer(root, latency)
+        try:
+            url_m, pipe_m = url_manifest(manifest, server.url, False), url_manifest(manifest, server.url, True)
+            runs = {"folder_http": [], "shards_http": [], "shards_pipe": []}
+            requests = {}
+            for r in range(args.repeats):
+                for side in runs:
+                    before = server.requests()
+                    if side == "folder_http":
+                        dl = torch.utils.data.DataLoader(FolderHttp(folder, server.url, args.crop[0]),
+                                                         batch_size=args.batch_size, shuffle=True, num_workers=0,
+                                                         drop_last=True)
+                        sps = time_batches(_forever(dl), args.batch_size, args.samples, warmup=0)
+                    else:
+                        stream = build_train_loader(url_m if side == "shards_http" else pipe_m,
+                                                    batch_size=args.batch_size, crop_size=args.crop, seed=r,
+                                                    num_workers=0)
+                        sps = time_batches(stream, args.batch_size, args.samples, warmup=0)
+                        stream.close()
+                    runs[side].append(sps)
+                    requests[side] = (server.requests() - before) / args.samples
+        finally:
+            server.close()
+        best = {k: max(v) for k, v in runs.items()}
+        out[f"{latency:g}"] = {**{k: round(v, 2) for k, v in best.items()},
+                               "ratio_shards_http": round(best["shards_http"] / best["folder_http"], 3),
+                               "ratio_shards_pipe": round(best["shards_pipe"] / best["folder_http"], 3),
+                               "requests_per_sample": {k: round(v, 3) for k, v in requests.items()},
+                               "runs": {k: [round(x, 2) for x in v] for k, v in runs.items()}}
+    return out
+
+
+def parse_crop(text: str) -> tuple[int, int]:
+    """"512" -> (512, 512); "512,1024" -> (512, 1024)."""
+    parts = [int(v) for v in str(text).replace("x", ",").split(",")]
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"crop must be N or H,W with positive sizes, got {text!r}")
+    return parts[0], parts[1]
+
+
+def loader_throughput(manifest: Path, *, workers: int, crop: tuple[int, int], batch_size: int,
+                      samples: int) -> dict:
+    """images/s of the streaming training loader with `workers` worker processes (one thread each): what
+    lakd can feed one GPU from this machine's cores."""
+    stream = build_train_loader(manifest, batch_size=batch_size, crop_size=crop, seed=0, num_workers=workers)
+    try:
+        sps = time_batches(stream, batch_size, samples, warmup=max(1, workers))  # every worker started
+    finally:
+        stream.close()
+    return {"workers": workers, "images_per_s": round(sps, 2), "crop": list(crop), "batch_size": batch_size,
+            "timed_samples": samples}
+
+
+def main_loader(args) -> int:
+    """`--sections loader`: the all-cores loader figure only (benchmarks/gpu.py runs this)."""
+    workers = args.workers or os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="lakd-bench-") as tmp:
+        t0 = time.perf_counter()
+        _, manifest = make_data(Path(tmp), args.num_images, args.height, args.width)
+        prep = time.perf_counter() - t0
+        out = {"benchmark": "loader_all_cores", "unit": "images/s",
+               **loader_throughput(manifest, workers=workers, crop=args.crop, batch_size=args.batch_size,
+                                   samples=args.samples),
+               "image_size": [args.height, args.width], "images": args.num_images, "cpus": os.cpu_count(),
+               "data_prep_s": round(prep, 1), "load_avg_1m": round(os.getloadavg()[0], 2)}
+    print(f"streaming loader, {workers} workers, {args.height}x{args.width} JPEGs -> {args.crop[0]}x{args.crop[1]} "
+          f"crops: {out['images_per_s']:.1f} images/s")
+    print(json.dumps(out))
+    if args.json:
+        p = Path(args.json)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(p, (json.dumps(out, indent=1) + "\n").encode())
+    return 0
+
+
+def cpu_section(folder: Path, manifest: Path, args) -> dict:
+    """Page-cached, per core: shards vs the reference folder reader vs the folder with lakd's transform."""
+    res = {"shards": [], "folder": [], "folder_lakd_transform": []}
+    for r in range(args.repeats):
+        stream = build_train_loader(manifest, batch_size=args.batch_size, crop_size=args.crop, seed=r, num_workers=0)
+        res["shards"].append(time_batches(stream, args.batch_size, args.samples))
+        stream.close()
+        for key, ds in (("folder", FolderDataset(folder, args.crop[0])),
+                        ("folder_lakd_transform", FolderLakdTransform(folder, args.crop[0]))):
+            dl = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True, num_workers=0,
+                                             drop_last=True)
+            res[key].append(time_batches(_forever(dl), args.batch_size, args.samples))
+    best = {k: max(v) for k, v in res.items()}
+    return {**{k: round(v, 2) for k, v in best.items()},
+            "ratio": round(best["shards"] / best["folder"], 3),
+            "ratio_same_transform": round(best["shards"] / best["folder_lakd_transform"], 3),
+            "ratio_transform": round(best["folder_lakd_transform"] / best["folder"], 3), "goal_ratio": 1.5,
+            "runs": {k: [round(v, 2) for v in vs] for k, vs in res.items()}}
+
+
+def print_cpu(c: dict) -> None:
+    print(f"{'page-cached, per core':<40s} {'samples/s':>10s}")
+    print(f"{'lakd shards (tar stream)':<40s} {c['shards']:10.2f}")
+    print(f"{'folder of file pairs (reference)':<40s} {c['folder']:10.2f}")
+    print(f"{'folder, lakd crop-first transform':<40s} {c['folder_lakd_transform']:10.2f}")
+    print(f"shards / folder {c['ratio']:.2f} (goal >= 1.5) = transform {c['ratio_transform']:.2f} "
+          f"x storage {c['ratio_same_transform']:.2f} (shards / folder with the same transform)")
+
+
+def print_http(h: dict) -> None:
+    print(f"{'added ms/request':>16s} {'folder_http':>12s} {'shards_http':>12s} {'shards_pipe':>12s} "
+          f"{'shards/folder':>14s} {'GETs/sample folder, shards':>28s}")
+    for lat, r in h.items():
+        q = r["requests_per_sample"]
+        print(f"{lat:>16s} {r['folder_http']:12.2f} {r['shards_http']:12.2f} {r['shards_pipe']:12.2f} "
+              f"{r['ratio_shards_http']:14.2f} {q['folder_http']:>14.2f}, {q['shards_http']:.3f}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--num-images", type=int, default=48)
     ap.add_argument("--height", type=int, default=1024)
     ap.add_argument("--width", type=int, default=2048)
-    ap.add_argument("--crop", type=int, default=512)
+    ap.add_argument("--crop", type=parse_crop, default=(512, 512), help="N or H,W")
+    ap.add_argument("--sections", default="cpu,http",
+                    help="comma-separated: cpu (page-cached, per core), http (remote storage with latency); or "
+                         "loader alone (all-cores loader, for benchmarks/gpu.py)")
+    ap.add_argument("--latencies-ms", default="0,1,5", help="http section: added latency per request")
+    ap.add_argument("--samples-per-shard", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=0, help="loader section: worker processes (default: all CPUs)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--samples", type=int, default=96, help="timed samples per side (after one warm-up batch)")
-    ap.add_argument("--repeats", type=int, default=2, help="alternate the two sides this many times, keep the best")
+    ap.add_argument("--repeats", type=int, default=2, help="alternate the sides this many times, keep the best")
     ap.add_argument("--json", default="benchmarks/results/bench_data.json")
     args = ap.parse_args(argv)
+    sections = args.sections.split(",")
+    if sections == ["loader"]:
+        return main_loader(args)
+    unknown = set(sections) - {"cpu", "http"}
+    if unknown:
+        ap.error(f"unknown section(s) {', '.join(sorted(unknown))}; choose cpu,http or loader")
+    args.latencies_ms = [float(v) for v in args.latencies_ms.split(",")]
+    if args.crop[0] != args.crop[1]:
+        ap.error("sections cpu and http take a square --crop")
     torch.set_num_threads(1)
     random.seed(0)
+    out = {"benchmark": "data_throughput", "unit": "samples/s per core (1 process, 1 thread)"}
     with tempfile.TemporaryDirectory(prefix="lakd-bench-") as tmp:
         t0 = time.perf_counter()
-        folder, manifest = make_data(Path(tmp), args.num_images, args.height, args.width)
-        prep = time.perf_counter() - t0
-        res = {"shards": [], "folder": [], "folder_lakd_transform": []}
-        for r in range(args.repeats):
-            stream = build_train_loader(manifest, batch_size=args.batch_size, crop_size=args.crop, seed=r,
-                                        num_workers=0)
-            res["shards"].append(time_batches(stream, args.batch_size, args.samples))
-            stream.close()
-            dl = torch.utils.data.DataLoader(FolderDataset(folder, args.crop), batch_size=args.batch_size,
-                                             shuffle=True, num_workers=0, drop_last=True)
-
-            def forever(dl=dl):
-                while True:
-                    yield from dl
-
-            res["folder"].append(time_batches(forever(), args.batch_size, args.samples))
-            dl2 = torch.utils.data.DataLoader(FolderLakdTransform(folder, args.crop), batch_size=args.batch_size,
-                                              shuffle=True, num_workers=0, drop_last=True)
-
-            def forever2(dl=dl2):
-                while True:
-                    yield from dl
-
-            res["folder_lakd_transform"].append(time_batches(forever2(), args.batch_size, args.samples))
-    shard_sps, folder_sps = max(res["shards"]), max(res["folder"])
-    folder2_sps = max(res["folder_lakd_transform"])
-    out = {
-        "benchmark": "data_throughput", "unit": "samples/s per core", "shards": round(shard_sps, 2),
-        "folder": round(folder_sps, 2), "folder_lakd_transform": round(folder2_sps, 2), "ratio": round(shard_sps / folder_sps, 3), "goal_ratio": 1.5,
-        "runs": {k: [round(v, 2) for v in vs] for k, vs in res.items()},
-        "config": {"images": args.num_images, "image_size": [args.height, args.width], "crop": args.crop,
-                   "batch_size": args.batch_size, "timed_samples": args.samples, "repeats": args.repeats,
-                   "threads": 1, "processes": 1},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-                    "load_avg_1m": round(os.getloadavg()[0], 2)},
-        "data_prep_s": round(prep, 1), "lakd_version": lakd.__version__,
-    }
-    print(f"{'pipeline':<34s} {'samples/s/core':>15s}")
-    print(f"{'lakd shards (tar stream)':<34s} {shard_sps:15.2f}")
-    print(f"{'folder of file pairs (reference)':<34s} {folder_sps:15.2f}")
-    print(f"{'folder, lakd crop-first transform':<34s} {folder2_sps:15.2f}   (storage vs transform split)")
-    print(f"{'ratio shards / folder':<34s} {shard_sps / folder_sps:15.2f}   (goal >= 1.5)")
-    print(f"({args.num_images} JPEG {args.height}x{args.width} images, {args.crop}x{args.crop} crops, 1 process x "
-          f"1 thread, best of {args.repeats}; 1-min load average {out['machine']['load_avg_1m']} on "
+        folder, manifest = make_data(Path(tmp), args.num_images, args.height, args.width,
+                                     samples_per_shard=args.samples_per_shard)
+        out["data_prep_s"] = round(time.perf_counter() - t0, 1)
+        if "cpu" in sections:
+            out["cpu"] = cpu_section(folder, manifest, args)
+            print_cpu(out["cpu"])
+        if "http" in sections:
+            out["http"] = http_section(Path(tmp), folder, manifest, args)
+            print_http(out["http"])
+    out["config"] = {"images": args.num_images, "image_size": [args.height, args.width], "crop": list(args.crop),
+                     "batch_size": args.batch_size, "timed_samples": args.samples, "repeats": args.repeats,
+                     "samples_per_shard": args.samples_per_shard, "threads": 1, "processes": 1}
+    out["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+                      "load_avg_1m": round(os.getloadavg()[0], 2)}
+    out["lakd_version"] = lakd.__version__
+    print(f"({args.num_images} JPEG {args.height}x{args.width} images, {args.crop[0]}x{args.crop[1]} crops, "
+          f"1 process x 1 thread, best of {args.repeats}; 1-min load average {out['machine']['load_avg_1m']} on "
           f"{out['machine']['cpus']} CPUs)")
     print(json.dumps(out))
     if args.json:

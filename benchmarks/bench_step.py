@@ -17,8 +17,10 @@ reported ratio is the median over blocks of lakd block / the bare block just bef
 uses ``--threads`` threads on both sides; on a CPU, leave a core free for the loader worker.
 
 Prints a table and a JSON line; ``--json PATH`` also writes it (default benchmarks/results/bench_step.json).
-Usage: python benchmarks/bench_step.py [--device cpu|cuda] [--width 0.5] [--crop 128] [--batch 8]
-       [--steps 10] [--blocks 5] [--workers 1] [--threads 1] [--precision fp32|bf16]
+``benchmarks/gpu.py`` runs it for DeepLabV3-R18 and PSPNet-R18, bf16, 512x1024, batch 8 on a GPU.
+Usage: python benchmarks/bench_step.py [--device cpu|cuda] [--model deeplabv3] [--backbone resnet18]
+       [--width 0.5] [--crop 128 | --crop 512,1024] [--batch 8] [--steps 10] [--blocks 5] [--workers 1]
+       [--threads 1] [--precision fp32|bf16]
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import os
 import platform
 import statistics
 import sys
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -42,29 +45,44 @@ def build_shards(root: Path, image_size: int, samples: int) -> Path:
     from lakd.data import build_shards as build
 
     out = root / "shards"
-    build("synthetic", "train", out, samples_per_shard=32, workers=1, progress=False, num_samples=samples,
+    workers = max(1, min(8, os.cpu_count() or 1))  # 1024 px synthetic scenes take about a second each
+    build("synthetic", "train", out, samples_per_shard=32, workers=workers, progress=False, num_samples=samples,
           image_size=image_size, seed=0)
     build("synthetic", "val", out, samples_per_shard=8, workers=1, progress=False, num_samples=4,
           image_size=image_size, seed=0)
     return out
 
 
+def parse_crop(text: str) -> tuple[int, int]:
+    """"96" -> (96, 96); "512,1024" -> (512, 1024)."""
+    parts = [int(v) for v in str(text).replace("x", ",").split(",")]
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"crop must be N or H,W with positive sizes, got {text!r}")
+    return parts[0], parts[1]
+
+
 def make_config(args, shards: Path, runs: Path):
     from lakd.config import load_config
 
+    ch, cw = args.crop
     over = [f"data.shards_dir={shards}", f"run.runs_dir={runs}", "run.name=bench",
-            f"model.width={args.width}", f"data.crop_size=[{args.crop},{args.crop}]",
+            f"model.name={args.model}", f"model.backbone={args.backbone}",
+            f"model.width={args.width}", f"data.crop_size=[{ch},{cw}]",
             f"train.batch_size={args.batch}", f"train.iters={args.steps}", "eval.every=0",
             f"checkpoint.every={10**9}", "log.every=1", "log.print_every=1", "log.progress=plain",
             f"data.num_workers={args.workers}", f"train.precision={args.precision}", f"train.device={args.device}"]
     return load_config("synthetic", over, stage="baseline")
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
+    p.add_argument("--model", default="deeplabv3", help="lakd model name (deeplabv3, pspnet, ...)")
+    p.add_argument("--backbone", default="resnet18")
     p.add_argument("--width", type=float, default=0.5)
-    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--crop", type=parse_crop, default=(128, 128), help="N or H,W")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=10, help="steps per block")
     p.add_argument("--blocks", type=int, default=5)
@@ -74,8 +92,11 @@ def main(argv=None) -> int:
     p.add_argument("--fixed-batch", action="store_true",
                    help="diagnostic: feed lakd's loop the bare loop's fixed batch (isolates the engine from the loader)")
     p.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "bench_step.json"))
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+def measure(args) -> dict:
+    """Run both loops side by side (see the module docstring) and return the result dict."""
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     torch.set_num_threads(args.threads)
     for key in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SUBMITIT_EXECUTOR"):
@@ -91,7 +112,7 @@ def main(argv=None) -> int:
     from lakd.optim import build_optimizer
 
     tmp = Path(tempfile.mkdtemp(prefix="lakd-bench-step-"))
-    shards = build_shards(tmp, image_size=max(64, args.crop), samples=max(64, 4 * args.batch))
+    shards = build_shards(tmp, image_size=max(64, *args.crop), samples=max(64, 4 * args.batch))
     cfg = make_config(args, shards, tmp / "runs")
     denv = D.detect()
     device = D.pick_device(denv, cfg.train.device)
@@ -161,7 +182,9 @@ def main(argv=None) -> int:
     opt = build_optimizer(bare_model.parameters(), name="sgd", lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                           weight_decay=cfg.optim.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, poly_factor(cfg))
-    batch = {k: v.to(device) for k, v in next(iter(st.train_loader())).items() if isinstance(v, torch.Tensor)}
+    first = st.train_loader()
+    batch = {k: v.to(device) for k, v in next(first).items() if isinstance(v, torch.Tensor)}
+    first.close()
 
     def sync():
         if device.type == "cuda":
@@ -199,6 +222,7 @@ def main(argv=None) -> int:
     loader.close()
     metrics.close()
     D.destroy_process_group()
+    shutil.rmtree(tmp, ignore_errors=True)
 
     bare_s, lakd_s = statistics.median(bare_t), statistics.median(lakd_t)
     # each lakd block against the bare block just before it: both saw nearly the same machine load
@@ -208,20 +232,34 @@ def main(argv=None) -> int:
     res = {
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "host": platform.node(), "cpus": os.cpu_count(), "threads": args.threads,
-        "model": f"deeplabv3-resnet18 width {args.width}", "crop": args.crop, "batch": args.batch,
+        "model": f"{args.model}-{args.backbone} width {args.width}", "crop": list(args.crop), "batch": args.batch,
         "precision": args.precision, "loader_workers": args.workers, "steps_per_block": n, "blocks": args.blocks,
         "bare_ms_per_step": round(1000 * bare_s, 2), "lakd_ms_per_step": round(1000 * lakd_s, 2),
         "bare_blocks_ms": [round(1000 * t, 2) for t in bare_t], "lakd_blocks_ms": [round(1000 * t, 2) for t in lakd_t],
         "lakd_side_ms_per_step": parts_ms, "lakd_side_pct_of_bare": round(100 * sum(parts_ms.values()) / 1000 / bare_s, 3),
+        "bare_images_per_s": round(args.batch / bare_s, 2), "lakd_images_per_s": round(args.batch / lakd_s, 2),
+        "notes": (["bf16 on a CPU: autocast to bfloat16 runs far slower than fp32 on most CPUs (about 40x "
+                   "measured on the development machine); use --precision fp32 for CPU timings"]
+                  if device.type == "cpu" and args.precision == "bf16" else []),
         "ratio_of_medians": round(lakd_s / bare_s, 4), "ratio": round(ratio, 4), "overhead_pct": round(100 * (ratio - 1), 2), "goal_overhead_pct": 5.0,
     }
+    return res
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    res = measure(args)
+    ratio = res["ratio"]
     print(f"{'loop':<6} {'ms/step (median)':>18}  blocks")
     print(f"{'bare':<6} {res['bare_ms_per_step']:>18.2f}  {res['bare_blocks_ms']}")
     print(f"{'lakd':<6} {res['lakd_ms_per_step']:>18.2f}  {res['lakd_blocks_ms']}")
-    print(f"lakd / bare = {ratio:.3f} (median of paired blocks; ratio of medians {lakd_s / bare_s:.3f}) (overhead {res['overhead_pct']:+.1f}%, goal <= +5%) on {res['device']}, "
-          f"{args.batch} x {args.crop}^2, {res['model']}, {args.precision}")
-    print(f"lakd's own work per step: {parts_ms} ms = {res['lakd_side_pct_of_bare']:.2f}% of a bare step "
+    print(f"lakd / bare = {ratio:.3f} (median of paired blocks; ratio of medians {res['ratio_of_medians']:.3f}) "
+          f"(overhead {res['overhead_pct']:+.1f}%, goal <= +5%) on {res['device']}, "
+          f"{args.batch} x {args.crop[0]}x{args.crop[1]}, {res['model']}, {args.precision}")
+    print(f"lakd's own work per step: {res['lakd_side_ms_per_step']} ms = {res['lakd_side_pct_of_bare']:.2f}% of a bare step "
           "(loader = waiting for the next batch)")
+    for note in res["notes"]:
+        print(f"note: {note}")
     print(json.dumps(res))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,8 @@ import argparse
 import importlib
 import sys
 
+from lakd.exit_codes import INTERRUPTED, USAGE
+
 # sub-command name -> module implementing it (module.register(subparsers) adds the parser,
 # and sets `func` on it; func(args) returns the exit status)
 COMMANDS = {
@@ -51,12 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return USAGE
     try:
         return int(args.func(args) or 0)
     except UsageError as exc:
         print(f"lakd {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return USAGE
+    except KeyboardInterrupt:  # Ctrl-C outside the places that save first: one line, not a traceback
+        print(f"lakd {args.command}: interrupted", file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import os
 import re
 import types
@@ -66,6 +67,10 @@ class DataConfig:
     std: Optional[list[float]] = None
     num_workers: int = 2
     shuffle_buffer: Optional[int] = None  # None: the loader's default
+    # a manifest is data: its `pipe:` (runs a shell command) and URL shard entries are opened only if true
+    allow_pipe: bool = False
+    # decoded images larger than this many pixels are skipped and counted as corrupt (bounded memory/time)
+    max_pixels: int = 64_000_000
 
 
 @dataclass
@@ -243,7 +248,7 @@ class Config:
         for key in ("run", "log", "checkpoint", "dist"):
             d.pop(key)
         d["seed"] = self.run.seed
-        for key in ("shards_dir", "train_manifest", "val_manifest", "num_workers"):
+        for key in ("shards_dir", "train_manifest", "val_manifest", "num_workers", "allow_pipe", "max_pixels"):
             d["data"].pop(key)
         d["eval"] = {}  # evaluation does not change the weights
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
@@ -326,9 +331,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         # YAML 1.1 reads `1e-4` (no dot) as a string: accept numeric literals written that way
         if isinstance(value, str) and _NUMBER.match(value.strip()):
-            return float(value)
+            value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+        if not math.isfinite(value):  # YAML reads .inf / .nan as floats; no setting means them
+            raise ConfigError(f"config key '{key}': expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -517,6 +524,7 @@ def validate(cfg: Config) -> None:
     _check(d.num_classes is None or d.num_classes >= 2,
            f"config key 'data.num_classes': must be >= 2, got {d.num_classes}")
     _check(d.num_workers >= 0, "config key 'data.num_workers': must be >= 0")
+    _check(d.max_pixels >= 1, "config key 'data.max_pixels': must be >= 1")
     _check(d.dataset != "folder" or d.card is not None,
            "config key 'data.card': data.dataset=folder needs your dataset card file (YAML or JSON)")
     _check(d.card is None or d.dataset == "folder",

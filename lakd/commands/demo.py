@@ -94,9 +94,9 @@ def demo_spec(out: Path, size: str, seeds: int, overrides: dict | None = None) -
     the overrides>]`)."""
     import yaml
 
-    from lakd.sweep.spec import resolve_source
+    from lakd.sweep.spec import SWEEPS_DIR
 
-    raw = yaml.safe_load(resolve_source(DEMO_SWEEP).read_text())
+    raw = yaml.safe_load((SWEEPS_DIR / f"{DEMO_SWEEP}.yaml").read_text())  # the shipped file, whatever the cwd
     spec = copy.deepcopy(raw)
     sz = SIZES[size]
     # runs with --set overrides get their own folder: a finished stage is reused by name, never retrained
@@ -213,9 +213,9 @@ def _summary(files, plan, results, missing, shard_job, out: Path, log) -> None:
     exports = [r.export_path() for r in results if r.export_path() is not None]
     log(f"done in {log.elapsed()}. Everything is under {rel(out)}:")
     print(f"  report       {rel(files.report)}   (results table, per-class IoU, figures)")
-    print(f"  figures      {rel(files.curves)}")
-    if files.examples:
-        print(f"               {rel(files.examples)}")
+    figures = [f for f in (files.bars, files.curves, files.miou_curves, files.examples) if f]
+    for i, fig in enumerate(figures):
+        print(f"  {'figures' if i == 0 else '':<12} {rel(fig)}")
     print(f"  table        {rel(files.csv)}, {rel(files.summary)}")
     print(f"  sweep table  {rel(plan.sweep_dir / 'results.md')}")
     print(f"  runs         {rel(plan.sweep_dir)}/<run>/<stage>/  (config.yaml, metrics.jsonl, result.json, "

@@ -5,19 +5,20 @@ fixed, evenly spaced label code of distillation time), without it (``zero``: zer
 both (the default). Results use the stage-output keys: ``eval.label`` (fixed code) and ``eval.image``
 (zero channel, or the plain image for image-only models).
 
-Runs on several ranks when started by torchrun (WORLD_SIZE/RANK/LOCAL_RANK): each rank evaluates its part of
-the set and the confusion matrices are summed; rank 0 prints and writes the JSON.
+Runs on several ranks under any launcher `lakd train` knows (torchrun, srun, submitit, MPI; see
+lakd.engine.distributed): each rank evaluates its part of the set and the confusion matrices are summed;
+rank 0 prints and writes the JSON. Every option and output folder is checked before inference starts.
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
-import os
 import re
 import sys
 from pathlib import Path
 
-from lakd.data.build import atomic_write_bytes
+from lakd.io import atomic_write_bytes
 
 LABEL_INPUT_CHOICES = ("fixed", "zero", "both")
 
@@ -27,11 +28,11 @@ def register(subparsers) -> None:
         "eval", help="evaluate an exported model on a shard manifest (mIoU, per-class IoU)",
         description="Evaluate an exported model (<p>.safetensors + <p>.json) on the images of a shard manifest: "
                     "per-class IoU table, JSON results, optional colourised prediction PNGs.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("export", help="export path (<p>, <p>.safetensors or <p>.json)")
     p.add_argument("--shards", required=True, help="manifest of the evaluation split (file or folder holding one)")
     p.add_argument("--mode", choices=("whole", "slide", "msflip"), default="whole",
-                   help="inference mode (reference protocol: whole)")
+                   help="inference mode (default whole, the reference protocol)")
     p.add_argument("--crop-size", type=int, nargs="+", default=None, metavar="N",
                    help="sliding-window crop (H [W]); slide defaults to the training crop (export meta or the "
                         "dataset preset); optional for msflip")
@@ -45,10 +46,14 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=None, help="write the results as JSON to this file")
     p.add_argument("--save-png", default=None, metavar="DIR",
                    help="write colourised predictions (dataset palette) to DIR")
-    p.add_argument("--batch-size", type=int, default=1, help="images (or windows) per forward")
+    p.add_argument("--batch-size", type=int, default=1, help="images (or windows) per forward (default 1)")
     p.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images (per rank)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    p.add_argument("--workers", type=int, default=0, help="data loader worker processes (default 0)")
+    p.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                   help="skip (and count) images of more than N pixels (default: the training default, 64e6)")
+    p.add_argument("--allow-pipe", action="store_true",
+                   help="open the manifest's pipe:/URL shard entries (a pipe: entry runs a shell command)")
     p.set_defaults(func=run)
 
 
@@ -84,47 +89,115 @@ def format_table(class_names: list[str], results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def _init_distributed(device_arg):
+def _pick_device(device_arg, local_rank: int):
+    """The torch device asked for (checked: a usable device or a one-line UsageError)."""
     import torch
-    import torch.distributed as dist
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device_arg:
+    from lakd.cli import UsageError
+
+    if device_arg is None:
+        return torch.device("cuda", local_rank % torch.cuda.device_count()) if torch.cuda.is_available() \
+            else torch.device("cpu")
+    try:
         device = torch.device(device_arg)
-    elif torch.cuda.is_available():
-        device = torch.device("cuda", local)
-    else:
-        device = torch.device("cpu")
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {device_arg}: not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {device_arg}: lakd eval runs on cpu or cuda")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device_arg}: torch sees no CUDA device")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device_arg}: only {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def _init_distributed(device_arg):
+    """(rank, world size, device) from the launcher's environment (the engine's detection)."""
+    import torch
+
+    from lakd.engine import distributed as D
+
+    denv = D.detect()
+    device = _pick_device(device_arg, denv.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return rank, world, device
+    created = False
+    if denv.world_size > 1:
+        created = D.init_process_group(denv, device, with_deepspeed=False)
+    return denv.rank, denv.world_size, device, created
+
+
+def _check_args(args) -> None:
+    from lakd.cli import UsageError
+
+    for flag, values, low in (("--crop-size", args.crop_size, 1), ("--stride", args.stride, 1),
+                              ("--batch-size", [args.batch_size], 1), ("--max-images", [args.max_images], 1),
+                              ("--workers", [args.workers], 0), ("--max-pixels", [args.max_pixels], 1)):
+        bad = [v for v in values or [] if v is not None and v < low]
+        if bad:
+            raise UsageError(f"{flag} must be >= {low}, got {bad[0]}")
+    if args.scales is not None and not all(0 < s < float("inf") for s in args.scales):
+        raise UsageError(f"--scales must be positive numbers, got {' '.join(map(str, args.scales))}")
+
+
+def _check_outputs(args, variants) -> None:
+    """Every file and folder this run will write can be written: checked before inference."""
+    from lakd.cli import UsageError
+    from lakd.io import unwritable_reason
+
+    if args.out:
+        out = Path(args.out)
+        if out.is_dir():
+            raise UsageError(f"--out {out}: is a folder; give a file name for the JSON")
+        reason = unwritable_reason(out.parent)
+        if reason:
+            raise UsageError(f"--out {out}: {reason}")
+    if args.save_png:
+        for name in variants:
+            folder = Path(args.save_png) / (name if len(variants) > 1 else "")
+            reason = unwritable_reason(folder)
+            if reason:
+                raise UsageError(f"--save-png {args.save_png}: {reason}")
 
 
 def run(args) -> int:
     from lakd.cli import UsageError
-    from lakd.data.cards import get_card
     from lakd.data.manifest import load_manifest
-    from lakd.data.pipeline import build_eval_loader
-    from lakd.evaluation.evaluate import evaluate, label_input_fn
-    from lakd.method.label_noise import LabelNoiser
-    from lakd.models.export import load_export
 
     try:
         crop = _pair(args.crop_size)
         stride = _pair(args.stride)
     except ValueError as exc:
         raise UsageError(f"--crop-size/--stride {exc}") from None
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    _check_args(args)
     try:
-        manifest = load_manifest(args.shards)
+        manifest = load_manifest(args.shards, allow_pipe=args.allow_pipe)
+        manifest.shard_urls()  # refuses pipe:/URL entries the user did not allow
     except (ValueError, OSError) as exc:
-        raise UsageError(f"--shards: {exc}") from None
-    rank, world, device = _init_distributed(args.device)
+        raise UsageError(f"--shards: {exc}".replace("data.allow_pipe=true (lakd train) or ", "")) from None
+    from lakd.config import DataConfig
+    from lakd.data.transforms import set_max_pixels
+
+    set_max_pixels(DataConfig.max_pixels if args.max_pixels is None else args.max_pixels)
+    rank, world, device, created = _init_distributed(args.device)
+    try:
+        return _evaluate(args, manifest, crop, stride, rank, world, device)
+    finally:
+        if created:
+            from lakd.engine import distributed as D
+
+            D.destroy_process_group()
+
+
+def _evaluate(args, manifest, crop, stride, rank, world, device) -> int:
+    from lakd.cli import UsageError
+    from lakd.data.cards import get_card
+    from lakd.data.pipeline import build_eval_loader
+    from lakd.evaluation.evaluate import evaluate, label_input_fn
+    from lakd.method.label_noise import LabelNoiser
+    from lakd.models.export import load_export
+
     try:
         model, meta = load_export(args.export, map_location=device)
     except (ValueError, OSError) as exc:
@@ -171,6 +244,7 @@ def run(args) -> int:
             raise UsageError("--label-input fixed: this model takes no label channel (label_channels = 0)")
         variants["image"] = None
 
+    _check_outputs(args, variants)
     mean, std = meta.get("mean"), meta.get("std")
     kwargs = {} if mean is None else {"mean": mean, "std": std}
     loader = build_eval_loader(manifest, rank=rank, world_size=world, num_workers=args.workers, **kwargs)
@@ -187,6 +261,9 @@ def run(args) -> int:
         results[name] = evaluate(model, loader, num_classes, input_fn=input_fn, mode=args.mode, crop_size=crop,
                                  stride=stride, scales=scales, flip=flip, device=device,
                                  batch_size=args.batch_size, on_prediction=on_pred, max_images=args.max_images)
+        if not results[name]["pixels"]:  # summed over ranks: every rank takes the same decision
+            raise UsageError(f"no readable labelled image in {args.shards} (missing, empty or corrupt shards; "
+                             f"lakd shards verify {args.shards}); a score over nothing is not a result")
     if rank == 0:
         titles = {"label": "with label", "image": "zero label" if label_channels > 0 else "image"}
         print(f"{meta['model'].get('name')}-{meta['model'].get('backbone')} on {manifest.dataset}/{manifest.split} "
@@ -204,17 +281,14 @@ def run(args) -> int:
 
 def _default_crop(meta: dict, dataset: str):
     """The export's training crop (meta ``crop_size``), else the dataset preset's ``data.crop_size``."""
+    from lakd.config import ConfigError, load_config
+
     crop = meta.get("crop_size")
     if crop is None:
         try:
-            import yaml
-
-            preset = Path(__file__).resolve().parent.parent / "presets" / f"{dataset}.yaml"
-            crop = (yaml.safe_load(preset.read_text()) or {}).get("data", {}).get("crop_size")
-        except (OSError, ValueError, AttributeError):
-            crop = None
-    if crop is None:
-        return None
+            crop = load_config(dataset).data.crop_size
+        except ConfigError:
+            return None
     try:
         return _pair([int(c) for c in (crop if isinstance(crop, (list, tuple)) else [crop])])
     except (TypeError, ValueError):
@@ -231,10 +305,9 @@ def _png_writer(out_dir: Path, card):
                 img = Image.fromarray(card.colorize(p.astype(np.uint8)))
             else:
                 img = Image.fromarray(p.astype(np.uint8), mode="L")
-            path = out_dir / f"{_safe_name(key)}.png"
-            tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-            img.save(tmp, format="PNG")
-            os.replace(tmp, path)
+            buf = io.BytesIO()
+            img.save(buf, format="PNG")
+            atomic_write_bytes(out_dir / f"{_safe_name(key)}.png", buf.getvalue())
 
     return write
 

@@ -1,8 +1,8 @@
 """`lakd shards build|info|verify`: raw datasets -> WebDataset shards + manifest, and their summary."""
 from __future__ import annotations
 
-import argparse
 import sys
+from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -13,13 +13,12 @@ def register(subparsers) -> None:
 
     from lakd.data.cards import FOLDER, NAMES
 
-    b = sub.add_parser("build", help="convert one split of a raw dataset into shards",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    b = sub.add_parser("build", help="convert one split of a raw dataset into shards")
     b.add_argument("dataset", choices=(*NAMES, FOLDER),
                    help="dataset name (see shards/README.md); folder: your own, described by --card")
     b.add_argument("--root", help="raw dataset folder (not needed for synthetic)")
-    b.add_argument("--split", default="train", help="split to convert (e.g. train, val; VOC: train_aug, val)")
-    b.add_argument("--out", default="shards/out", help="output folder for shards and manifest")
+    b.add_argument("--split", default="train", help="split to convert (default train; e.g. val; VOC: train_aug, val)")
+    b.add_argument("--out", default="shards/out", help="output folder for shards and manifest (default shards/out)")
     b.add_argument("--workers", type=int, default=None, help="reader processes (default: min(8, CPUs))")
     b.add_argument("--samples-per-shard", type=int, default=None, help="samples per tar shard (default 256)")
     b.add_argument("--skip-bad", action="store_true", help="skip (and count) bad samples instead of failing")
@@ -43,15 +42,19 @@ def register(subparsers) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
-def run(args) -> int:  # the CLI contract's name; dispatches to the action
-    return args.func(args)
-
-
 def run_build(args) -> int:
     from lakd.cli import UsageError
     from lakd.data.build import DEFAULT_SAMPLES_PER_SHARD, build_shards
     from lakd.data.manifest import load_manifest
+    from lakd.io import unwritable_reason
 
+    for flag, value in (("--samples-per-shard", args.samples_per_shard), ("--workers", args.workers),
+                        ("--num-samples", args.num_samples), ("--image-size", args.image_size)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be >= 1, got {value}")
+    reason = unwritable_reason(Path(args.out))
+    if reason:
+        raise UsageError(f"--out: {reason}")
     opts = {}
     synthetic_opts = {"num_samples": args.num_samples, "image_size": args.image_size, "seed": args.seed}
     if args.dataset == "synthetic":
@@ -73,7 +76,8 @@ def run_build(args) -> int:
         opts = {"card": str(Path(args.card).resolve())}
     try:
         path = build_shards(args.dataset, args.split, args.out, args.root,
-                            samples_per_shard=args.samples_per_shard or DEFAULT_SAMPLES_PER_SHARD,
+                            samples_per_shard=DEFAULT_SAMPLES_PER_SHARD if args.samples_per_shard is None
+                            else args.samples_per_shard,
                             workers=args.workers, skip_bad=args.skip_bad,
                             progress=False if args.no_progress else None, **opts)
     except ValueError as exc:
@@ -105,5 +109,6 @@ def run_verify(args) -> int:
         raise UsageError(str(exc)) from None
     for p in problems:
         print(p)
+    # "ok" only when every shard was read and found complete
     print("ok" if not problems else f"{len(problems)} problem(s)")
     return 0 if not problems else 1

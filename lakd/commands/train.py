@@ -2,9 +2,7 @@
 
 Every process of a job runs this command: started by torchrun, the deepspeed launcher, srun (one task per
 GPU/CPU slot), submitit, or alone. The stage resumes from the newest complete checkpoint of its run
-directory. Exit status: 0 done; 2 bad input (nothing written); 75 (EXIT_REQUEUE) preempted after saving a
-checkpoint, start the same command again to resume; 3 (EXIT_DIVERGED) the loss became NaN/inf (the last
-good checkpoint is kept); 1 anything else.
+directory. Exit statuses: `lakd.exit_codes`.
 """
 from __future__ import annotations
 
@@ -20,22 +18,23 @@ examples:
 configuration: a preset name (%(presets)s) or a YAML file (optionally `base: <preset>`), then dotted
 overrides `section.key=value` (YAML values). `lakd train --show-config ...` prints the resolved config.
 
-exit status: 0 finished; 2 bad input; 75 preempted (checkpoint saved: requeue / run again to resume);
-3 non-finite loss (last good checkpoint kept); 1 other failure.
+exit status: 0 finished; 2 bad input (nothing written); 75 preempted (checkpoint saved: requeue / run
+again to resume); 130 Ctrl-C (saved at the next step when it could: run again to resume); 3 non-finite
+loss (last good checkpoint kept); 1 other failure (e.g. disk full: named with the file).
 """
 
 
 def register(subparsers) -> None:
     import argparse
 
-    from lakd.config import list_presets
+    from lakd.config import STAGES, list_presets
 
     p = subparsers.add_parser(
         "train", help="train a teacher, student or baseline stage (DeepSpeed; resumes automatically)",
         description="Train one stage of LAD from a preset or config file plus key=value overrides.",
         epilog=EPILOG % {"presets": ", ".join(list_presets())}, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--stage", required=True, choices=("teacher", "student", "baseline"))
+    p.add_argument("--stage", required=True, choices=STAGES)
     p.add_argument("--config", required=True, metavar="PRESET|FILE",
                    help="a preset name or a YAML config file")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.iters=100")
@@ -55,10 +54,12 @@ def run(args) -> int:
         print(cfg.to_yaml(), end="")
         return 0
 
+    from lakd import exit_codes
     from lakd.engine.checkpoint import CheckpointError
-    from lakd.engine.preemption import EXIT_REQUEUE, Preempted
+    from lakd.engine.preemption import Preempted
     from lakd.engine.stage import run_stage
-    from lakd.engine.trainer import EXIT_DIVERGED, NonFiniteLoss
+    from lakd.engine.trainer import NonFiniteLoss
+    from lakd.io import describe_os_error, is_disk_full
 
     try:
         run_stage(cfg)
@@ -66,11 +67,28 @@ def run(args) -> int:
         raise UsageError(str(exc)) from None
     except Preempted as exc:
         print(f"lakd train: {exc}", file=sys.stderr, flush=True)
-        return EXIT_REQUEUE
+        return exc.exit_status
+    except KeyboardInterrupt:
+        print(f"lakd train: interrupted before a checkpoint could be saved; run the same command again to resume "
+              f"from the newest checkpoint in {cfg.stage_dir / 'checkpoints'}", file=sys.stderr, flush=True)
+        return exit_codes.INTERRUPTED
     except NonFiniteLoss as exc:
         print(f"lakd train: error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_DIVERGED
+        return exit_codes.DIVERGED
     except CheckpointError as exc:
         print(f"lakd train: error: {exc}", file=sys.stderr, flush=True)
-        return 1
-    return 0
+        return exit_codes.FAILED
+    except RuntimeError as exc:
+        # the data stream found no decodable sample in a whole epoch (raised in a DataLoader worker, whose
+        # traceback torch folds into the message): the last line says what is wrong and what to run
+        cause = [line for line in str(exc).splitlines() if "lakd.data: no readable sample" in line]
+        if not cause:
+            raise
+        print(f"lakd train: error: {cause[-1].split('RuntimeError: ')[-1]}", file=sys.stderr, flush=True)
+        return exit_codes.USAGE
+    except OSError as exc:
+        if exc.filename is None and not is_disk_full(exc):
+            raise  # not a file we failed to write: a bug, keep the traceback
+        print(f"lakd train: error: {describe_os_error(exc)}", file=sys.stderr, flush=True)
+        return exit_codes.FAILED
+    return exit_codes.OK

@@ -29,21 +29,13 @@ from lakd.data.cards import get_card
 from lakd.data.manifest import FORMAT, Manifest, manifest_name
 from lakd.data.readers import get_reader
 from lakd.data.readers.base import BadSample
+from lakd.io import atomic_write_bytes  # noqa: F401 - re-exported: older callers import it from here
 
 DEFAULT_SAMPLES_PER_SHARD = 256
 
 
 def shard_name(dataset: str, split: str, index: int) -> str:
     return f"{dataset}-{split}-{index:06d}.tar"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def encode_label_png(label: np.ndarray) -> bytes:
@@ -264,14 +256,30 @@ def build_shards(dataset: str, split: str, out_dir, root=None, *, samples_per_sh
     return mpath
 
 
+def _count_samples(path: str) -> int:
+    """Sample keys in a tar shard (reads the member headers only)."""
+    keys = set()
+    with tarfile.open(path, mode="r:") as tf:
+        for member in tf:
+            if member.isfile():
+                keys.add(member.name.rsplit("/", 1)[-1].partition(".")[0])
+    return len(keys)
+
+
 def verify_shards(manifest) -> list[str]:
-    """Check every local shard against the manifest's sha256; returns a list of problems (empty if fine)."""
-    from lakd.data.manifest import load_manifest
+    """Check every shard against the manifest: present, sha256, sample count. Returns the problems (empty if
+    every shard was checked and is fine); a `pipe:`/URL entry is never opened and is reported as not checked."""
+    from lakd.data.manifest import is_url, load_manifest
 
     m = load_manifest(manifest)
     problems = []
-    for name, url in zip(m.shards, m.shard_urls()):
-        if url.startswith("pipe:"):
+    for name, count in zip(m.shards, m.samples_per_shard):
+        if is_url(name):
+            problems.append(f"{name}: not checked (a command/URL entry; verify reads local files only)")
+            continue
+        url = m.resolve(name)
+        if is_url(url):
+            problems.append(f"{name}: not checked (fetched through {url.split()[0]}; verify reads local files only)")
             continue
         if not os.path.exists(url):
             problems.append(f"{name}: missing")
@@ -282,4 +290,12 @@ def verify_shards(manifest) -> list[str]:
                 h.update(block)
         if m.sha256.get(name) != h.hexdigest():
             problems.append(f"{name}: sha256 mismatch")
+            continue
+        try:
+            found = _count_samples(url)
+        except (tarfile.TarError, OSError) as exc:
+            problems.append(f"{name}: unreadable tar ({exc})")
+            continue
+        if found != count:
+            problems.append(f"{name}: holds {found} samples, the manifest says {count}")
     return problems

@@ -1,8 +1,10 @@
 """The manifest of one split of a shard set: `<out>/<dataset>-<split>.manifest.json`.
 
 Shard entries are paths relative to the manifest's folder (as written by `lakd shards build`), absolute
-paths, or `pipe:` URLs (e.g. `pipe:curl -s https://host/x.tar`). `load_manifest(..., shard_root=...)`
-re-roots relative entries: a folder, or a template containing `{shard}` (e.g.
+paths, or `pipe:` / `scheme://` URLs (e.g. `pipe:curl -s https://host/x.tar`). A manifest is data, not a
+script: URL entries are only opened when the user allows it (`load_manifest(..., allow_pipe=True)`; `lakd
+train data.allow_pipe=true`, `lakd eval --allow-pipe`), since a `pipe:` entry runs a shell command.
+`load_manifest(..., shard_root=...)` re-roots relative entries: a folder, or a template containing `{shard}` (e.g.
 `pipe:aws s3 cp s3://bucket/shards/{shard} -`). The manifest itself may be read from a `pipe:` command; its
 shards are then fetched by the same command with the manifest's file name replaced by the shard's.
 """
@@ -38,11 +40,12 @@ class Manifest:
     # where the manifest was loaded from (not serialised)
     path: Path | None = field(default=None, repr=False, compare=False)
     shard_root: str | None = field(default=None, repr=False, compare=False)
+    allow_pipe: bool = field(default=False, repr=False, compare=False)  # the user allowed URL entries
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.pop("path")
-        d.pop("shard_root")
+        for key in _LOCAL_FIELDS:
+            d.pop(key)
         return d
 
     def to_json(self) -> str:
@@ -52,12 +55,24 @@ class Manifest:
     def base_dir(self) -> Path:
         return self.path.parent if self.path is not None else Path(".")
 
+    def url_entries(self) -> list[str]:
+        """Shard entries that are commands or URLs (`pipe:...`, `scheme://...`), not files."""
+        return [s for s in self.shards if is_url(s)]
+
     def shard_urls(self) -> list[str]:
-        """Openable location of every shard (local path or `pipe:` URL)."""
+        """Openable location of every shard (local path or URL). Raises ValueError for a `pipe:`/URL entry of
+        the manifest unless the user allowed them (``allow_pipe``)."""
+        urls = self.url_entries()
+        if urls and not self.allow_pipe:
+            raise ValueError(
+                f"{self.path or 'manifest'}: shard entry {urls[0]!r} is a command or URL, not a file "
+                f"({len(urls)} such entries); a manifest is data and may not run commands. If you trust it, "
+                f"allow it: data.allow_pipe=true (lakd train) or --allow-pipe (lakd eval)"
+            )
         return [self.resolve(s) for s in self.shards]
 
     def resolve(self, shard: str) -> str:
-        if shard.startswith("pipe:") or os.path.isabs(shard) or "://" in shard:
+        if is_url(shard) or os.path.isabs(shard):
             return shard
         root = self.shard_root
         if root is None:
@@ -85,7 +100,7 @@ class Manifest:
         ]
         if self.path is not None:
             lines.append(f"manifest: {self.path}")
-            sizes = [os.path.getsize(u) for u in self.shard_urls() if os.path.exists(u)]
+            sizes = [os.path.getsize(u) for u in map(self.resolve, self.shards) if not is_url(u) and os.path.exists(u)]
             if sizes:
                 lines.append(f"bytes on disk: {sum(sizes) / 1e6:.1f} MB ({len(sizes)} shards present locally)")
         if self.shards:
@@ -110,13 +125,57 @@ def manifest_name(dataset: str, split: str) -> str:
     return f"{dataset}-{split}{SUFFIX}"
 
 
+_LOCAL_FIELDS = ("path", "shard_root", "allow_pipe")  # where and how it was loaded; not in the file
+
+
+def is_url(shard: str) -> bool:
+    return shard.startswith("pipe:") or "://" in shard
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# field -> (description, check) of every required field; a file is data: check each before using it
+_REQUIRED = {
+    "dataset": ("a string", lambda v: isinstance(v, str) and v != ""),
+    "split": ("a string", lambda v: isinstance(v, str) and v != ""),
+    "shards": ("a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v)),
+    "samples_per_shard": ("a list of integers >= 0",
+                          lambda v: isinstance(v, list) and all(_is_int(x) and x >= 0 for x in v)),
+    "total": ("an integer >= 0", lambda v: _is_int(v) and v >= 0),
+    "num_classes": ("an integer >= 2", lambda v: _is_int(v) and v >= 2),
+    "class_pixel_histogram": ("a list of integers", lambda v: isinstance(v, list) and all(_is_int(x) for x in v)),
+    "sha256": ("a mapping of shard name to checksum",
+               lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values())),
+    "config": ("a mapping", lambda v: isinstance(v, dict)),
+    "lakd_version": ("a string", lambda v: isinstance(v, str)),
+}
+_OPTIONAL = {
+    "skipped": ("an integer >= 0", lambda v: _is_int(v) and v >= 0),
+    "skipped_keys": ("a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
+    "ignore_pixels": ("an integer >= 0", lambda v: _is_int(v) and v >= 0),
+    "ignore_index": ("an integer", _is_int),
+}
+
+
 def _parse(d, where: str) -> Manifest:
+    """A validated Manifest from a parsed JSON document (ValueError naming the file and the field)."""
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise ValueError(f"{where}: not a lakd shard manifest (format {d.get('format') if isinstance(d, dict) else None!r})")
-    known = {f for f in Manifest.__dataclass_fields__ if f not in ("path", "shard_root")}
+    missing = [k for k in _REQUIRED if k not in d]
+    if missing:
+        raise ValueError(f"{where}: not a complete lakd shard manifest: missing field(s) {', '.join(missing)}")
+    for key, (what, ok) in {**_REQUIRED, **_OPTIONAL}.items():
+        if key in d and not ok(d[key]):
+            raise ValueError(f"{where}: manifest field '{key}' must be {what}, got {json.dumps(d[key])[:60]}")
+    known = {f for f in Manifest.__dataclass_fields__ if f not in _LOCAL_FIELDS}
     m = Manifest(**{k: v for k, v in d.items() if k in known})
     if len(m.shards) != len(m.samples_per_shard) or sum(m.samples_per_shard) != m.total:
         raise ValueError(f"{where}: inconsistent manifest (shards / samples_per_shard / total)")
+    if m.total == 0:
+        raise ValueError(f"{where}: the manifest lists no samples ({len(m.shards)} shards); rebuild it with "
+                         f"lakd shards build")
     return m
 
 
@@ -144,13 +203,17 @@ def _load_piped(url: str, shard_root: str | None) -> Manifest:
     return m
 
 
-def load_manifest(path, *, shard_root: str | None = None) -> Manifest:
+def load_manifest(path, *, shard_root: str | None = None, allow_pipe: bool = False) -> Manifest:
     """Load a manifest from its file, a folder holding exactly one manifest, a glob matching one file, or a
-    `pipe:` command printing it."""
+    `pipe:` command printing it. ``allow_pipe``: the manifest's `pipe:`/URL shard entries may be opened."""
     if isinstance(path, Manifest):
+        if allow_pipe:
+            path.allow_pipe = True
         return path
     if isinstance(path, str) and path.startswith("pipe:"):
-        return _load_piped(path, shard_root)
+        m = _load_piped(path, shard_root)
+        m.allow_pipe = allow_pipe
+        return m
     p = Path(os.fspath(path))
     if p.is_dir():
         found = sorted(p.glob("*" + SUFFIX))
@@ -168,7 +231,11 @@ def load_manifest(path, *, shard_root: str | None = None) -> Manifest:
         raise ValueError(f"manifest not found: {p}") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{p}: not a JSON manifest ({exc})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else exc
+        raise ValueError(f"{p}: cannot read the manifest ({reason})") from None
     m = _parse(d, str(p))
     m.path = p.resolve()
     m.shard_root = shard_root
+    m.allow_pipe = allow_pipe
     return m

@@ -21,8 +21,12 @@ The state is, per worker, (epoch, samples of the epoch's run already consumed) p
 Restoring it re-creates the workers, rotates their roles so the round-robin continues where it stopped, and
 each worker skips the consumed samples by reading only tar headers (local files) -- nothing is decoded.
 
-Corrupt data (truncated tars, undecodable images or labels, label/image size mismatch) is skipped, counted in
-`stats["corrupt"]` and warned about at most every few seconds per process; it never stops the stream.
+Corrupt data (truncated tars, undecodable images or labels, label/image size mismatch, label values that are
+neither a class id nor the ignore index) is skipped, counted in `stats["corrupt"]` and warned about (naming
+the shard and key) at most every few seconds per process; it never stops the stream.
+
+Label values are validated here, once per sample on the host side of the loader (`check_label_values`), so
+the training step never checks them (on a GPU each check would be a host synchronisation).
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ import io
 import json
 import logging
 import os
+import signal
 import tarfile
 import time
 from dataclasses import dataclass
@@ -38,6 +43,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from lakd import IGNORE_INDEX
 from lakd.data.manifest import Manifest, load_manifest
 from lakd.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, CorruptSample, norm_tensors, decode_image,
                                   decode_label, eval_transform, sample_rng, scale_choices, train_transform)
@@ -73,6 +79,18 @@ class _RateLimitedWarning:
 
 
 _warn = _RateLimitedWarning()
+
+
+# ------------------------------------------------------------------------------------------ worker processes
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: Slurm (scancel, preemption) and Ctrl-C signal the whole process group.
+    A worker that died of it would crash the main process before it can save; so workers ignore these and
+    the main process saves and shuts them down (they also exit by themselves when the main process dies)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 # ------------------------------------------------------------------------------------------ shard reading
@@ -267,6 +285,17 @@ def _fields(sample: dict, meta: bool = True) -> tuple[bytes, bytes, dict]:
     return img, lab, out
 
 
+def check_label_values(label, num_classes: int, ignore_index: int) -> None:
+    """CorruptSample naming the label values that are neither a class id in [0, num_classes) nor
+    `ignore_index`. `label` is a decoded 8-bit label image: one C pass over its pixels (PIL's histogram)."""
+    hist = label.histogram()
+    bad = [v for v in range(num_classes, len(hist)) if hist[v] and v != ignore_index]
+    if bad:
+        shown = ", ".join(str(v) for v in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        raise CorruptSample(f"label value(s) {shown} ({sum(hist[v] for v in bad)} pixels) are neither a class id "
+                            f"in [0, {num_classes}) nor the ignore index {ignore_index}")
+
+
 def _describe(sample: dict | None, fallback: str) -> str:
     if not sample:
         return fallback
@@ -276,9 +305,10 @@ def _describe(sample: dict | None, fallback: str) -> str:
 # ------------------------------------------------------------------------------------------- train stream
 class _TrainIterable(IterableDataset):
     def __init__(self, urls, counts, *, seed, batch_size, crop_size, scales, mean, std, shuffle_buffer, rank,
-                 world_size, num_workers, states, rotation):
+                 world_size, num_workers, states, rotation, num_classes=None, ignore_index=IGNORE_INDEX):
         super().__init__()
         self.urls, self.counts = urls, counts
+        self.num_classes, self.ignore_index = num_classes, ignore_index
         self.offsets = list(np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int)) if counts else []
         self.seed, self.batch_size, self.crop_size, self.scales = seed, batch_size, crop_size, scales
         self.mean, self.std, self.shuffle_buffer = mean, std, shuffle_buffer
@@ -323,6 +353,8 @@ class _TrainIterable(IterableDataset):
                     try:
                         img_b, lab_b, _ = _fields(sample, meta=False)
                         image, label = decode_image(img_b), decode_label(lab_b)
+                        if self.num_classes is not None:
+                            check_label_values(label, self.num_classes, self.ignore_index)
                         x, y = train_transform(image, label, sample_rng(self.seed, epoch, sample["__index__"]),
                                                crop_size=self.crop_size, scales=self.scales, mean_t=mean_t,
                                                std_t=std_t)
@@ -355,7 +387,7 @@ class TrainStream:
     def __init__(self, manifest: Manifest, *, batch_size: int, crop_size, seed: int, rank: int = 0,
                  world_size: int = 1, num_workers: int = 0, scale_range=(0.5, 2.0), mean=IMAGENET_MEAN,
                  std=IMAGENET_STD, shuffle_buffer: int = 256, pin_memory: bool = False,
-                 prefetch_factor: int | None = None, multiprocessing_context=None):
+                 prefetch_factor: int | None = None, multiprocessing_context=None, num_classes: int | None = None):
         if isinstance(crop_size, int):
             crop_size = (crop_size, crop_size)
         crop_size = (int(crop_size[0]), int(crop_size[1]))
@@ -366,6 +398,9 @@ class TrainStream:
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         self.manifest = manifest
+        # the model's class count (the stage passes it); labels outside it make a sample corrupt
+        self.num_classes = int(manifest.num_classes if num_classes is None else num_classes)
+        self.ignore_index = int(manifest.ignore_index)
         self.batch_size, self.crop_size, self.seed = int(batch_size), crop_size, int(seed)
         self.rank, self.world_size, self.num_workers = int(rank), int(world_size), int(num_workers)
         self.W = max(1, self.num_workers)
@@ -413,7 +448,8 @@ class TrainStream:
                               crop_size=self.crop_size, scales=self.scales, mean=self.mean, std=self.std,
                               shuffle_buffer=self.shuffle_buffer, rank=self.rank, world_size=self.world_size,
                               num_workers=self.W, states=[dict(s) for s in self._states],
-                              rotation=self._step % self.W)
+                              rotation=self._step % self.W, num_classes=self.num_classes,
+                              ignore_index=self.ignore_index)
 
     def _make_iter(self):
         ds = self._dataset()
@@ -423,7 +459,8 @@ class TrainStream:
         if self.prefetch_factor is not None:
             kw["prefetch_factor"] = self.prefetch_factor
         return iter(DataLoader(ds, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                               multiprocessing_context=self.multiprocessing_context, **kw))
+                               multiprocessing_context=self.multiprocessing_context,
+                               worker_init_fn=_ignore_stop_signals, **kw))
 
     def __iter__(self):
         return self
@@ -495,9 +532,11 @@ class TrainStream:
 
 def build_train_loader(manifest, *, batch_size: int, crop_size, seed: int, rank: int = 0, world_size: int = 1,
                        num_workers: int = 0, scale_range=(0.5, 2.0), mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                       shuffle_buffer: int = 256, **kw) -> TrainStream:
-    """Infinite, resumable training stream over a shard manifest (a `Manifest` or a path to one)."""
-    return TrainStream(load_manifest(manifest), batch_size=batch_size, crop_size=crop_size, seed=seed, rank=rank,
+                       shuffle_buffer: int = 256, allow_pipe: bool = False, **kw) -> TrainStream:
+    """Infinite, resumable training stream over a shard manifest (a `Manifest` or a path to one).
+    ``allow_pipe``: the user allows the manifest's `pipe:`/URL shard entries (see lakd.data.manifest)."""
+    manifest = load_manifest(manifest, allow_pipe=allow_pipe)
+    return TrainStream(manifest, batch_size=batch_size, crop_size=crop_size, seed=seed, rank=rank,
                        world_size=world_size, num_workers=num_workers, scale_range=scale_range, mean=mean, std=std,
                        shuffle_buffer=shuffle_buffer, **kw)
 
@@ -508,9 +547,10 @@ def _balanced_bounds(n: int, parts: int, i: int) -> tuple[int, int]:
 
 
 class _EvalIterable(IterableDataset):
-    def __init__(self, urls, counts, a, b, num_workers, mean, std):
+    def __init__(self, urls, counts, a, b, num_workers, mean, std, num_classes, ignore_index):
         super().__init__()
         self.urls, self.counts, self.a, self.b, self.W = urls, counts, a, b, num_workers
+        self.num_classes, self.ignore_index = num_classes, ignore_index
         self.offsets = list(np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int)) if counts else []
         self.mean, self.std = mean, std
 
@@ -532,7 +572,9 @@ class _EvalIterable(IterableDataset):
             else:
                 try:
                     img_b, lab_b, meta = _fields(sample)
-                    x, y = eval_transform(decode_image(img_b), decode_label(lab_b), mean_t=mean_t, std_t=std_t)
+                    label = decode_label(lab_b)
+                    check_label_values(label, self.num_classes, self.ignore_index)
+                    x, y = eval_transform(decode_image(img_b), label, mean_t=mean_t, std_t=std_t)
                     item.update(image=x.unsqueeze(0), label=y.unsqueeze(0),
                                 key=[str(meta.get("key", sample["__key__"]))])
                     stats["samples"] += 1
@@ -552,10 +594,11 @@ class EvalLoader:
     """
 
     def __init__(self, manifest: Manifest, *, rank: int = 0, world_size: int = 1, mean=IMAGENET_MEAN,
-                 std=IMAGENET_STD, num_workers: int = 0):
+                 std=IMAGENET_STD, num_workers: int = 0, num_classes: int | None = None):
         if not (0 <= rank < world_size):
             raise ValueError(f"rank {rank} outside world_size {world_size}")
         self.manifest = manifest
+        self.num_classes = int(manifest.num_classes if num_classes is None else num_classes)
         self.rank, self.world_size, self.num_workers = rank, world_size, int(num_workers)
         self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
         self.urls = manifest.shard_urls()
@@ -572,9 +615,11 @@ class EvalLoader:
 
     def __iter__(self):
         W = max(1, min(self.num_workers, len(self)))
-        ds = _EvalIterable(self.urls, self.counts, self.a, self.b, W, self.mean, self.std)
+        ds = _EvalIterable(self.urls, self.counts, self.a, self.b, W, self.mean, self.std, self.num_classes,
+                           int(self.manifest.ignore_index))
         self._worker_stats = {}
-        it = iter(ds) if self.num_workers == 0 else iter(DataLoader(ds, batch_size=None, num_workers=W))
+        it = iter(ds) if self.num_workers == 0 else iter(DataLoader(ds, batch_size=None, num_workers=W,
+                                                                    worker_init_fn=_ignore_stop_signals))
         for item in it:
             meta = item.pop("_lakd")
             self._worker_stats[int(meta["worker"])] = meta["stats"]
@@ -583,7 +628,8 @@ class EvalLoader:
 
 
 def build_eval_loader(manifest, *, rank: int = 0, world_size: int = 1, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                      num_workers: int = 0) -> EvalLoader:
+                      num_workers: int = 0, num_classes: int | None = None, allow_pipe: bool = False) -> EvalLoader:
     """Evaluation loader of whole images over a shard manifest (a `Manifest` or a path to one)."""
-    return EvalLoader(load_manifest(manifest), rank=rank, world_size=world_size, mean=mean, std=std,
-                      num_workers=num_workers)
+    manifest = load_manifest(manifest, allow_pipe=allow_pipe)
+    return EvalLoader(manifest, rank=rank, world_size=world_size, mean=mean, std=std,
+                      num_workers=num_workers, num_classes=num_classes)

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from lakd import IGNORE_INDEX
+from lakd.config import DataConfig
 
 # 0-255 scale, RGB order
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -29,9 +30,30 @@ class CorruptSample(Exception):
     """A sample that cannot be decoded (garbage bytes, wrong label size, ...)."""
 
 
-def decode_image(data: bytes) -> Image.Image:
+# decoded images larger than this are refused before decoding (a small PNG can decode to gigabytes);
+# `lakd train` sets it from data.max_pixels, `lakd eval` from --max-pixels (workers inherit it at fork)
+MAX_PIXELS = DataConfig.max_pixels
+
+
+def set_max_pixels(n: int) -> None:
+    global MAX_PIXELS
+    MAX_PIXELS = int(n)
+
+
+def _open_capped(data: bytes, what: str) -> Image.Image:
     try:
         im = Image.open(io.BytesIO(data))
+    except Exception as exc:  # PIL raises many types for bad data
+        raise CorruptSample(f"undecodable {what} ({type(exc).__name__}: {exc})") from None
+    if im.width * im.height > MAX_PIXELS:
+        raise CorruptSample(f"{what} of {im.width}x{im.height} pixels is larger than the cap of {MAX_PIXELS} "
+                            f"pixels (data.max_pixels in lakd train, --max-pixels in lakd eval)")
+    return im
+
+
+def decode_image(data: bytes) -> Image.Image:
+    im = _open_capped(data, "image")
+    try:
         im.load()
         if im.mode != "RGB":
             im = im.convert("RGB")
@@ -42,8 +64,8 @@ def decode_image(data: bytes) -> Image.Image:
 
 def decode_label(data: bytes) -> Image.Image:
     """Decode a label PNG keeping its raw values (mode L; palette images keep their indices)."""
+    im = _open_capped(data, "label")
     try:
-        im = Image.open(io.BytesIO(data))
         im.load()
     except Exception as exc:
         raise CorruptSample(f"undecodable label ({type(exc).__name__}: {exc})") from None

@@ -27,7 +27,7 @@ from typing import Any, Optional
 
 import torch
 
-from lakd.data.build import atomic_write_bytes
+from lakd.io import atomic_write_text, naming_disk_full
 from lakd.engine import distributed as D
 from lakd.engine.state_io import load_state, save_state
 
@@ -45,10 +45,6 @@ class CheckpointError(RuntimeError):
 
 def tag_for(step: int) -> str:
     return f"step_{step:08d}"
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 def _safe_globals() -> list:
@@ -148,15 +144,16 @@ class CheckpointManager:
                 shutil.rmtree(self.dir / tag)
         D.barrier()
         client = {"lakd_step": int(step), "lakd_config_hash": meta.get("config_hash"), "lakd_best": meta.get("best")}
-        engine.save_checkpoint(str(self.dir), tag=tag, client_state=client, save_latest=False)
-        save_state(self.dir / tag / f"lakd_rank{rank:05d}", rank_state)
+        with naming_disk_full(self.dir / tag):
+            engine.save_checkpoint(str(self.dir), tag=tag, client_state=client, save_latest=False)
+            save_state(self.dir / tag / f"lakd_rank{rank:05d}", rank_state)
         D.barrier()  # every rank's files are on disk
         if rank == 0:
             doc = {**meta, "complete": True, "tag": tag, "step": int(step), "world_size": world}
-            _atomic_write_text(self.dir / tag / META, json.dumps(doc, indent=1))
-            _atomic_write_text(self.dir / LATEST, tag)
+            atomic_write_text(self.dir / tag / META, json.dumps(doc, indent=1))
+            atomic_write_text(self.dir / LATEST, tag)
             if is_best and self.keep_best:
-                _atomic_write_text(self.dir / BEST, tag)
+                atomic_write_text(self.dir / BEST, tag)
             self.prune()
         D.barrier()
         return tag
@@ -164,7 +161,7 @@ class CheckpointManager:
     def mark_best(self, step: int) -> None:
         """Rank 0: point ``best`` at the (complete) checkpoint of ``step``."""
         if self.keep_best and self.read_meta(tag_for(step)) is not None:
-            _atomic_write_text(self.dir / BEST, tag_for(step))
+            atomic_write_text(self.dir / BEST, tag_for(step))
 
     def prune(self) -> None:
         """Keep the newest ``keep_last`` complete checkpoints plus the best one."""

@@ -39,10 +39,6 @@ class DistEnv:
     master_port: int
     launcher: str  # env | submitit | slurm | mpi | single
 
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
 
 def expand_hostlist(spec: str) -> list[str]:
     """Expand a Slurm host list: ``"node[01-03,07],gpu-a"`` -> ``[node01, node02, node03, node07, gpu-a]``."""
@@ -154,9 +150,9 @@ def pick_device(denv: DistEnv, want: str = "auto") -> torch.device:
 
 
 def init_process_group(denv: DistEnv, device: torch.device, *, backend: str = "auto",
-                       timeout_s: int = 1800) -> bool:
-    """Initialise torch.distributed (and DeepSpeed's comm layer on top). Returns True if this call created
-    the process group (so the caller destroys it), False if one already existed."""
+                       timeout_s: int = 1800, with_deepspeed: bool = True) -> bool:
+    """Initialise torch.distributed (and, unless ``with_deepspeed`` is False, DeepSpeed's comm layer on top).
+    Returns True if this call created the process group (so the caller destroys it), False if one existed."""
     export(denv)
     if dist.is_available() and dist.is_initialized():
         if dist.get_world_size() != denv.world_size or dist.get_rank() != denv.rank:
@@ -176,6 +172,8 @@ def init_process_group(denv: DistEnv, device: torch.device, *, backend: str = "a
             timeout=datetime.timedelta(seconds=timeout_s), **kwargs,
         )
         created = True
+    if not with_deepspeed:
+        return created
     import deepspeed
 
     deepspeed.init_distributed(dist_backend=dist.get_backend(), auto_mpi_discovery=False,
@@ -211,16 +209,8 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_gather_object(obj):
-    """Every rank's ``obj`` (picklable, built by our own code; never read from disk) as a list."""
-    if world_size() == 1:
-        return [obj]
-    out = [None] * world_size()
-    dist.all_gather_object(out, obj)
-    return out
-
-
 def broadcast_object(obj, src: int = 0):
+    """Rank ``src``'s ``obj`` on every rank (picklable, built by our own code; never read from disk)."""
     if world_size() == 1:
         return obj
     box = [obj]

@@ -17,8 +17,13 @@ import signal
 import threading
 from typing import Optional
 
-EXIT_REQUEUE = 75  # os.EX_TEMPFAIL: the run was checkpointed and wants to be started again
-SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+from lakd.exit_codes import REQUEUE as EXIT_REQUEUE  # the name launchers import from here
+
+from lakd.exit_codes import INTERRUPTED
+
+# SIGINT (Ctrl-C) is handled the same way: the run saves at the next step boundary and exits 130; a second
+# Ctrl-C interrupts at once (KeyboardInterrupt)
+SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
 
 
 class Preempted(Exception):
@@ -28,7 +33,13 @@ class Preempted(Exception):
 
     def __init__(self, step: int, signum: Optional[int], checkpoint: Optional[str]):
         name = signal.Signals(signum).name if signum else "a signal on another rank"
-        super().__init__(f"preempted by {name} at step {step}; checkpoint {checkpoint} saved, requeue to resume")
+        if signum == signal.SIGINT:
+            self.exit_status = INTERRUPTED
+            text = (f"interrupted (Ctrl-C) at step {step}; checkpoint {checkpoint} saved; run the same command "
+                    f"again to resume")
+        else:
+            text = f"preempted by {name} at step {step}; checkpoint {checkpoint} saved, requeue to resume"
+        super().__init__(text)
         self.step = step
         self.signum = signum
         self.checkpoint = checkpoint
@@ -46,6 +57,8 @@ class PreemptionFlag:
         return self.signum is not None
 
     def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        if signum == signal.SIGINT and self.signum == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C: do not wait for the step boundary
         if self.signum is None:
             self.signum = signum
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import resource
 import sys
 import time
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+
+from lakd.io import atomic_write_text
 
 
 def max_rss_mb() -> float:
@@ -56,9 +57,7 @@ class MetricsLog:
                 continue  # a line cut by a kill
             if isinstance(rec, dict) and int(rec.get("step", 0)) <= step:
                 keep.append(line)
-        tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(line + "\n" for line in keep))
 
     def write(self, record: dict) -> None:
         self._f.write(json.dumps(_clean(record)) + "\n")

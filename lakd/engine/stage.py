@@ -27,7 +27,6 @@ step with a different sample order. A warning says so.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
@@ -38,21 +37,21 @@ from typing import Optional
 import torch
 
 from lakd.config import Config, ConfigError, batch_layout
-from lakd.data.build import atomic_write_bytes
 from lakd.engine import batchnorm, rng
 from lakd.engine import distributed as D
 from lakd.engine.checkpoint import CheckpointManager
+from lakd.engine.environment import check_environment, num_classes, result_path
 from lakd.engine.preemption import PreemptionFlag
 from lakd.engine.progress import MetricsLog, Progress, format_metric
+from lakd.engine.runlock import RunLock
 from lakd.engine.trainer import EvalResult, Trainer, TrainState
+from lakd.io import atomic_write_bytes, naming_disk_full
 
 log = logging.getLogger("lakd.engine")
 
-__all__ = ["run_stage", "check_config", "stage_result_path"]
+__all__ = ["run_stage", "check_environment", "stage_result_path"]
 
-
-def stage_result_path(cfg: Config) -> Path:
-    return cfg.stage_dir / "result.json"
+stage_result_path = result_path
 
 
 def _warn(text: str) -> None:
@@ -60,101 +59,30 @@ def _warn(text: str) -> None:
     print(f"lakd train: warning: {text}", file=sys.stderr, flush=True)
 
 
-# ------------------------------------------------------------------------------------------ validation
-def _num_classes(cfg: Config) -> int:
-    from lakd.data import get_card
-
-    return cfg.data.num_classes or get_card(cfg.data.dataset).num_classes
-
-
+# ------------------------------------------------------------------------------------------ settings
 def _norm(cfg: Config) -> tuple[list[float], list[float]]:
     from lakd.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     return list(cfg.data.mean or IMAGENET_MEAN), list(cfg.data.std or IMAGENET_STD)
 
 
-def check_config(cfg: Config, world_size: int = 1) -> None:
-    """Everything checkable before a file is written: names, files, batch layout. Raises ConfigError."""
-    from lakd.data import list_cards
-    from lakd.models import COMBINATIONS
-
-    if cfg.data.dataset not in list_cards():
-        raise ConfigError(f"config key 'data.dataset': unknown dataset {cfg.data.dataset!r}; "
-                          f"known: {', '.join(list_cards())}")
-    for prefix, m in (("model", cfg.model), ("teacher.model", cfg.teacher.model)):
-        if prefix == "teacher.model" and cfg.stage != "teacher":
-            continue
-        if prefix == "model" and cfg.stage == "teacher":
-            continue
-        if m.name not in COMBINATIONS:
-            raise ConfigError(f"config key '{prefix}.name': unknown model {m.name!r}; "
-                              f"valid models: {', '.join(COMBINATIONS)}")
-        if m.backbone not in COMBINATIONS[m.name]:
-            raise ConfigError(f"config key '{prefix}.backbone': {m.name} is not available with {m.backbone!r}; "
-                              f"{m.name} backbones: {', '.join(COMBINATIONS[m.name])}")
-        if m.pretrained:
-            from lakd.models.pretrained import PretrainedError, check_pretrained
-
-            try:  # builds on the meta device: nothing allocated or written
-                check_pretrained(m, num_classes=_num_classes(cfg), in_channels=_in_channels(cfg),
-                                 weights_dir=cfg.run.weights_dir, key=prefix)
-            except PretrainedError as exc:
-                raise ConfigError(str(exc)) from None
-    cuda = torch.cuda.is_available()
-    if cfg.train.device == "cuda" and not cuda:
-        raise ConfigError("config key 'train.device': cuda asked for, but torch sees no CUDA device")
-    if cfg.train.sync_bn is True and (cfg.train.device == "cpu" or not cuda):
-        raise ConfigError("config key 'train.sync_bn': true needs GPUs (torch's SyncBatchNorm refuses CPU "
-                          "tensors); 'auto' uses plain BatchNorm with buffers averaged across ranks on CPU")
-    if cfg.optim.impl == "apex":
-        from lakd.optim import APEX_BUILD_HELP
-
-        try:
-            importlib.import_module("apex.optimizers")
-        except ImportError as exc:
-            raise ConfigError(f"config key 'optim.impl': apex asked for but not importable ({exc}). "
-                              f"{APEX_BUILD_HELP}") from None
-    if stage_result_path(cfg).is_file():
-        return  # finished: run_stage only reads the result
-    for split in ("train", "val"):
-        path = cfg.manifest(split)
-        if not path.is_file():
-            raise ConfigError(
-                f"{split} shards not found: {path} (build them with `lakd shards build {cfg.data.dataset} "
-                f"--split {cfg.data.train_split if split == 'train' else cfg.data.val_split} --out "
-                f"{path.parent}`, or set data.{split}_manifest)"
-            )
-    if cfg.stage == "student":
-        from lakd.models.export import export_paths, read_export_meta
-
-        export = cfg.teacher_export()
-        if not all(p.is_file() for p in export_paths(export)):
-            raise ConfigError(
-                f"teacher export not found: {export} (run the teacher stage of run '{cfg.run.name}' first, or "
-                f"set teacher.export to a <stage>.safetensors written by another run)"
-            )
-        try:
-            meta = read_export_meta(export)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        if int(meta["num_classes"]) != _num_classes(cfg):
-            raise ConfigError(f"teacher export {export} predicts {meta['num_classes']} classes, "
-                              f"dataset {cfg.data.dataset} has {_num_classes(cfg)}")
-    batch_layout(cfg, world_size)
-
-
 # ---------------------------------------------------------------------------------------------- models
-def _in_channels(cfg: Config) -> int:
-    return 3 + cfg.noise.code_dim if cfg.stage == "teacher" else 3
-
-
 def _build_model(cfg: Config, in_channels: int):
-    """`(model, LoadReport or None)`; the report says what `model.pretrained` loaded."""
+    """The stage's model and, when ``pretrained`` is set, what loading it did (a LoadReport, also kept on the
+    model for result.json "init"). ``pretrained`` may name a catalogue entry (lakd.models.pretrained)."""
     from lakd.models.pretrained import build_with_pretrained
 
     key = "teacher.model" if cfg.stage == "teacher" else "model"
-    return build_with_pretrained(cfg.stage_model, num_classes=_num_classes(cfg), in_channels=in_channels,
+    return build_with_pretrained(cfg.stage_model, num_classes=num_classes(cfg), in_channels=in_channels,
                                  weights_dir=cfg.run.weights_dir, key=key)
+
+
+def _describe_init(report) -> str:
+    if report is None:
+        return "from scratch"
+    extra = "".join(f", {len(xs)} {what}" for what, xs in (("widened", report.widened), ("ignored", report.ignored))
+                    if xs)
+    return f"initialised from {report.path} ({report.layout} layout, {len(report.loaded)} tensors loaded{extra})"
 
 
 def _init_info(model) -> Optional[dict]:
@@ -187,12 +115,12 @@ class _Stage:
     def __init__(self, cfg: Config, denv: D.DistEnv, device: torch.device):
         self.cfg, self.denv, self.device = cfg, denv, device
         self.rank, self.world = denv.rank, denv.world_size
-        self.num_classes = _num_classes(cfg)
+        self.num_classes = num_classes(cfg)
+        self.init_report = None  # LoadReport of model.pretrained
         self.mean, self.std = _norm(cfg)
         self.micro, self.accum = batch_layout(cfg, self.world)
         self.noiser = None  # teacher stage: the model's own label noiser
         self.teacher_info = None  # student stage: {"export", "label_channels"}
-        self.load_report = None  # what model.pretrained loaded (lakd.models.weights.LoadReport)
 
     # ---- objective + model
     def build(self):
@@ -202,7 +130,7 @@ class _Stage:
         rng.seed_all(cfg.run.seed)  # identical initial weights on every rank
         if cfg.stage == "teacher":
             self.noiser = _noiser(cfg, self.num_classes)
-            model, self.load_report = _build_model(cfg, 3 + self.noiser.code_dim)
+            model, self.init_report = _build_model(cfg, 3 + self.noiser.code_dim)
             tl = cfg.teacher_loss
             objective = TeacherObjective(
                 self.noiser, aux_weight=tl.aux_weight, consistency=tl.consistency,
@@ -210,7 +138,7 @@ class _Stage:
                 consistency_warmup=tl.consistency_warmup, label_dropout=tl.label_dropout,
             )
         else:
-            model, self.load_report = _build_model(cfg, 3)
+            model, self.init_report = _build_model(cfg, 3)
             sl = cfg.student_loss
             teacher, noiser = None, None
             if cfg.stage == "student":
@@ -251,15 +179,17 @@ class _Stage:
     # ---- data
     def train_loader(self, seed_offset: int = 0):
         from lakd.data.pipeline import build_train_loader
+        from lakd.data.prefetch import Prefetcher
 
         d = self.cfg.data
         kw = {} if d.shuffle_buffer is None else {"shuffle_buffer": d.shuffle_buffer}
-        return build_train_loader(
+        stream = build_train_loader(
             self.cfg.manifest("train"), batch_size=self.micro, crop_size=tuple(d.crop_size),
             seed=self.cfg.run.seed + seed_offset, rank=self.rank, world_size=self.world,
             num_workers=d.num_workers, scale_range=tuple(d.scale_range), mean=self.mean, std=self.std,
-            pin_memory=self.device.type == "cuda", **kw,
+            pin_memory=self.device.type == "cuda", num_classes=self.num_classes, allow_pipe=d.allow_pipe, **kw,
         )
+        return Prefetcher(stream) if d.num_workers > 0 else stream  # hand-off off the step's critical path
 
     def evaluator(self, model):
         from lakd.data.pipeline import build_eval_loader
@@ -277,10 +207,16 @@ class _Stage:
 
         def run(input_fn, max_images):
             loader = build_eval_loader(cfg.manifest("val"), rank=self.rank, world_size=self.world,
-                                       mean=self.mean, std=self.std, num_workers=cfg.data.num_workers)
+                                       mean=self.mean, std=self.std, num_workers=cfg.data.num_workers,
+                                       allow_pipe=cfg.data.allow_pipe)
             per_rank = None if max_images is None else max(1, -(-max_images // self.world))
             with _autocast(self.device, cfg.train.precision):
-                return evaluate(model, loader, self.num_classes, input_fn=input_fn, max_images=per_rank, **kw)
+                metrics = evaluate(model, loader, self.num_classes, input_fn=input_fn, max_images=per_rank, **kw)
+            if not metrics["pixels"]:  # summed over ranks: every rank takes the same decision
+                raise ConfigError(f"evaluation found no readable labelled image in {cfg.manifest('val')} (missing, "
+                                  f"empty or corrupt val shards; lakd shards verify {cfg.manifest('val')}); a "
+                                  f"score over nothing is not a result")
+            return metrics
 
         def evaluate_all(max_images: Optional[int]) -> EvalResult:
             if self.noiser is not None:  # label-assisted teacher: with the label code and without it
@@ -321,7 +257,10 @@ def _read_result(cfg: Config) -> Optional[dict]:
     path = stage_result_path(cfg)
     if not path.is_file():
         return None
-    result = json.loads(path.read_text())
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} cannot be read ({exc}); remove it to train the stage again") from None
     theirs = result.get("config_hash")
     if theirs and theirs != cfg.hash():
         raise ConfigError(
@@ -333,18 +272,10 @@ def _read_result(cfg: Config) -> Optional[dict]:
 
 def _resume(stage: _Stage, trainer_parts: dict, ckpt: CheckpointManager, cfg: Config) -> TrainState:
     """Load the newest complete checkpoint (if any) into the engine, loader and RNGs; return the state."""
+    # check_environment refused a different configuration and resume=false over existing checkpoints
     meta = ckpt.latest() if cfg.checkpoint.resume else None
     if meta is None:
-        if not cfg.checkpoint.resume and ckpt.complete():
-            raise ConfigError(f"{ckpt.dir} holds checkpoints and checkpoint.resume=false; choose another "
-                              "run.name or remove the folder")
         return TrainState()
-    if meta.get("config_hash") != cfg.hash():
-        raise ConfigError(
-            f"checkpoint {ckpt.dir / meta['tag']} was written with a different configuration (config hash "
-            f"{meta.get('config_hash')}, now {cfg.hash()}); resuming would mix two experiments. Choose "
-            f"another run.name, or restore the original settings (see {cfg.stage_dir / 'config.yaml'})"
-        )
     engine, scheduler, loader = trainer_parts["engine"], trainer_parts["scheduler"], trainer_parts["loader"]
     same_world = int(meta["world_size"]) == stage.world
     same_zero = int(meta.get("zero_stage", cfg.train.zero_stage)) == cfg.train.zero_stage
@@ -389,10 +320,20 @@ def run_stage(cfg: Config) -> dict:
     stays), ``CheckpointError`` for an unusable checkpoint.
     """
     denv = D.detect()
-    check_config(cfg, denv.world_size)
+    warnings = check_environment(cfg, denv.world_size)
     done = _read_result(cfg)
     if done is not None:
+        if denv.rank == 0:
+            scores = ", ".join(f"{k} mIoU {format_metric(v.get('miou'))}" for k, v in (done.get("eval") or {}).items())
+            print(f"lakd train: already finished: {result_path(cfg)}, {scores or 'no evaluation'} at step "
+                  f"{done.get('steps')}; nothing to do", file=sys.stderr, flush=True)
         return done
+    from lakd.data.transforms import set_max_pixels
+
+    set_max_pixels(cfg.data.max_pixels)
+    if denv.rank == 0:
+        for text in warnings:
+            _warn(text)
 
     from lakd.engine.ds_engine import build_engine, prepare_deepspeed
 
@@ -404,16 +345,29 @@ def run_stage(cfg: Config) -> dict:
     created = D.init_process_group(denv, device, backend=cfg.dist.backend, timeout_s=cfg.dist.timeout_s)
     flag = PreemptionFlag().install()
     loader = metrics = progress = None
+    lock = RunLock(cfg.stage_dir)
     try:
         stage_dir = cfg.stage_dir
         ckpt = CheckpointManager(stage_dir / "checkpoints", keep_last=cfg.checkpoint.keep_last,
                                  keep_best=cfg.checkpoint.keep_best)
-        if denv.rank == 0:
+        refused = None
+        if denv.rank == 0:  # one job per stage folder: rank 0 holds the lock, every rank learns the outcome
             stage_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(stage_dir / "config.yaml", cfg.to_yaml().encode())
+            refused = lock.acquire()
+            if lock.unsupported:
+                _warn(lock.unsupported)
+        refused = D.broadcast_object(refused)
+        if refused:
+            raise ConfigError(refused)
+        done = _read_result(cfg)  # the run that held the lock until now may have finished the stage
+        if done is not None:
+            return done
+        if denv.rank == 0:
+            # first free the space an interrupted save took (a full disk is the usual cause), then write
             removed = ckpt.remove_incomplete()
             if removed:
                 _warn(f"removed incomplete checkpoint(s) {', '.join(removed)} in {ckpt.dir} (a save was interrupted)")
+            atomic_write_bytes(stage_dir / "config.yaml", cfg.to_yaml().encode())
         D.barrier()
 
         st = _Stage(cfg, denv, device)
@@ -427,21 +381,21 @@ def run_stage(cfg: Config) -> dict:
             metrics = MetricsLog(stage_dir / "metrics.jsonl", resume_step=state.step)
             progress = Progress(total=cfg.train.iters, start=state.step, desc=f"{cfg.run.name}/{cfg.stage}",
                                 mode=cfg.log.progress, print_every=cfg.log.print_every)
-            start = (f"resuming at step {state.step}" if state.step else
-                     "from scratch" if st.load_report is None else "from pretrained weights")
+            start = f"resuming at step {state.step}" if state.step else _describe_init(st.init_report)
             progress.message(
                 f"lakd train: {cfg.stage} {cfg.stage_model.name}-{cfg.stage_model.backbone} on {cfg.data.dataset}, "
                 f"{denv.world_size} process(es) ({denv.launcher}, {device.type}), global batch "
                 f"{cfg.train.batch_size} = {st.micro} x {st.accum} accum x {st.world}, "
                 f"{start} -> {cfg.train.iters} steps; run dir {stage_dir}"
             )
-            if st.load_report is not None and not state.step:
-                progress.message(st.load_report.describe())
+            if st.init_report is not None and not state.step:
+                progress.message(st.init_report.describe())  # widened / dropped / initialised, in full
         average_bn = st.world > 1 and not st.sync_bn
 
         def on_best(step: int) -> None:
             if denv.rank == 0:
-                st.export(engine.module, f"{cfg.stage}-best", step)
+                with naming_disk_full(stage_dir / f"{cfg.stage}-best.safetensors"):
+                    st.export(engine.module, f"{cfg.stage}-best", step)
 
         trainer = Trainer(cfg, engine=engine, scheduler=scheduler, objective=objective, loader=loader,
                           device=device, accum=st.accum, ckpt=ckpt, evaluate=evaluate, average_bn=average_bn,
@@ -463,12 +417,13 @@ def run_stage(cfg: Config) -> dict:
             "seed": cfg.run.seed, "init": _init_info(engine.module),
         }
         if denv.rank == 0:
-            export_path = st.export(engine.module, cfg.stage, state.step)
+            with naming_disk_full(stage_dir / f"{cfg.stage}.safetensors"):
+                export_path = st.export(engine.module, cfg.stage, state.step)
             result["export"] = str(export_path)
-            atomic_write_bytes(stage_result_path(cfg), (json.dumps(result, indent=1) + "\n").encode())
+            atomic_write_bytes(result_path(cfg), (json.dumps(result, indent=1) + "\n").encode())
             summary = ", ".join(f"{k} mIoU {format_metric(v.get('miou'))}" for k, v in final.metrics.items())
             progress.message(f"lakd train: {cfg.stage} finished at step {state.step}: {summary}; "
-                             f"wrote {export_path} and {stage_result_path(cfg)}")
+                             f"wrote {export_path} and {result_path(cfg)}")
         D.barrier()
         result["export"] = str(cfg.stage_dir / f"{cfg.stage}.safetensors")
         return result
@@ -480,6 +435,7 @@ def run_stage(cfg: Config) -> dict:
             progress.close()
         if metrics is not None:
             metrics.close()
+        lock.release()
         if created:
             D.destroy_process_group()
         sys.stderr.flush()

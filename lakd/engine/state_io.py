@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lakd.data.build import atomic_write_bytes
+from lakd.io import atomic_write_bytes
 
 _FORMAT = "lakd-state-1"
 

@@ -21,8 +21,7 @@ from lakd.engine import distributed as D
 from lakd.engine.checkpoint import CheckpointManager
 from lakd.engine.preemption import Preempted, PreemptionFlag
 from lakd.engine.progress import MetricsLog, Progress, format_metric, memory_fields
-
-EXIT_DIVERGED = 3  # `lakd train` exit status when training stopped on a non-finite loss
+from lakd.exit_codes import DIVERGED as EXIT_DIVERGED  # the name launchers import from here
 
 
 class NonFiniteLoss(RuntimeError):

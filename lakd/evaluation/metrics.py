@@ -41,9 +41,6 @@ class ConfusionMatrix:
     def device(self) -> torch.device:
         return self.mat.device
 
-    def reset(self) -> None:
-        self.mat.zero_()
-
     def update(self, pred: torch.Tensor, label: torch.Tensor) -> None:
         """Add a batch: ``pred`` class ids (or logits [N,C,H,W], arg-maxed here) and ``label`` [N,H,W]."""
         if pred.is_floating_point():

@@ -14,10 +14,15 @@ Codes may be k-dimensional (``code_dim`` = k extra channels): with 150-180 class
 neighbouring regions collide far more often. ``code_dim = 0`` is the image-only mode (no extra channel).
 
 All modes are vectorised: one (B, slots, k) code table is drawn and gathered with the label map.
+
+Label values are validated by the loaders (`lakd.data.pipeline.check_label_values`, once per sample on the host
+side), not here: on a GPU every value check is a host synchronisation, and the noiser runs in each training
+step. ``LAKD_CHECK_LABELS=1`` (or ``check_labels=True``) turns the in-step checks back on for debugging.
 """
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
@@ -25,6 +30,17 @@ from lakd import IGNORE_INDEX
 
 # The official fixed code spans [-1.1, 1.0] for its 22 slots: (k - 11) / 10, k = 0..21.
 FIXED_CODE_RANGE = (-1.1, 1.0)
+
+
+CHECK_LABELS_ENV = "LAKD_CHECK_LABELS"
+
+
+def label_checks_enabled(explicit: bool | None = None) -> bool:
+    """Whether the training step validates label values (a host sync each on a GPU): ``explicit`` when given,
+    else ``$LAKD_CHECK_LABELS`` (off by default: the loaders validate every sample once)."""
+    if explicit is not None:
+        return bool(explicit)
+    return os.environ.get(CHECK_LABELS_ENV, "0").strip().lower() in ("1", "true", "on", "yes")
 
 
 def check_labels(labels: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
@@ -68,13 +84,15 @@ class LabelNoiser:
         scale: multiplier applied to code + noise (official 100, for images that are mean-subtracted but not
             divided by the std; with std-normalised images see docs/method.md for the recommended value).
         ignore_index: label value of unlabeled pixels.
+        check_labels: validate label values on every call (a host sync on a GPU); None = ``$LAKD_CHECK_LABELS``
+            (off: the loaders validate every sample once).
 
     Every method takes labels LongTensor[B, H, W] and returns FloatTensor[B, code_dim, H, W] on the
     labels' device. ``generator`` (a torch.Generator on that device) makes the draws reproducible.
     """
 
     def __init__(self, num_classes: int, *, code_dim: int = 1, sigma: float = 0.03, fixed_sigma: float = 0.02,
-                 scale: float = 100.0, ignore_index: int = IGNORE_INDEX):
+                 scale: float = 100.0, ignore_index: int = IGNORE_INDEX, check_labels: bool | None = None):
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if int(code_dim) < 0:
@@ -87,6 +105,7 @@ class LabelNoiser:
         self.fixed_sigma = float(fixed_sigma)
         self.scale = float(scale)
         self.ignore_index = int(ignore_index)
+        self.check_labels = label_checks_enabled(check_labels)
         self._fixed = fixed_codes(self.slots, self.code_dim) if self.code_dim > 0 else None
 
     @property
@@ -123,10 +142,14 @@ class LabelNoiser:
 
     # ------------------------------------------------------------------ helpers
     def slot_index(self, labels: torch.Tensor) -> torch.LongTensor:
-        """Labels -> slot ids (ignore -> num_classes), validating the values. LongTensor[B, H, W]."""
+        """Labels -> slot ids (ignore -> num_classes), LongTensor[B, H, W]; the values are validated only with
+        ``check_labels`` (see the module docstring)."""
         if labels.dim() != 3:
             raise ValueError(f"labels must be [B, H, W], got shape {tuple(labels.shape)}")
-        check_labels(labels, self.num_classes, self.ignore_index)
+        if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+            raise ValueError(f"labels must be an integer tensor, got dtype {labels.dtype}")
+        if self.check_labels:
+            check_labels(labels, self.num_classes, self.ignore_index)
         labels = labels.long()
         return torch.where(labels == self.ignore_index, torch.full_like(labels, self.num_classes), labels)
 

@@ -17,6 +17,9 @@ Student (also vanilla KD from an image-only teacher, and the plain baseline with
 
 The frozen teacher runs under no_grad in eval mode and is fed the image plus the fixed label code when it
 takes label channels, the image alone otherwise.
+
+Label values are not validated in the step (the loaders do it once per sample; on a GPU each check is a host
+sync): ``check_labels=True`` or ``LAKD_CHECK_LABELS=1`` turns the checks back on for debugging.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lakd import IGNORE_INDEX
-from lakd.method.label_noise import LabelNoiser
+from lakd.method.label_noise import LabelNoiser, label_checks_enabled
 
 CONSISTENCY_KINDS = ("cwd", "kl", "mse", "none")
 KD_KINDS = ("cwd", "pixel", "none")
@@ -131,13 +134,15 @@ class TeacherObjective:
         label_dropout: probability per image that its label channels are zeroed (0 = official). Teaches the
             teacher to work without the label too, so a zero-channel evaluation is meaningful.
         ignore_index: unlabeled pixels, excluded from CE.
+        check_labels: validate label values in every step (debugging; a host sync per check on a GPU);
+            None = ``$LAKD_CHECK_LABELS`` (off).
     """
 
     def __init__(self, noiser: LabelNoiser, *, aux_weight: float = 0.4, consistency: str = "cwd",
                  consistency_weight: float = 5.0, temperature: float = 4.0, dual_path: bool = True,
                  consistency_warmup: int = 0, consistency_start: int = 0, label_dropout: float = 0.0,
                  ignore_index: int = IGNORE_INDEX,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, check_labels: bool | None = None):
         if consistency not in CONSISTENCY_KINDS:
             raise ValueError(f"unknown consistency {consistency!r}: expected one of {', '.join(CONSISTENCY_KINDS)}")
         if not 0.0 <= label_dropout <= 1.0:
@@ -153,6 +158,7 @@ class TeacherObjective:
         self.label_dropout = float(label_dropout)
         self.ignore_index = int(ignore_index)
         self.generator = generator
+        self.check_labels = label_checks_enabled(check_labels)
         self.calls = 0
 
     @property
@@ -169,7 +175,8 @@ class TeacherObjective:
 
     def __call__(self, model: nn.Module, batch: dict) -> LossOutput:
         L = _losses()
-        check_batch(batch)
+        check = self.check_labels
+        check_batch(batch, self.noiser.num_classes if check else None, self.ignore_index)
         image, label = batch["image"], batch["label"]
         step = batch.get("step", self.calls)
         self.calls += 1
@@ -178,9 +185,12 @@ class TeacherObjective:
         for _ in range(self.paths):
             main, aux_logits = unpack_output(model(self.noised_input(image, label)))
             mains.append(main)
-            ce = ce + L.upsample_cross_entropy(main.float(), label, ignore_index=self.ignore_index)
+            # labels were validated above when asked to (once, not per path and head)
+            ce = ce + L.upsample_cross_entropy(main.float(), label, ignore_index=self.ignore_index,
+                                               check_labels=False)
             if aux_logits is not None and self.aux_weight > 0:
-                aux = aux + L.upsample_cross_entropy(aux_logits.float(), label, ignore_index=self.ignore_index)
+                aux = aux + L.upsample_cross_entropy(aux_logits.float(), label, ignore_index=self.ignore_index,
+                                                     check_labels=False)
         terms = {"ce": ce, "aux_ce": aux}
         weights = {"ce": 1.0, "aux_ce": self.aux_weight}
         if self.dual_path and self.consistency != "none":
@@ -204,6 +214,8 @@ class StudentObjective:
         aux_weight: student aux CE weight (official 0.02).
         kd: "cwd" (official, channel-wise), "pixel" (pixel-wise KL over classes) or "none".
         kd_weight: official 3.  temperature: official 4.
+        check_labels: validate label values in every step (debugging; a host sync per check on a GPU);
+            None = ``$LAKD_CHECK_LABELS`` (off).
     """
 
     def __init__(self, teacher: nn.Module | None = None, *, noiser: LabelNoiser | None = None,
@@ -211,7 +223,8 @@ class StudentObjective:
                  student_label_channels: int | None = None, aux_weight: float = 0.02, kd: str = "cwd",
                  kd_weight: float = 3.0, temperature: float = 4.0, ignore_index: int = IGNORE_INDEX,
                  generator: torch.Generator | None = None,
-                 teacher_input: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
+                 teacher_input: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                 check_labels: bool | None = None):
         if kd not in KD_KINDS:
             raise ValueError(f"unknown kd {kd!r}: expected one of {', '.join(KD_KINDS)}")
         if teacher_label_mode not in ("fixed", "zeros"):
@@ -227,6 +240,7 @@ class StudentObjective:
         self.teacher_label_mode = teacher_label_mode
         self.student_label_channels = student_label_channels
         self.teacher_input = teacher_input
+        self.check_labels = label_checks_enabled(check_labels)
         self.teacher_label_channels = 0
         if teacher is not None:
             teacher.eval()
@@ -265,13 +279,16 @@ class StudentObjective:
 
     def __call__(self, model: nn.Module, batch: dict) -> LossOutput:
         L = _losses()
+        check = self.check_labels
         check_batch(batch)
         image, label = batch["image"], batch["label"]
         main, aux_logits = unpack_output(model(self.student_input(model, image)))
-        terms = {"ce": L.upsample_cross_entropy(main.float(), label, ignore_index=self.ignore_index)}
+        terms = {"ce": L.upsample_cross_entropy(main.float(), label, ignore_index=self.ignore_index,
+                                                check_labels=check)}
         weights = {"ce": 1.0}
         if aux_logits is not None and self.aux_weight > 0:
-            terms["aux_ce"] = L.upsample_cross_entropy(aux_logits.float(), label, ignore_index=self.ignore_index)
+            terms["aux_ce"] = L.upsample_cross_entropy(aux_logits.float(), label, ignore_index=self.ignore_index,
+                                                       check_labels=False)  # the main CE checked them
             weights["aux_ce"] = self.aux_weight
         if self.teacher is not None and self.kd != "none":
             t = resize_logits(self.teacher_logits(image, label).float(), tuple(main.shape[-2:]))

@@ -65,11 +65,16 @@ def _resolve(model_cfg, weights_dir: str | None, key: str) -> tuple[Path, Entry 
     return r.path, r.entry, options
 
 
+def build_options(options: dict) -> dict:
+    """`model.options` as build_model keywords: an option set to null keeps the model's default (so a sweep entry
+    can undo a preset's DeepLabV3-only option)."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def _build(model_cfg, num_classes: int, in_channels: int, options: dict, key: str):
     from lakd.models import build_model
 
-    # an option set to null keeps the model's default (lets a sweep entry undo a preset's DeepLabV3-only option)
-    options = {k: v for k, v in options.items() if v is not None}
+    options = build_options(options)
     try:
         return build_model(model_cfg.name, model_cfg.backbone, num_classes, in_channels, width=model_cfg.width,
                            aux=model_cfg.aux, **options)

@@ -33,10 +33,6 @@ COMBINATIONS: dict[str, tuple[str, ...]] = {
     "stdc": ("stdc1", "stdc2"),
     "ocrnet": _DILATED,
 }
-# default (model, backbone) pairs: what `lakd models` lists first and what a user most likely wants
-DEFAULT_BACKBONE = {"fcn": "resnet18", "pspnet": "resnet18", "deeplabv3": "resnet18", "stdc": "stdc1",
-                    "ocrnet": "hrnetv2_w18"}
-
 # keyword arguments accepted by the backbones (forwarded to them)
 _BACKBONE_KW = {
     "resnet18": {"deep_stem", "stem_width"}, "resnet50": {"deep_stem", "stem_width"},

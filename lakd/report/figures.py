@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from lakd import IGNORE_INDEX
+from lakd.report.checks import COLLAPSE_SHARE
 from lakd.report.results import StageResult, read_metrics
 
 ROLE_COLORS = {
@@ -246,7 +247,8 @@ def plot_example_grid(examples: Sequence[dict], pred_columns: Sequence[str], pal
     ({column title: [H, W] train ids}) and optionally `label_input` ([H, W] float: the noised label channel
     a label-assisted teacher is fed, drawn as a grey map from black at `label_input_range[0]` to white at
     `[1]`, the code's whole range, or each image's own range without it). Each prediction is captioned
-    with its pixel accuracy on that image; a legend of the class colours sits under the grid."""
+    with its pixel accuracy on that image (and "all <class>" when one class covers 98% of it); a legend of the
+    class colours sits under the grid."""
     if not examples:
         raise ValueError("plot_example_grid: no examples")
     with_input = any(ex.get("label_input") is not None for ex in examples)
@@ -279,7 +281,12 @@ def plot_example_grid(examples: Sequence[dict], pred_columns: Sequence[str], pal
                 continue
             pred = np.asarray(pred)
             panels.append(colorize(pred, palette, ignore_index))
-            captions.append(f"acc {100 * pixel_accuracy(pred, label, ignore_index):.0f}%")
+            cap = f"acc {100 * pixel_accuracy(pred, label, ignore_index):.0f}%"
+            ids, counts = np.unique(pred, return_counts=True)
+            if counts.max() >= COLLAPSE_SHARE * pred.size:  # say it: one class everywhere on this image
+                top = int(ids[counts.argmax()])
+                cap += f", all {class_names[top] if 0 <= top < len(class_names) else f'class {top}'}"
+            captions.append(cap)
         for j, (panel, cap) in enumerate(zip(panels, captions)):
             ax = axes[i, j]
             ax.imshow(panel, interpolation="nearest")

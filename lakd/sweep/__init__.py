@@ -51,11 +51,12 @@ def make_plan(spec: SpecLike, *, sweep_dir: Optional[Union[str, Path]] = None, r
 
 
 def run_sweep(spec: SpecLike, executor: str = "local", *, dry_run: bool = False, procs: int = 1,
-              sweep_dir: Optional[Union[str, Path]] = None, runs_dir: Optional[str] = None,
+              parallel: Optional[int] = None, sweep_dir: Optional[Union[str, Path]] = None, runs_dir: Optional[str] = None,
               log: Callable[[str], None] = print, **resources: Any):
     """Run or submit a sweep. ``executor``: ``local`` (this machine, returns a LocalReport when done),
     ``slurm`` (submit with submitit and return a SubmitReport at once) or ``auto`` (slurm when sbatch is on
-    PATH). ``dry_run`` prints the plan and changes nothing."""
+    PATH). ``dry_run`` prints the plan and changes nothing. Local: ``procs`` processes per stage, ``parallel``
+    stages at a time (default: as many as the CPU cores hold at ``procs`` each)."""
     from lakd.sweep.state import slurm_available
 
     if executor == "auto":
@@ -67,9 +68,11 @@ def run_sweep(spec: SpecLike, executor: str = "local", *, dry_run: bool = False,
         from lakd.sweep.slurm import submit_plan
 
         return submit_plan(plan, dry_run=dry_run, log=log)
-    from lakd.sweep.local import run_local
+    from lakd.sweep.local import default_parallel, run_local
 
-    return run_local(plan, procs=procs, log=log)
+    if parallel is None:
+        parallel = max(1, default_parallel() // max(1, procs))
+    return run_local(plan, procs=procs, parallel=parallel, log=log)
 
 
 def sweep_status(spec: SpecLike, *, sweep_dir: Optional[Union[str, Path]] = None, runs_dir: Optional[str] = None,

@@ -187,6 +187,12 @@ def run_local(plan: Plan, *, procs: int = 1, parallel: int = 1, retries: Optiona
     running: dict[str, tuple[StageProcesses, float, int]] = {}  # key -> (ranks, start, attempt)
     done_keys: set[str] = set()
 
+    # side by side, each stage gets its share of the cores (OpenMP threads spinning against each other were
+    # measured 20x slower on a busy 2-core machine); an OMP_NUM_THREADS set by the user wins
+    env = dict(os.environ)
+    if parallel > 1 and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, default_parallel() // (parallel * procs)))
+
     def stage_cmd(job) -> list[str]:
         return [python, "-m", "lakd.cli", "train", "--stage", job.stage, "--config", str(config_path(plan, job))]
 
@@ -216,7 +222,7 @@ def run_local(plan: Plan, *, procs: int = 1, parallel: int = 1, retries: Optiona
                 log(f"{head(job)}: exit status {rc}" + (f"; retry {attempt + 1} of {retries}, resuming from the "
                                                        "newest checkpoint" if more else "; giving up"))
                 if more:
-                    running[key] = (StageProcesses(stage_cmd(job), procs), t0, attempt + 1)
+                    running[key] = (StageProcesses(stage_cmd(job), procs, env=env), t0, attempt + 1)
                 else:
                     report.failed.append(key)
             if interrupts.signals:
@@ -261,7 +267,7 @@ def run_local(plan: Plan, *, procs: int = 1, parallel: int = 1, retries: Optiona
                     break
                 pending.remove(job)
                 log(f"{head(job)}: {job.label} -> {job.stage_dir}")
-                running[job.key] = (StageProcesses(stage_cmd(job), procs), time.monotonic(), 0)
+                running[job.key] = (StageProcesses(stage_cmd(job), procs, env=env), time.monotonic(), 0)
                 started = True
             if not started and (running or pending):
                 if not running and pending and not any(

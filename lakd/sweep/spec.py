@@ -226,8 +226,9 @@ def _overrides(value: Any, where: str) -> dict[str, Any]:
 def resolve_source(source: str | Path) -> Path:
     """A sweep name (``tiny``, ``paper``) or a path to a sweep file."""
     path = Path(source)
-    if path.suffix in (".yaml", ".yml") or path.exists() or "/" in str(source):
-        if not path.exists():
+    # a folder of the same name (e.g. the demo's output folder `demo/`) does not hide the shipped sweep
+    if path.suffix in (".yaml", ".yml") or path.is_file() or "/" in str(source):
+        if not path.is_file():
             raise ValueError(f"sweep file not found: {source}")
         return path
     named = SWEEPS_DIR / f"{source}.yaml"

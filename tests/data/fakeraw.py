@@ -1,5 +1,5 @@
 """Tiny fake raw datasets in the real layouts, with the expected train ids written independently of the
-dataset cards (from the published encodings, ../shared/notes/lad-method.md section 6)."""
+dataset cards (from the published encodings)."""
 from __future__ import annotations
 
 import io

@@ -203,7 +203,10 @@ def _rewrite(path, fn):
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_corrupt_data_is_skipped_counted_and_warned(tmp_path, caplog, num_workers):
+def test_corrupt_data_is_skipped_counted_and_warned(tmp_path, caplog, monkeypatch, num_workers):
+    import lakd.data.pipeline as pl
+
+    monkeypatch.setattr(pl, "_warn", pl._RateLimitedWarning())  # earlier tests may have used up the first warnings
     m = build_shards("synthetic", "train", tmp_path, num_samples=40, image_size=24, samples_per_shard=10,
                      workers=1, progress=False)
     man = load_manifest(m)

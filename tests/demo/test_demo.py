@@ -35,10 +35,20 @@ def test_demo_tiny_end_to_end(tmp_path):
     assert proc.returncode == 0, log[-4000:]
 
     # progress the whole way: the plan, every job of the sweep, the training steps, the report
-    assert "plan: build shards, then 5 training stages" in log
-    for i in range(1, 8):
-        assert f"[{i}/7]" in log
-    assert "step 12/12" in log
+    assert "plan: build shards, then 6 training stages (2 at a time)" in log
+    for i in range(1, 9):
+        assert f"[{i}/8]" in log
+    assert "step 12/12" in log and "step 6/6" in log  # baselines and teachers; fine-tuned students
+    # independent stages run side by side: a second stage starts before the first one ended
+    events = [line for line in log.splitlines() if line.startswith("[demo") and "] [" in line]
+    running, most = 0, 0
+    for line in events:
+        if " -> " in line:
+            running += 1
+            most = max(most, running)
+        elif ": done in " in line and "shards/" not in line and "collect" not in line:
+            running -= 1
+    assert most == 2, events
     # the closing summary says where everything is
     for what in ("report ", "figures ", "runs ", "exports ", "shards "):
         assert f"  {what}" in log
@@ -47,19 +57,20 @@ def test_demo_tiny_end_to_end(tmp_path):
     report = (report_dir / "report.md").read_text()
     for heading in ("## Results", "## Per-class IoU: synthetic", "## Figures", "## Runs"):
         assert heading in report
-    for title in ("Student, baseline", "Student, KD (image-only teacher)", "Student, LAD (label-assisted teacher)"):
-        (row,) = [line for line in report.splitlines() if line.startswith(f"| {title} |")]
+    for title in ("Student, baseline", "Student, baseline fine-tuned (control)", "Student, KD (image-only teacher)",
+                  "Student, LAD (label-assisted teacher)"):
+        (row,) = [line for line in report.split("## Per-class")[0].splitlines() if line.startswith(f"| {title} |")]
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert 0.0 <= float(cells[2]) <= 100.0, row  # seed 0, percent
-    for cls in ("background", "disk", "star"):  # per-class rows named from the dataset card
+    for cls in ("background", "red", "white"):  # per-class rows named from the dataset card
         assert f"| {cls} |" in report
 
     summary = json.loads((report_dir / "summary.json").read_text())
     (block,) = summary["blocks"]
-    assert [s["role"] for s in block["students"]] == ["baseline", "kd", "lad"]
+    assert [s["role"] for s in block["students"]] == ["baseline", "finetune", "kd", "lad"]
     assert all(s["miou_pct"]["n"] == 1 and 0.0 <= s["miou_pct"]["mean"] <= 100.0 for s in block["students"])
-    assert sorted(t["role"] for t in block["teachers"]) == ["teacher_image", "teacher_label"]
-    assert len(summary["runs"]) == 5 and all(0.0 <= r["miou_pct"] <= 100.0 for r in summary["runs"])
+    assert sorted(t["role"] for t in block["teachers"]) == ["teacher_image", "teacher_label", "teacher_label"]
+    assert len(summary["runs"]) == 6 and all(0.0 <= r["miou_pct"] <= 100.0 for r in summary["runs"])
 
     for name in ("roles.png", "loss_curves.png", "miou_curves.png", "examples.png"):
         png = report_dir / "figures" / name
@@ -72,12 +83,13 @@ def test_demo_tiny_end_to_end(tmp_path):
     again = _lakd("demo", "--size", "tiny", "--seeds", "1", "--out", str(out), "--examples", "0", cwd=tmp_path,
                   timeout=120)
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
-    assert again.stdout.count("finished earlier, skipped") == 7  # shards, 5 stages, collect
+    assert again.stdout.count("finished earlier, skipped") == 8  # shards, 6 stages, collect
     assert "step 1/" not in again.stdout + again.stderr
 
 
 @pytest.mark.parametrize("args, message", [
     (["--seeds", "0"], "--seeds must be >= 1"),
+    (["--procs", "0"], "--procs must be >= 1"),
     (["--set", "noise.scale"], "expected KEY=VALUE"),
     (["--set", "nosuch.key=1"], "nosuch"),
 ])

@@ -100,6 +100,8 @@ def test_file_with_base_and_show_config(tmp_path, capsys):
 def test_hash_ignores_paths_and_cadence_but_not_hyper_parameters():
     a = load_config("synthetic")
     assert a.hash() == load_config("synthetic", ["run.runs_dir=/x", "checkpoint.every=7", "log.every=3"]).hash()
+    # trust and safety settings do not change what is trained: runs made before they existed keep their hash
+    assert a.hash() == load_config("synthetic", ["data.allow_pipe=true", "data.max_pixels=1000"]).hash()
     assert a.hash() != load_config("synthetic", ["optim.lr=0.03"]).hash()
     assert a.hash() != load_config("synthetic", ["run.seed=1"]).hash()
 

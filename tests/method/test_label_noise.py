@@ -119,7 +119,7 @@ def test_any_num_classes_and_bad_labels():
     for c in (1, 2, 19, 150, 182):
         y = torch.randint(0, c, (2, 5, 5))
         assert LabelNoiser(c).random(y).shape == (2, 1, 5, 5)
-    n = LabelNoiser(19)
+    n = LabelNoiser(19, check_labels=True)  # the debug checks; by default the loaders validate labels
     y = torch.zeros(1, 4, 4, dtype=torch.long)
     y[0, 1, 1] = 19
     with pytest.raises(ValueError, match="19"):

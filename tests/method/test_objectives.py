@@ -155,7 +155,7 @@ def test_teacher_k_dim_codes_feed_k_channels():
 
 
 def test_bad_labels_and_shapes_are_named():
-    obj = TeacherObjective(LabelNoiser(C))
+    obj = TeacherObjective(LabelNoiser(C), check_labels=True)  # the debug checks (off by default)
     b = _batch()
     b["label"][0, 3, 3] = 9
     with pytest.raises(ValueError, match="9"):
@@ -163,7 +163,7 @@ def test_bad_labels_and_shapes_are_named():
     with pytest.raises(ValueError, match="match"):
         obj(Stub(4), {"image": torch.randn(2, 3, 8, 8), "label": torch.zeros(2, 6, 8, dtype=torch.long)})
     with pytest.raises(ValueError, match="9"):
-        StudentObjective(None)(Stub(3), b)
+        StudentObjective(None, check_labels=True)(Stub(3), b)
 
 
 def test_student_with_label_assisted_teacher():

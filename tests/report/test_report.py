@@ -8,7 +8,8 @@ import struct
 
 import numpy as np
 import pytest
-from conftest import K, model_init, write_stage
+from matplotlib.axes import Axes
+from fake_runs import K, model_init, write_stage
 from scipy import stats
 
 from lakd.report import build_blocks, find_results, markdown_table, role_of, write_report
@@ -177,11 +178,14 @@ def _examples():
     code = rng.normal(size=(16, 24)) * 3
     return [{"image": rng.integers(0, 255, (16, 24, 3), dtype=np.uint8), "label": label, "label_input": code,
              "preds": {"LA teacher, with label": label, "Teacher, image only": rng.integers(0, K, (16, 24)),
-                       "Baseline": rng.integers(0, K, (16, 24)), "LAD": label}}] * 2
+                       "Baseline": np.zeros((16, 24), dtype=int), "LAD": label}}] * 2
 
 
-def test_write_report_files_and_units(sweep_like, tmp_path):
+def test_write_report_files_and_units(sweep_like, tmp_path, monkeypatch):
     root, v = sweep_like
+    captions, real_text = [], Axes.text  # the texts drawn on the figures
+    monkeypatch.setattr(Axes, "text", lambda self, x, y, s, *a, **k: captions.append(s) or real_text(self, x, y, s,
+                                                                                                      *a, **k))
     out = write_report(root, tmp_path / "report", title="Toy", intro="intro text", notes=["a note"],
                        examples={"dataset": "toyset", "class_names": list("abcd"), "examples": _examples(),
                                  "columns": ["LA teacher, with label", "Teacher, image only", "Baseline", "LAD"]})
@@ -190,6 +194,8 @@ def test_write_report_files_and_units(sweep_like, tmp_path):
                    "figures/loss_curves.png", "figures/miou_curves.png", "figures/examples.png",
                    "LAD beats the fine-tuned baseline (control)", "LA teacher, dual path (paper), with label (IoU %)"):
         assert needle in text, needle
+    # the all-background baseline prediction says so on both example images, no other prediction does
+    assert sum(str(c).endswith(", all class 0") for c in captions) == 2, captions
     for png in (out.bars, out.curves, out.miou_curves, out.examples):
         w, h = _png_size(png)
         assert w > 300 and h > 200 and png.stat().st_size > 5000, png

@@ -3,7 +3,7 @@ written."""
 import json
 
 import pytest
-from conftest import write_stage
+from fake_runs import write_stage
 
 from lakd.cli import main
 

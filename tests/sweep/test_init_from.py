@@ -80,3 +80,13 @@ def test_unpaired_teachers_train_only_when_standalone(tmp_path):
     raw = demo_raw(tmp_path, seeds=[0])
     raw["teachers"]["plain_la_dual"]["standalone"] = False
     assert "teacher/synthetic-plain_la_dual" not in make_plan(raw, executor="local").jobs
+
+
+def test_a_folder_named_like_a_shipped_sweep_does_not_hide_it(tmp_path, monkeypatch):
+    from lakd.sweep.spec import SWEEPS_DIR, resolve_source
+
+    (tmp_path / "demo").mkdir()  # e.g. `lakd demo --out demo`
+    monkeypatch.chdir(tmp_path)
+    assert resolve_source("demo") == SWEEPS_DIR / "demo.yaml"
+    with pytest.raises(ValueError, match="sweep file not found: demo/"):
+        resolve_source("demo/")

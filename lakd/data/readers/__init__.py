@@ -3,8 +3,7 @@
 - `SPLITS`: the split names it understands,
 - `list_samples(root, split, **opts) -> list[ref]`: cheap, deterministic (sorted) list of picklable refs,
 - `read_sample(ref) -> RawSample(key, image_bytes, image_ext, label_uint8_array)` (train ids, 255 = ignore),
-  raising `BadSample` with a message naming the sample for bad input,
-- `iter_samples(root, split, **opts)`: the two combined.
+  raising `BadSample` with a message naming the sample for bad input.
 """
 from __future__ import annotations
 
@@ -14,15 +13,10 @@ from types import ModuleType
 from lakd.data.cards import FOLDER, NAMES
 from lakd.data.readers.base import BadSample, RawSample
 
-__all__ = ["BadSample", "RawSample", "get_reader", "iter_samples"]
+__all__ = ["BadSample", "RawSample", "get_reader"]
 
 
 def get_reader(dataset: str) -> ModuleType:
     if dataset not in NAMES and dataset != FOLDER:
         raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(NAMES)}, {FOLDER}")
     return importlib.import_module(f"lakd.data.readers.{dataset}")
-
-
-def iter_samples(dataset: str, root, split: str, **opts):
-    """Iterate `RawSample`s of one split of a raw dataset."""
-    yield from get_reader(dataset).iter_samples(root, split, **opts)

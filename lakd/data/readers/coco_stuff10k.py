@@ -56,8 +56,3 @@ def read_sample(ref: FileRef) -> RawSample:
     raw = load_mat_label(ref.label, ref.key)
     check_size(raw, w, h, ref.key)
     return RawSample(ref.key, data, ext, map_ids(raw, NAME, ref.key))
-
-
-def iter_samples(root, split: str):
-    for ref in list_samples(root, split):
-        yield read_sample(ref)

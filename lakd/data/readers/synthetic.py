@@ -63,11 +63,6 @@ def read_sample(ref: SyntheticRef) -> RawSample:
     return RawSample(ref.key, buf.getvalue(), "jpg", label)
 
 
-def iter_samples(root, split: str, **opts):
-    for ref in list_samples(root, split, **opts):
-        yield read_sample(ref)
-
-
 # ----------------------------------------------------------------------------------------------- generator
 VERSION = 3
 # object colours of classes 1..7 (RGB): far apart, so colour settles the class

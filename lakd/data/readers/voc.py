@@ -51,8 +51,3 @@ def list_samples(root: Path, split: str) -> list[FileRef]:
 
 def read_sample(ref: FileRef):
     return read_file_pair(ref, NAME)
-
-
-def iter_samples(root, split: str):
-    for ref in list_samples(root, split):
-        yield read_sample(ref)

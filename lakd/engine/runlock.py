@@ -1,0 +1,59 @@
+"""One process (one job) per stage folder: an advisory ``flock`` on ``<stage dir>/.lock``.
+
+Two runs on one folder would delete each other's checkpoints (start-up cleanup of a save that is in fact
+live) or replace each other's results. Rank 0 of a job takes the lock for the whole stage; a second job
+is refused with the holder's pid and host, which the lock file records. The lock dies with its process
+(SIGKILL included), so a crashed run never leaves a stale lock behind. On network file systems ``flock``
+is forwarded to the server (NFSv4; Lustre with the ``flock`` mount option).
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Optional
+
+LOCK_NAME = ".lock"
+
+
+class RunLock:
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / LOCK_NAME
+        self._fd: Optional[int] = None
+        self.unsupported: Optional[str] = None  # why the file system refused to lock at all
+
+    def acquire(self) -> Optional[str]:
+        """Take the lock; returns None, or (held elsewhere) a one-line reason naming the holder."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                # a file system without locks: run unprotected, and say so
+                os.close(fd)
+                self.unsupported = f"cannot lock {self.path} ({exc.strerror}); make sure no other job uses this folder"
+                return None
+            holder = {}
+            try:
+                holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
+                since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(holder.get("since"))))
+            except (ValueError, TypeError, AttributeError, OSError, OverflowError):
+                holder = holder if isinstance(holder, dict) else {}
+                since = "?"
+            os.close(fd)
+            return (f"{self.path.parent} is in use by another run (pid {holder.get('pid', '?')} on host "
+                    f"{holder.get('host', '?')}, since {since}); wait for it to finish or stop it, or choose "
+                    f"another run.name")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode(), 0)
+        self._fd = fd
+        return None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock; the file stays (removing it would race a new holder)
+            self._fd = None

@@ -1,0 +1,113 @@
+"""File-writing policy shared by every layer: atomic replacement, and one line for a failed write.
+
+A reader never sees a half-written file: bytes go to ``<name>.tmp-<pid>`` (fsynced) and are renamed over
+the target. A failed write removes its temporary file, so a full disk is not made fuller by the attempt,
+and the error names the file that could not be written (``OSError.filename``), which the commands print
+as one line (:func:`describe_os_error`).
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "describe_os_error", "is_disk_full", "tmp_path",
+           "unwritable_reason", "naming_disk_full"]
+
+
+def tmp_path(path: Path) -> Path:
+    """The temporary name ``path`` is written under before the rename (one per process)."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.tmp-{os.getpid()}")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    tmp = tmp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def is_disk_full(exc: BaseException, where: Path | None = None) -> bool:
+    """True for ENOSPC/EDQUOT anywhere in the exception chain; for an error without an errno (a C++ stream
+    error from torch's zip writer says only ``iostream error``) True when ``where``'s file system is full."""
+    seen = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    if where is not None:
+        try:
+            probe = Path(where)
+            while not probe.exists() and probe != probe.parent:
+                probe = probe.parent
+            return shutil.disk_usage(probe).free < (1 << 20)
+        except OSError:
+            return False
+    return False
+
+
+@contextlib.contextmanager
+def naming_disk_full(path: Path):
+    """Re-raise a full disk while writing ``path`` as ``OSError(ENOSPC, ..., path)``, whatever the writer
+    raised (DeepSpeed's zip writer and safetensors raise RuntimeErrors that name neither)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and is_disk_full(exc):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+        raise
+    except Exception as exc:
+        if is_disk_full(exc, Path(path).parent):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+        raise
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``cannot write <file>: <reason>`` on one line."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason = "no space left on device (free some space and run the same command again to resume)"
+    return f"cannot write {exc.filename}: {reason}" if exc.filename else reason
+
+
+def unwritable_reason(folder: Path) -> str | None:
+    """Why no file can be created in ``folder`` (or, if it does not exist yet, in its nearest existing
+    parent, where it would be made), or None when it can. Tries for real: creates and removes a probe file,
+    which catches read-only mounts, immutable folders and permissions alike."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists():
+        if probe == probe.parent:
+            return f"{folder}: no existing parent folder"
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is not a folder" + ("" if probe == folder else f" (needed for {folder})")
+    try:
+        fd, name = tempfile.mkstemp(dir=probe, prefix=".lakd-write-probe-")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        return f"cannot create files in {probe}: {exc.strerror or exc}"
+    return None
