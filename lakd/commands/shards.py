@@ -65,8 +65,6 @@ def run_build(args) -> int:
         raise UsageError("--card FILE (your dataset card) is required for folder" if args.card is None
                          else "--card only applies to the folder dataset")
     if args.card is not None:
-        from pathlib import Path
-
         from lakd.data.user_card import use_card_file
 
         try:

@@ -61,7 +61,7 @@ def test_weights_that_are_not_weights_or_do_not_fit(tmp_path, shards, capsys):
 
     other = tmp_path / "w.pt"
     torch.save(build_model("deeplabv3", "resnet18", 8, width=0.25).state_dict(), other)
-    _refused(capsys, _train(tmp_path, shards, f"model.pretrained={other}"), "weights do not fit")
+    _refused(capsys, _train(tmp_path, shards, f"model.pretrained={other}"), f"{other} does not fit")
     assert not (tmp_path / "runs").exists()
 
 

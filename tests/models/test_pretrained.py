@@ -147,7 +147,7 @@ def test_teacher_initialised_from_a_baseline_export(tmp_path, monkeypatch, capsy
     text = out.out + out.err
     assert result["steps"] == 2
     assert result["init"]["from"] == str(export) and result["init"]["scope"] == "model" and result["init"]["widened"]
-    assert "from pretrained weights" in text and f"pretrained: {export}" in text
+    assert f"initialised from {export}" in text and f"pretrained: {export}" in text
     assert "lakd layout, model weights" in text and "widened 3 -> 3 + 1 input channels" in text
 
 
