@@ -97,8 +97,8 @@ def test_world_size_change_takes_the_documented_path(shards, runs):
     assert result["steps"] == 6 and result["world_size"] == 1
     lr = [json.loads(line) for line in (runs / name / "baseline" / "metrics.jsonl").read_text().splitlines()]
     lr = {r["step"]: r["lr"] for r in lr if "lr" in r}
-    # the schedule continues where it stopped: lr(3) = 0.02 * (1 - 2/6) ** 0.9
-    assert lr[3] == pytest.approx(0.02 * (1 - 2 / 6) ** 0.9, rel=1e-9)
+    # the schedule continues where it stopped: lr(3) = 0.05 (the synthetic preset) * (1 - 2/6) ** 0.9
+    assert lr[3] == pytest.approx(0.05 * (1 - 2 / 6) ** 0.9, rel=1e-9)
 
 
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(shards, runs):
