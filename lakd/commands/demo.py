@@ -170,12 +170,13 @@ def run(args) -> int:
     if args.examples:
         examples = predict_examples(results, shard_job.shards["manifests"]["val"], num_examples=args.examples)
     report_dir = out / ("report" + plan.spec.name[len("demo"):])  # report_<size>[_<hash of the overrides>]
-    files = _write(results, report_dir, examples, plan, args, sweep, log)
+    files = _write(results, report_dir, examples, plan, args, sweep, log, wall=time.monotonic() - log.t0,
+                   parallel=parallel)
     _summary(files, plan, results, missing, shard_job, out, log)
     return 0 if sweep.ok and not missing else 1
 
 
-def _write(results, report_dir: Path, examples, plan, args, sweep, log):
+def _write(results, report_dir: Path, examples, plan, args, sweep, log, *, wall: float, parallel: int):
     from lakd.report import write_report
 
     spec = plan.spec
@@ -186,13 +187,19 @@ def _write(results, report_dir: Path, examples, plan, args, sweep, log):
         + "".join(f" --set {o}" for o in args.overrides) + "`: the built-in synthetic dataset "
         f"({splits['train']['num_samples']} training / {splits['val']['num_samples']} validation images of "
         f"{splits['train']['image_size']} px), sweep `{DEMO_SWEEP}` run with the local executor. Every number below "
-        "was measured in this run. Teachers are trained once (seed 0); the baseline, KD and LAD students once "
-        "per seed.")
+        "was measured in this run. Teachers are trained once (seed 0, from scratch): the label-assisted one with "
+        "a single path (it distils the LAD students) and with the paper's two paths; the seed-0 baseline is the "
+        "image-only teacher. Per seed: the baseline, then, starting from it (the official LAD pipeline), the KD and "
+        "LAD students and the control fine-tuned for the same steps without a teacher. Settings and why: "
+        "docs/method.md section 6.")
     ran = sum(sweep.seconds.values())
+    overrides = {**spec.overrides, **{f"{k} (students, control)": v
+                                      for k, v in spec.stage_overrides.get("student", {}).items()}}
     notes = [
-        "Stage overrides (on top of the `synthetic` preset): "
-        + ", ".join(f"`{k}={v}`" for k, v in spec.overrides.items()) + ".",
-        f"Wall time of the jobs run now: {ran:.0f} s "
+        "Overrides on top of the `synthetic` preset: "
+        + (", ".join(f"`{k}={v}`" for k, v in overrides.items()) or "none") + ".",
+        f"Time of the jobs run now: {ran:.0f} s summed over the stages, {wall:.0f} s wall with "
+        f"{parallel} stage(s) at a time "
         + "(" + ", ".join(f"{k} {v:.0f} s" for k, v in sweep.seconds.items()) + ")"
         + (f"; {len(sweep.skipped_done)} job(s) had finished in an earlier run and were reused." if sweep.skipped_done
            else "."),
