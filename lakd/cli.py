@@ -17,6 +17,7 @@ COMMANDS = {
     "train": "lakd.commands.train",
     "eval": "lakd.commands.eval",
     "demo": "lakd.commands.demo",
+    "sweep": "lakd.sweep.cli",
 }
 
 
