@@ -137,13 +137,42 @@ def _down_nodes(nodelist: Optional[str]) -> list[str]:
     return sorted(set(dead))
 
 
+def _silent_nodes(nodelist: Optional[str], batch_host: Optional[str], timeout_s: int = 20) -> list[str]:
+    """Nodes of the job (other than the batch host, which runs this) where a one-task test step cannot run:
+    a node that died before Slurm noticed (that takes SlurmdTimeout) answers no step."""
+    if not nodelist or nodelist == "(null)":
+        return []
+    try:
+        names = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
+                               timeout=60).stdout.split()
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    silent = []
+    for node in names:
+        if node == batch_host:
+            continue
+        try:
+            r = subprocess.run(["srun", "--overlap", "--nodes=1", "--ntasks=1", f"--nodelist={node}", "--quiet",
+                                "--kill-on-bad-exit=1", "true"], capture_output=True, text=True, timeout=timeout_s)
+            ok = r.returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            ok = False
+        if not ok:
+            silent.append(node)
+    return silent
+
+
 def _failure_causes(info: dict, rc: int) -> list[str]:
     """The failure of this attempt, the dead node first (a dead node's ranks report nothing; srun names the
-    surviving ranks it ended afterwards)."""
+    surviving ranks it ended afterwards): srun's "Node failure on", else nodes Slurm marks down, else nodes
+    that answer no test step."""
     causes = srun_failures(info.get("StdErr"))
     dead = [c for c in causes if c.startswith("node failure")]
     if not dead:
         dead = [f"node failure on {n}" for n in _down_nodes(info.get("NodeList"))]
+    if not dead:
+        dead = [f"node failure on {n} (it runs no step)" for n in _silent_nodes(info.get("NodeList"),
+                                                                                 info.get("BatchHost"))]
     return dead + [c for c in causes if c not in dead]
 
 

@@ -117,6 +117,25 @@ def test_requeue_by_slurm_itself_is_recorded(slurm, shards_dir, reference_teache
     assert_same_weights(stage_dir / "teacher.safetensors", reference_teacher["export"])
 
 
+def test_preemption_requeues_and_resumes_exactly(slurm, shards_dir, reference_teacher):
+    """A job of the higher-tier partition `urgent` preempts the teacher (PreemptMode=REQUEUE, GraceTime 30 s):
+    the tasks get SIGTERM, every rank checkpoints and exits 75, the job is requeued (same id) and resumes."""
+    job, stage_dir, log = _sbatch_teacher(slurm, shards_dir, "preempted", nodes=1, tasks=2,
+                                          env=slurm.with_step_delay(DELAY))
+    slurm.wait_for(lambda: latest_step(stage_dir) >= 4, 300, f"the first checkpoint of job {job}")
+    node = slurm.run(["squeue", "-h", "-j", job, "-o", "%N"]).stdout.strip()
+    urgent = slurm.sbatch("tests/slurm/sleep.sh", ["-p", "urgent", "-w", node, "-n", "2", "--time=2",
+                                                   f"--output={slurm.workdir}/urgent-%j.out"], ["3"])
+    slurm.wait_gone(urgent, 300, "(the preempting job)")
+    slurm.wait_gone(job, 600, "(preempted teacher)")
+    text = log.read_text()
+    assert re.search(r"preempted by SIGTERM at step \d+", text), text[-3000:]
+    assert "lakd: attempt 2 of job" in text, text[-3000:]
+    assert _result(stage_dir)["steps"] == ITERS
+    assert metrics_steps(stage_dir) == list(range(1, ITERS + 1)), "steps lost or repeated across the preemption"
+    assert_same_weights(stage_dir / "teacher.safetensors", reference_teacher["export"])
+
+
 def test_two_node_teacher_requeues_and_equals_single_node(slurm, two_nodes, shards_dir, reference_teacher):
     """2 nodes x 1 task through sbatch: ranks/world/master from Slurm, each rank's checkpoint part in the shared
     run directory, interrupted + requeued, final weights == the 1-node 2-process run."""

@@ -391,3 +391,24 @@ def test_a_redone_cell_at_its_last_checkpoint_says_how_to_retrain(tmp_path, monk
     lines.clear()
     S._submit(plan, S.Records(plan.state_dir), query=False, dry_run=True, log=lines.append, python=sys.executable)
     assert not any(x.startswith("note:") for x in lines)
+
+
+def test_a_node_that_runs_no_step_is_named(monkeypatch):
+    """A node that died before Slurm noticed: srun names only the survivor; a test step finds the dead one."""
+    from lakd.sweep import requeue
+
+    def run(cmd, **kw):
+        if cmd[:3] == ["scontrol", "show", "hostnames"]:
+            return subprocess.CompletedProcess(cmd, 0, "n1\nn2\n", "")
+        if cmd[0] == "sinfo":
+            return subprocess.CompletedProcess(cmd, 0, "n1|allocated\nn2|allocated\n", "")
+        if cmd[0] == "srun":
+            node = next(a.split("=")[1] for a in cmd if a.startswith("--nodelist="))
+            assert node == "n2", "the batch host is not probed"
+            raise subprocess.TimeoutExpired(cmd, 20)
+        raise AssertionError(cmd)
+
+    monkeypatch.setattr(requeue.subprocess, "run", run)
+    monkeypatch.setattr(requeue, "srun_failures", lambda path: ["n1 rank 0: Exited with exit code 1"])
+    causes = requeue._failure_causes({"NodeList": "n[1-2]", "BatchHost": "n1", "StdErr": "x"}, 1)
+    assert causes == ["node failure on n2 (it runs no step)", "n1 rank 0: Exited with exit code 1"]
