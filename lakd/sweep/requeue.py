@@ -115,7 +115,9 @@ def decide(rc: int, *, restarts: int, failures: int, max_requeues: int, retries:
         return "done"
     if rc == EXIT_REQUEUE:
         return "requeue" if restarts - failures < max_requeues else "give_up"
-    if rc in final_statuses():
+    # a status above 128 is a death by signal, never a final one (and then the engine, i.e. torch, is not imported:
+    # the decision stays quick on a loaded node)
+    if rc < 128 and rc in final_statuses():
         return "give_up"
     return "retry" if failures < retries else "give_up"
 
@@ -246,7 +248,7 @@ def after_step(rc: int, *, max_requeues: int, retries: int, events: Optional[str
     else:
         if rc == EXIT_REQUEUE:
             reason = f"requeued {restarts - failures} times already"
-        elif rc in final_statuses():
+        elif rc < 128 and rc in final_statuses():
             reason = "a retry would fail the same way (bad input or diverged loss, see the log)"
         else:
             reason = f"failed {failures + 1} times ({retries} retries)"

@@ -2,11 +2,12 @@
 
 - Jobs already finished on disk are skipped; jobs still queued or running (recorded ids found in ``squeue``) are
   not submitted again, and new jobs depend on them; everything else is (re)submitted and resumes from its run
-  directory. A queued job whose dependency can never be satisfied any more (its teacher failed for good) is
-  cancelled and submitted again behind the new teacher job.
+  directory. A queued job that is blocked (it waits for a job that ended for good) is cancelled and submitted
+  again behind the new job, and a queued collect job is replaced by one that waits for the new jobs too.
+- Nothing is submitted, cancelled or written before every job to submit passed lakd.sweep.preflight.
 - Jobs of one level (shards; teachers; students + baselines; collect) with the same resources and the same
-  dependencies form one Slurm array (``--array=0-N%array_parallelism``); students depend (``afterok``) on their
-  teacher's job or array task, the collect job on everything (``afterany``: it tabulates what finished).
+  dependencies form one Slurm array whatever their stage (``--array=0-N%array_parallelism``); students depend
+  (``afterok``) on their teacher's job or array task, the collect job on everything (``afterany``).
 - Training jobs run one task per GPU over ``nodes`` nodes (submitit's srun), ``--requeue``, USR2 ``signal_delay_s``
   before the time limit. Their batch step is lakd.sweep.batch (submitit's ``srun`` line becomes it): USR1/USR2
   sent to the batch step reach the tasks, and afterwards the job is requeued after a preemption or, up to

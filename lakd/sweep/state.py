@@ -2,7 +2,9 @@
 
 The disk is the truth for "finished" (``result.json`` of a stage, the manifests of a shard job, a results table
 newer than every result for collect); Slurm (``squeue``, then ``sacct``) tells about jobs recorded in
-``<sweep>/.sweep/jobs.json``, which holds every job id the sweep submitted.
+``<sweep>/.sweep/jobs.json``, which holds every job id the sweep submitted; ``events.jsonl`` adds what the jobs'
+batch steps decided (requeue, retry, give up), restarts by Slurm itself, and jobs cancelled as ``blocked``
+(they waited for a job that ended for good: :func:`block_dependants`, :func:`cancel_blocked`).
 """
 from __future__ import annotations
 

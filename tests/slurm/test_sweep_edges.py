@@ -327,6 +327,8 @@ def test_slurm_options_reach_submitit(tmp_path):
     # submitit's srun line becomes the lakd batch step
     assert "srun() { exec" in script and "-m lakd.sweep.batch" in script and "--events" in script
     assert not plan.state_dir.exists(), "building the script writes nothing"
+    # every log goes to one folder made before submitting (Slurm does not create --output's folder)
+    assert f"#SBATCH --error={plan.state_dir / 'logs'}/%j_0_log.err" in script
     ex = make_executor(plan, Group(1, "stage", "teacher", job.resources, "afterok:5", jobs=[job]))
     assert ex._executor.parameters["additional_parameters"]["dependency"] == "afterok:5"
 
@@ -412,3 +414,18 @@ def test_a_node_that_runs_no_step_is_named(monkeypatch):
     monkeypatch.setattr(requeue, "srun_failures", lambda path: ["n1 rank 0: Exited with exit code 1"])
     causes = requeue._failure_causes({"NodeList": "n[1-2]", "BatchHost": "n1", "StdErr": "x"}, 1)
     assert causes == ["node failure on n2 (it runs no step)", "n1 rank 0: Exited with exit code 1"]
+
+
+def test_status_shows_requeues_by_slurm(tmp_path, monkeypatch):
+    from lakd.sweep import state as S
+
+    plan = make_plan(_tiny(tmp_path))
+    records = S.Records(plan.state_dir)
+    records.add("teacher/synthetic-dlv3_r18_la", "21")
+    S.append_event(plan.state_dir / "events.jsonl", {"job": "21", "action": "slurm_requeue",
+                                                     "cause": "requeued by Slurm"})
+    S.append_event(plan.state_dir / "events.jsonl", {"job": "21", "action": "requeue"})
+    monkeypatch.setattr(S, "squeue", lambda ids=None: {"21": S.SlurmJob("21", "RUNNING", nodes="n1")})
+    monkeypatch.setattr(S, "sacct", lambda ids: {})
+    st = S.job_states(plan, records, query_slurm=True)["teacher/synthetic-dlv3_r18_la"]
+    assert st.state == "running" and "1 requeue(s)" in st.detail and "1 requeue(s) by Slurm" in st.detail

@@ -110,7 +110,8 @@ def test_killed_rank_is_retried_and_preemption_requeues(slurm, two_nodes, shards
 
         events = slurm.wait_for(retried, 120, "the sweep to retry the teacher")
         ended_after = time.monotonic() - killed_at
-        assert ended_after < 60, f"the job took {ended_after:.0f} s to end after a rank died"
+        # srun --wait 10 s, then the decision; bounded, with room for a loaded 2-core test machine
+        assert ended_after < 90, f"the job took {ended_after:.0f} s to end after a rank died"
         (ev,) = events
         assert ev["job"] == job and re.fullmatch(r"n[12] rank 1: Killed", ev["cause"]), ev
 
@@ -216,3 +217,21 @@ def test_cancelled_teacher_blocks_its_jobs_and_one_rerun_heals(slurm, two_nodes,
     md = (sweep_dir / "results.md").read_text()
     row = next(x for x in md.splitlines() if x.startswith("| synthetic |"))
     assert "Not finished" not in md and re.search(r"\d+\.\d", row.split("|")[5]), md  # the LAD column
+
+
+def test_a_job_that_dies_at_start_has_its_log(slurm, shards_dir):
+    """The batch step cannot even start (a python that is not there): the job fails at once, and its log,
+    in the folder made before submitting, says why."""
+    from lakd.sweep import make_plan
+    from lakd.sweep.slurm import submit_plan
+
+    sweep = write_sweep(slurm, shards_dir, baselines=[], pairs=[{"teacher": "dlv3_r18_la", "student": "dlv3_r18"}])
+    plan = make_plan(sweep, partition="gpu")
+    report = submit_plan(plan, python="/nonexistent/python3", probe=False, log=lambda m: None)
+    ids = dict(report.submitted)
+    try:
+        slurm.wait_gone(ids["shards/synthetic"], 120, "(shard job with a missing python)")
+        err = plan.state_dir / "logs" / f"{ids['shards/synthetic']}_0_log.err"
+        assert err.exists() and "/nonexistent/python3" in err.read_text(), sorted(p.name for p in err.parent.iterdir())
+    finally:
+        slurm.run(["scancel", *ids.values()])
