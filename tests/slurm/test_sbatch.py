@@ -95,7 +95,9 @@ def test_scancel_stays_a_cancel(slurm, shards_dir):
     rows = slurm.sacct(job)
     assert rows and rows[0]["State"].startswith("CANCELLED"), rows
     text = log.read_text()
-    assert "lakd: attempt 2 of job" not in text and "not requeued here" in text, text[-3000:]
+    # the batch step says "not requeued here" unless Slurm kills it first (KillWait): either way, no attempt 2
+    assert "lakd: the batch step got SIGTERM" in text and "lakd: attempt 2 of job" not in text, text[-3000:]
+    assert "requeue 1 of at most" not in text
     assert not (stage_dir / "result.json").exists()
 
 
