@@ -21,6 +21,7 @@ COMMANDS = {
     "demo": "lakd.commands.demo",
     "weights": "lakd.commands.weights",
     "report": "lakd.commands.report",
+    "sweep": "lakd.sweep.cli",
 }
 
 

@@ -1,12 +1,9 @@
 #!/usr/bin/env python3
-"""Sweep datasets x teacher/student pairs on Slurm (submitit job arrays) or locally.
+"""`lakd sweep` from a checkout without `pip install`: the same command line (lakd.sweep.cli).
 
-    python launchers/sweep.py --partition gpu                       # the paper's grid (lakd/sweeps/paper.yaml)
-    python launchers/sweep.py --sweep tiny --executor local          # the tiny synthetic sweep, here
-    python launchers/sweep.py --sweep my_sweep.yaml --nodes 2 --gpus-per-node 4 --time 24:00:00 --dry-run
-    python launchers/sweep.py status | collect [--sweep ...]
-
-See `python launchers/sweep.py --help` and lakd/sweep/__init__.py.
+    python launchers/sweep.py --partition gpu                       # = lakd sweep --partition gpu
+    python launchers/sweep.py --sweep tiny --executor local
+    python launchers/sweep.py status | collect | script [--sweep ...]
 """
 import os
 import sys

@@ -10,7 +10,7 @@ shards, one teacher per dataset x teacher, students and baselines depending on t
 job. :mod:`lakd.sweep.slurm` submits it with submitit (arrays, afterok dependencies, requeue on preemption and
 retries on failure via :mod:`lakd.sweep.requeue`); :mod:`lakd.sweep.local` runs it here. Both are idempotent:
 finished jobs are skipped, unfinished ones resume from their checkpoints, queued ones are never duplicated.
-The command line is ``python launchers/sweep.py``.
+The command line is ``lakd sweep`` (lakd.sweep.cli; ``python launchers/sweep.py`` in a checkout).
 """
 from __future__ import annotations
 
@@ -51,12 +51,14 @@ def make_plan(spec: SpecLike, *, sweep_dir: Optional[Union[str, Path]] = None, r
 
 
 def run_sweep(spec: SpecLike, executor: str = "local", *, dry_run: bool = False, procs: int = 1,
-              parallel: Optional[int] = None, sweep_dir: Optional[Union[str, Path]] = None, runs_dir: Optional[str] = None,
-              log: Callable[[str], None] = print, **resources: Any):
+              parallel: Optional[int] = None, sweep_dir: Optional[Union[str, Path]] = None,
+              runs_dir: Optional[str] = None, log: Callable[[str], None] = print, probe: bool = True,
+              **resources: Any):
     """Run or submit a sweep. ``executor``: ``local`` (this machine, returns a LocalReport when done),
     ``slurm`` (submit with submitit and return a SubmitReport at once) or ``auto`` (slurm when sbatch is on
-    PATH). ``dry_run`` prints the plan and changes nothing. Local: ``procs`` processes per stage, ``parallel``
-    stages at a time (default: as many as the CPU cores hold at ``procs`` each)."""
+    PATH). ``dry_run`` prints the plan and changes nothing. Slurm: nothing is submitted unless every job can run
+    (lakd.sweep.preflight; ``probe=False`` skips its check from a compute node). Local: ``procs`` processes per
+    stage, ``parallel`` stages at a time (default: as many as the CPU cores hold at ``procs`` each)."""
     from lakd.sweep.state import slurm_available
 
     if executor == "auto":
@@ -67,7 +69,7 @@ def run_sweep(spec: SpecLike, executor: str = "local", *, dry_run: bool = False,
     if executor == "slurm" or dry_run:
         from lakd.sweep.slurm import submit_plan
 
-        return submit_plan(plan, dry_run=dry_run, log=log)
+        return submit_plan(plan, dry_run=dry_run, log=log, probe=probe)
     from lakd.sweep.local import default_parallel, run_local
 
     if parallel is None:

@@ -1,9 +1,10 @@
-"""Command line of the sweep launcher (``python launchers/sweep.py``).
+"""Command line of sweeps: ``lakd sweep`` (also ``python launchers/sweep.py`` in a checkout).
 
-    python launchers/sweep.py --partition gpu [--sweep FILE|NAME] [--nodes N] [--gpus-per-node G] [--time T]
-                              [--dry-run] [--executor slurm|local|auto] [--wait]
-    python launchers/sweep.py status  [--sweep ...]
-    python launchers/sweep.py collect [--sweep ...]
+    lakd sweep [run] --partition gpu [--sweep FILE|NAME] [--nodes N] [--gpus-per-node G] [--time T]
+                     [--slurm KEY=VALUE ...] [--dry-run] [--executor slurm|local|auto] [--wait]
+    lakd sweep status  [--sweep ...]
+    lakd sweep collect [--sweep ...]
+    lakd sweep script [--out FILE]      # the stage batch script: sbatch "$(lakd sweep script)" --stage ...
 
 Running the same sweep again skips finished jobs, resumes unfinished ones and never submits a second copy of
 a job that is still queued or running.
@@ -11,24 +12,23 @@ a job that is still queued or running.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
+from pathlib import Path
 from typing import Optional
 
 from lakd.sweep.spec import list_sweeps
 
-STATE_ORDER = ("running", "pending", "failed", "partial", "todo", "done")
+STATE_ORDER = ("running", "pending", "blocked", "failed", "incomplete", "partial", "todo", "done")
+COMMANDS = ("run", "status", "collect", "script")
+STAGE_SCRIPT = Path(__file__).resolve().parent / "stage.sh"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python launchers/sweep.py",
-        description="Sweep datasets x teacher/student pairs as a DAG of Slurm job arrays (or locally).",
-        epilog=f"shipped sweeps: {', '.join(list_sweeps())} (lakd/sweeps/<name>.yaml). Sub-commands: "
-               "status (state of every job), collect (write results.md/.csv now).",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", nargs="?", default="run", choices=("run", "status", "collect"),
-                   help="run (default): submit or run the sweep; status; collect")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("command", nargs="?", default="run", choices=COMMANDS,
+                   help="run (default): submit or run the sweep; status: the state of every job; collect: write "
+                        "results.md/.csv now; script: print the path of the stage batch script")
     p.add_argument("--sweep", default="paper", help="sweep file or shipped sweep name (default: paper)")
     p.add_argument("--runs-dir", default=None, help="override the sweep file's runs_dir (sweep dir = RUNS/NAME)")
     p.add_argument("--sweep-dir", default=None, help="put the sweep exactly here instead")
@@ -39,10 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "when sbatch is on PATH")
     p.add_argument("--dry-run", action="store_true", help="print the plan (jobs, arrays, dependencies, "
                                                           "resources) and submit nothing")
-    p.add_argument("--wait", action="store_true", help="slurm: wait until the sweep's jobs ended; the exit "
+    p.add_argument("--wait", action="store_true", help="slurm: wait until the sweep's jobs ended; jobs blocked "
+                                                       "behind a job that failed for good are cancelled; the exit "
                                                        "status says whether everything finished")
     p.add_argument("--wait-timeout", type=float, default=None, help="seconds --wait waits at most")
+    p.add_argument("--no-probe", dest="probe", action="store_false",
+                   help="slurm: skip the check from a compute node that runs_dir is visible there")
     p.add_argument("--procs", type=int, default=1, help="local executor: processes per stage (default 1)")
+    p.add_argument("--out", default=None, help="script: write a copy of the stage batch script here")
     g = p.add_argument_group("resources (override the sweep file's `resources`)")
     g.add_argument("--partition")
     g.add_argument("--cpu-partition", help="partition of the shard and collect jobs (default: --partition)")
@@ -59,11 +63,53 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-requeues", type=int, help="requeues of a job after preemption / time limit")
     g.add_argument("--account")
     g.add_argument("--qos")
+    g.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                   help="any further submitit/sbatch parameter for every job (repeatable), e.g. --slurm "
+                        "constraint=a100 --slurm exclusive=true --slurm reservation=r1 --slurm "
+                        "signal=B:USR2@300")
+
+
+def build_parser(prog: str = "python launchers/sweep.py") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Sweep datasets x teacher/student pairs as a DAG of Slurm job arrays (or locally).",
+        epilog=f"shipped sweeps: {', '.join(list_sweeps())} (lakd/sweeps/<name>.yaml). Sub-commands: "
+               "status (state of every job), collect (write results.md/.csv now), script (the stage batch "
+               "script's path).",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
     return p
+
+
+def register(subparsers) -> None:
+    """``lakd sweep`` (lakd.cli's command table)."""
+    p = subparsers.add_parser("sweep", help="sweeps of teacher/student pairs on Slurm (or locally)",
+                              description=build_parser().description, epilog=build_parser().epilog,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(func=run)
 
 
 RESOURCE_ARGS = ("partition", "cpu_partition", "nodes", "gpus_per_node", "tasks_per_node", "cpus_per_task",
                  "mem_gb", "time", "signal_delay_s", "array_parallelism", "retries", "max_requeues", "account", "qos")
+
+
+def parse_slurm_items(items: list[str]) -> dict:
+    """``--slurm KEY=VALUE`` items: true/false -> flags, integers -> int, anything else a string."""
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().lstrip("-")
+        if not sep or not key:
+            raise ValueError(f"--slurm {item!r}: expected KEY=VALUE, e.g. constraint=a100 or exclusive=true")
+        low = value.strip().lower()
+        if low in ("true", "yes"):
+            out[key] = True
+        elif low.lstrip("-").isdigit():
+            out[key] = int(low)
+        else:
+            out[key] = value
+    return out
 
 
 def _spec(args):
@@ -82,22 +128,25 @@ def _spec(args):
 def print_status(states: dict, out=print) -> dict[str, int]:
     counts: dict[str, int] = {}
     width = max((len(k) for k in states), default=10)
-    out(f"{'JOB':<{width}}  {'STATE':<8} {'SLURM ID':<12} DETAIL")
+    out(f"{'JOB':<{width}}  {'STATE':<10} {'SLURM ID':<12} DETAIL")
     for key, st in states.items():
         counts[st.state] = counts.get(st.state, 0) + 1
-        out(f"{key:<{width}}  {st.state:<8} {st.slurm_id or '-':<12} {st.detail}")
+        out(f"{key:<{width}}  {st.state:<10} {st.slurm_id or '-':<12} {st.detail}")
     out("total: " + ", ".join(f"{counts[s]} {s}" for s in STATE_ORDER if s in counts))
     return counts
 
 
 def wait(plan, timeout: Optional[float] = None, poll_s: float = 5.0, out=print) -> bool:
-    """Poll until none of the plan's jobs is queued or running; True when every job finished."""
-    from lakd.sweep.state import job_states
+    """Poll until none of the plan's jobs can still run; True when every job finished. Jobs that wait for a job
+    that ended for good (blocked) are cancelled on the way, the collect job included."""
+    from lakd.sweep.state import cancel_blocked, job_states
 
     t0 = time.monotonic()
     seen: dict[str, str] = {}
     while True:
         states = job_states(plan)
+        if cancel_blocked(plan, states, log=out):
+            states = job_states(plan)
         for key, st in states.items():
             if seen.get(key) != st.state:
                 if key in seen:
@@ -111,26 +160,66 @@ def wait(plan, timeout: Optional[float] = None, poll_s: float = 5.0, out=print) 
         time.sleep(poll_s)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+def summary(states: dict, out=print) -> None:
+    """What is left to do after a sweep ended without finishing, and how to go on."""
+    bad = {s: [k for k, st in states.items() if st.state == s] for s in ("failed", "blocked", "incomplete",
+                                                                          "partial", "todo")}
+    for state, keys in bad.items():
+        if keys:
+            out(f"{state}: " + ", ".join(keys))
+    if any(bad.values()):
+        out("the sweep did not finish: fix the cause (see the DETAIL column and the jobs' logs in .sweep/logs/), "
+            "then run the same command again: it resubmits exactly these jobs, behind their dependencies")
+
+
+def _has_sweep(plan) -> bool:
+    return (plan.state_dir / "plan.json").exists() or (plan.sweep_dir / "results.csv").exists()
+
+
+def write_script(out: Optional[str]) -> int:
+    if out is None:
+        print(STAGE_SCRIPT)
+        return 0
+    target = Path(out)
+    if target.is_dir():
+        target = target / STAGE_SCRIPT.name
+    if not target.parent.is_dir():
+        raise ValueError(f"--out {out}: folder {target.parent} does not exist")
+    shutil.copyfile(STAGE_SCRIPT, target)
+    target.chmod(0o755)
+    print(target)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """One sweep command (the parsed arguments of build_parser / ``lakd sweep``); returns the exit status."""
     from lakd.sweep import make_plan, run_sweep
     from lakd.sweep.collect import write_results
     from lakd.sweep.state import job_states
 
     resources = {k: getattr(args, k) for k in RESOURCE_ARGS}
     try:
+        if args.command == "script":
+            return write_script(args.out)
         spec = _spec(args)
-        if args.command == "status":
-            print_status(job_states(make_plan(spec, sweep_dir=args.sweep_dir, **resources)))
-            return 0
-        if args.command == "collect":
+        if args.slurm:
+            resources["additional"] = {**spec.resources.additional, **parse_slurm_items(args.slurm)}
+        if args.command in ("status", "collect"):
             plan = make_plan(spec, sweep_dir=args.sweep_dir, **resources)
+            if not _has_sweep(plan):
+                raise ValueError(f"no sweep {spec.name!r} at {plan.sweep_dir} (nothing was run there; a relative "
+                                 "runs_dir is taken from the current directory: pass --runs-dir or --sweep-dir)")
+            if args.command == "status":
+                states = job_states(plan)
+                print(f"sweep {spec.name} in {plan.sweep_dir}")
+                print_status(states)
+                return 0
             files = write_results(plan.describe(), plan.sweep_dir)
             print((plan.sweep_dir / "results.md").read_text())
             print("written: " + ", ".join(str(p) for p in files.values()))
             return 0
         report = run_sweep(spec, args.executor, dry_run=args.dry_run, procs=args.procs, sweep_dir=args.sweep_dir,
-                           **resources)
+                           probe=args.probe, **resources)
     except (ValueError, RuntimeError, FileNotFoundError) as exc:
         print(f"sweep: error: {exc}", file=sys.stderr)
         return 2
@@ -143,6 +232,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.wait:
         plan = make_plan(spec, sweep_dir=args.sweep_dir, **resources)
         ok = wait(plan, args.wait_timeout)
-        print_status(job_states(plan))
+        states = job_states(plan)
+        print_status(states)
+        if not ok:
+            summary(states)
         return 0 if ok else 1
     return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    return run(build_parser().parse_args(argv))

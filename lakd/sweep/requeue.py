@@ -1,9 +1,9 @@
-"""Requeue policy of a Slurm job after its ``srun`` step ended; run by the job's batch shell.
+"""Requeue policy of a Slurm job after its ``srun`` step ended; run by the job's batch step.
 
     python -m lakd.sweep.requeue --rc "$rc" [--max-requeues N] [--retries M] [--events FILE]
 
-The sbatch scripts (``slurm/teacher.sh``, ``slurm/student.sh``) and the sweep's submitit jobs (teardown lines)
-call it with srun's exit status:
+lakd.sweep.batch (the batch step of the shipped batch script and of the sweep's submitit jobs) calls
+:func:`after_step` with srun's exit status:
 
 - ``0``: the stage finished; nothing to do.
 - ``EXIT_REQUEUE`` (75, lakd.engine.preemption): every rank saved a checkpoint after a preemption or
@@ -13,7 +13,11 @@ call it with srun's exit status:
 - anything else: a failure, e.g. a rank that crashed or a node that died (srun's ``--wait`` ends the other ranks
   in bounded time). The failing node and rank are taken from srun's messages in the job's stderr and reported;
   the job is requeued up to ``--retries`` times and then left failed. Every restart resumes from the newest
-  complete checkpoint on disk.
+  complete checkpoint on disk. When a whole node died, that node is named (srun's "Node failure on ...", or
+  the job's node that Slurm marks down), not the surviving rank srun ended afterwards.
+- a sweep job that gives up cancels the sweep's jobs that wait for it (lakd.sweep.state.block_dependants).
+- SIGTERM to the batch step (Slurm ends the whole job: scancel, hard time limit, end of a preemption grace
+  time): never requeued from here; a user's scancel stays a cancel.
 
 The failure count lives in the job's Slurm comment (``lakd_failures=N``, kept across requeues, visible in
 ``squeue -o %k``); events are appended to ``--events`` (JSON lines) when given. Exit status: 0 when the job was
@@ -34,6 +38,8 @@ from typing import Optional
 from lakd.engine.preemption import EXIT_REQUEUE
 
 _SRUN_ERROR = re.compile(r"srun: error: (\S+): tasks? ([0-9][0-9,\-]*): (.+)$")
+_NODE_FAILURE = re.compile(r"(?:srun: error: Node failure on (\S+)|\*\*\* (?:JOB|STEP) \S+ ON (\S+) CANCELLED AT \S+ "
+                           r"DUE TO NODE FAILURE)")
 # the start of one attempt in a job's stderr (sbatch scripts, lakd.sweep.tasks): srun errors before it are older
 _ATTEMPT_START = re.compile(r"lakd: attempt \d+ of job")
 _FAILURES = re.compile(r"lakd_failures=(\d+)")
@@ -75,6 +81,12 @@ def srun_failures(stderr_path: Optional[str], max_bytes: int = 256 * 1024) -> li
     start = max((i for i, line in enumerate(lines) if _ATTEMPT_START.search(line)), default=-1)
     out = []
     for line in lines[start + 1:]:
+        f = _NODE_FAILURE.search(line)
+        if f:
+            node = f"node failure on {f.group(1) or f.group(2)}"
+            if node not in out:
+                out.append(node)
+            continue
         m = _SRUN_ERROR.search(line)
         if m:
             node, tasks, what = m.groups()
@@ -84,11 +96,10 @@ def srun_failures(stderr_path: Optional[str], max_bytes: int = 256 * 1024) -> li
 
 
 def _append_event(path: Optional[str], event: dict) -> None:
-    if not path:
-        return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:  # one short write per line: appends from several jobs stay whole lines
-        f.write(json.dumps(event) + "\n")
+    if path:
+        from lakd.sweep.state import append_event
+
+        append_event(Path(path), event)
 
 
 def final_statuses() -> set[int]:
@@ -104,9 +115,168 @@ def decide(rc: int, *, restarts: int, failures: int, max_requeues: int, retries:
         return "done"
     if rc == EXIT_REQUEUE:
         return "requeue" if restarts - failures < max_requeues else "give_up"
-    if rc in final_statuses():
+    # a status above 128 is a death by signal, never a final one (and then the engine, i.e. torch, is not imported:
+    # the decision stays quick on a loaded node)
+    if rc < 128 and rc in final_statuses():
         return "give_up"
     return "retry" if failures < retries else "give_up"
+
+
+def _down_nodes(nodelist: Optional[str]) -> list[str]:
+    """Nodes of ``nodelist`` that Slurm considers dead (down, failing, not responding)."""
+    if not nodelist or nodelist == "(null)":
+        return []
+    try:
+        out = subprocess.run(["sinfo", "-h", "-N", "-n", nodelist, "-o", "%N|%T"], capture_output=True, text=True,
+                             timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    dead = []
+    for line in out.splitlines():
+        node, _, state = line.partition("|")
+        if state.rstrip("*~#!%$@^-").lower() in ("down", "fail", "failing", "drain", "draining") or state.endswith("*"):
+            dead.append(node)
+    return sorted(set(dead))
+
+
+def _silent_nodes(nodelist: Optional[str], batch_host: Optional[str], timeout_s: int = 20) -> list[str]:
+    """Nodes of the job (other than the batch host, which runs this) where a one-task test step cannot run:
+    a node that died before Slurm noticed (that takes SlurmdTimeout) answers no step."""
+    if not nodelist or nodelist == "(null)":
+        return []
+    try:
+        names = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
+                               timeout=60).stdout.split()
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    silent = []
+    for node in names:
+        if node == batch_host:
+            continue
+        try:
+            r = subprocess.run(["srun", "--overlap", "--nodes=1", "--ntasks=1", f"--nodelist={node}", "--quiet",
+                                "--kill-on-bad-exit=1", "true"], capture_output=True, text=True, timeout=timeout_s)
+            ok = r.returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            ok = False
+        if not ok:
+            silent.append(node)
+    return silent
+
+
+def _failure_causes(info: dict, rc: int) -> list[str]:
+    """The failure of this attempt, the dead node first (a dead node's ranks report nothing; srun names the
+    surviving ranks it ended afterwards): srun's "Node failure on", else nodes Slurm marks down, else nodes
+    that answer no test step."""
+    causes = srun_failures(info.get("StdErr"))
+    dead = [c for c in causes if c.startswith("node failure")]
+    if not dead:
+        dead = [f"node failure on {n}" for n in _down_nodes(info.get("NodeList"))]
+    if not dead:
+        dead = [f"node failure on {n} (it runs no step)" for n in _silent_nodes(info.get("NodeList"),
+                                                                                 info.get("BatchHost"))]
+    return dead + [c for c in causes if c not in dead]
+
+
+def note_restart(job: str, restarts: int, events: Optional[str]) -> None:
+    """At the start of attempt ``restarts + 1``: when Slurm restarted the job without a lakd decision (``scontrol
+    requeue``, a node failure, preemption, submitit's own requeue), say so in the log and the events."""
+    if not events:
+        return
+    ours = 0
+    try:
+        for line in Path(events).read_text().splitlines():
+            try:
+                ev = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if str(ev.get("job")) == job and ev.get("action") in ("requeue", "retry", "slurm_requeue"):
+                ours += 1
+    except OSError:
+        pass
+    if ours >= restarts:
+        return
+    msg = (f"lakd: job {job} was restarted by Slurm (restart {restarts}; scontrol requeue, node failure, "
+           f"preemption or submitit's requeue); it resumes from the newest complete checkpoint")
+    print(msg, file=sys.stderr, flush=True)
+    for _ in range(restarts - ours):
+        _append_event(events, {"time": time.time(), "job": job, "action": "slurm_requeue", "restarts": restarts,
+                               "cause": "requeued by Slurm", "message": msg})
+
+
+def after_step(rc: int, *, max_requeues: int, retries: int, events: Optional[str] = None,
+               terminated: bool = False) -> int:
+    """Act on the exit status of the job step (see the module docstring); returns the batch step's status."""
+    job = job_id_from_env()
+    if job is None:
+        print("lakd requeue: not inside a Slurm job; nothing to do", file=sys.stderr)
+        return rc
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    info = show_job(job)
+    comment = info.get("Comment", "")
+    comment = "" if comment == "(null)" else comment
+    m = _FAILURES.search(comment)
+    failures = int(m.group(1)) if m else 0
+    if terminated:  # Slurm ends the job (scancel, hard time limit, preemption): requeueing is Slurm's call
+        if rc == 0:
+            return 0
+        msg = (f"lakd: job {job} ended by Slurm (SIGTERM to the batch step: scancel, time limit or preemption) "
+               f"with status {rc}; not requeued here (a preempted job is requeued by Slurm itself; otherwise "
+               "the next run of the sweep resumes it from its checkpoint)")
+        print(msg, file=sys.stderr, flush=True)
+        _append_event(events, {"time": time.time(), "job": job, "rc": rc, "action": "ended", "restarts": restarts,
+                               "failures": failures, "nodes": info.get("NodeList"),
+                               "cause": "ended by Slurm (SIGTERM)", "message": msg})
+        return rc
+    action = decide(rc, restarts=restarts, failures=failures, max_requeues=max_requeues, retries=retries)
+    causes = _failure_causes(info, rc) if action in ("retry", "give_up") and rc != EXIT_REQUEUE else []
+    event = {"time": time.time(), "job": job, "rc": rc, "action": action, "restarts": restarts,
+             "failures": failures, "nodes": info.get("NodeList"), "cause": causes[0] if causes else None,
+             "causes": causes}
+    if action == "done":
+        return 0
+    cause = f" ({'; '.join(causes)})" if causes else ""
+    if action == "requeue":
+        msg = (f"lakd: job {job} checkpointed after a preemption/time-limit signal: requeue "
+               f"{restarts - failures + 1} of at most {max_requeues}; it resumes from the newest checkpoint")
+    elif action == "retry":
+        new = _FAILURES.sub("", comment).strip(",; ")
+        new = ",".join(x for x in (new, f"lakd_failures={failures + 1}") if x)
+        subprocess.run(["scontrol", "update", f"JobId={job}", f"Comment={new}"], check=False, timeout=60)
+        msg = (f"lakd: job {job} failed with status {rc}{cause}: retry {failures + 1} of {retries}; "
+               "it resumes from the newest complete checkpoint")
+    else:
+        if rc == EXIT_REQUEUE:
+            reason = f"requeued {restarts - failures} times already"
+        elif rc < 128 and rc in final_statuses():
+            reason = "a retry would fail the same way (bad input or diverged loss, see the log)"
+        else:
+            reason = f"failed {failures + 1} times ({retries} retries)"
+        msg = f"lakd: job {job} ended with status {rc}{cause}; {reason}: not requeued"
+    event["message"] = msg
+    print(msg, file=sys.stderr, flush=True)
+    _append_event(events, event)
+    if action == "give_up":
+        _block_dependants(job, events, f"failed for good (status {rc})")
+        return rc
+    r = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        print(f"lakd: scontrol requeue {job} failed: {r.stderr.strip()}", file=sys.stderr, flush=True)
+        return rc
+    return 0
+
+
+def _block_dependants(job: str, events: Optional[str], why: str) -> None:
+    """A sweep job that failed for good: cancel the sweep's jobs waiting for it (lakd.sweep.state)."""
+    if not events:
+        return
+    from lakd.sweep.state import block_dependants
+
+    try:
+        block_dependants(Path(events).parent, job, why, log=lambda m: print(f"lakd: {m}", file=sys.stderr,
+                                                                           flush=True))
+    except (OSError, ValueError, RuntimeError) as exc:  # the sweep's own files: report, never mask the status
+        print(f"lakd: could not cancel the jobs waiting for {job}: {exc}", file=sys.stderr, flush=True)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -116,53 +286,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--retries", type=int, default=2, help="requeues after a failure")
     ap.add_argument("--events", default=None, help="append one JSON line per decision to this file")
     args = ap.parse_args(argv)
-
-    job = job_id_from_env()
-    if job is None:
-        print("lakd requeue: not inside a Slurm job; nothing to do", file=sys.stderr)
-        return args.rc
-    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
-    info = show_job(job)
-    comment = info.get("Comment", "")
-    comment = "" if comment == "(null)" else comment
-    m = _FAILURES.search(comment)
-    failures = int(m.group(1)) if m else 0
-    action = decide(args.rc, restarts=restarts, failures=failures, max_requeues=args.max_requeues,
-                    retries=args.retries)
-    causes = srun_failures(info.get("StdErr")) if action in ("retry", "give_up") and args.rc != EXIT_REQUEUE else []
-    event = {"time": time.time(), "job": job, "rc": args.rc, "action": action, "restarts": restarts,
-             "failures": failures, "nodes": info.get("NodeList"), "cause": causes[0] if causes else None,
-             "causes": causes}
-    if action == "done":
-        return 0
-    cause = f" ({'; '.join(causes)})" if causes else ""
-    if action == "requeue":
-        msg = (f"lakd: job {job} checkpointed after a preemption/time-limit signal: requeue "
-               f"{restarts - failures + 1} of at most {args.max_requeues}; it resumes from the newest checkpoint")
-    elif action == "retry":
-        new = _FAILURES.sub("", comment).strip(",; ")
-        new = ",".join(x for x in (new, f"lakd_failures={failures + 1}") if x)
-        subprocess.run(["scontrol", "update", f"JobId={job}", f"Comment={new}"], check=False, timeout=60)
-        msg = (f"lakd: job {job} failed with status {args.rc}{cause}: retry {failures + 1} of {args.retries}; "
-               "it resumes from the newest complete checkpoint")
-    else:
-        if args.rc == EXIT_REQUEUE:
-            reason = f"requeued {restarts - failures} times already"
-        elif args.rc in final_statuses():
-            reason = "a retry would fail the same way (bad input or diverged loss, see the log)"
-        else:
-            reason = f"failed {failures + 1} times ({args.retries} retries)"
-        msg = f"lakd: job {job} ended with status {args.rc}{cause}; {reason}: not requeued"
-    event["message"] = msg
-    print(msg, file=sys.stderr, flush=True)
-    _append_event(args.events, event)
-    if action == "give_up":
-        return args.rc
-    r = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
-    if r.returncode != 0:
-        print(f"lakd: scontrol requeue {job} failed: {r.stderr.strip()}", file=sys.stderr, flush=True)
-        return args.rc
-    return 0
+    return after_step(args.rc, max_requeues=args.max_requeues, retries=args.retries, events=args.events)
 
 
 if __name__ == "__main__":

@@ -2,14 +2,16 @@
 
 - Jobs already finished on disk are skipped; jobs still queued or running (recorded ids found in ``squeue``) are
   not submitted again, and new jobs depend on them; everything else is (re)submitted and resumes from its run
-  directory. A queued job whose dependency can never be satisfied any more (its teacher failed for good) is
-  cancelled and submitted again behind the new teacher job.
+  directory. A queued job that is blocked (it waits for a job that ended for good) is cancelled and submitted
+  again behind the new job, and a queued collect job is replaced by one that waits for the new jobs too.
+- Nothing is submitted, cancelled or written before every job to submit passed lakd.sweep.preflight.
 - Jobs of one level (shards; teachers; students + baselines; collect) with the same resources and the same
-  dependencies form one Slurm array (``--array=0-N%array_parallelism``); students depend (``afterok``) on their
-  teacher's job or array task, the collect job on everything (``afterany``: it tabulates what finished).
+  dependencies form one Slurm array whatever their stage (``--array=0-N%array_parallelism``); students depend
+  (``afterok``) on their teacher's job or array task, the collect job on everything (``afterany``).
 - Training jobs run one task per GPU over ``nodes`` nodes (submitit's srun), ``--requeue``, USR2 ``signal_delay_s``
-  before the time limit, and a teardown that requeues the job after a preemption or, up to ``retries`` times, a
-  failure (lakd.sweep.requeue). srun's ``--wait`` ends the surviving ranks when one dies.
+  before the time limit. Their batch step is lakd.sweep.batch (submitit's ``srun`` line becomes it): USR1/USR2
+  sent to the batch step reach the tasks, and afterwards the job is requeued after a preemption or, up to
+  ``retries`` times, a failure (lakd.sweep.requeue). srun's ``--wait`` ends the surviving ranks when one dies.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from typing import Callable, Optional
 
 from lakd.sweep.plan import Job, Plan
 from lakd.sweep.spec import Resources, time_minutes
-from lakd.sweep.state import DEAD_DEPENDENCY, Records, job_states, slurm_available, sweep_lock, write_text_atomic
+from lakd.sweep.state import Records, redo_note, job_states, slurm_available, sweep_lock, write_text_atomic
 
 
 def level(job: Job) -> int:
@@ -77,34 +79,70 @@ class SubmitReport:
 
 def _resources_key(job: Job) -> str:
     r = job.resources
-    return json.dumps(r.__dict__, sort_keys=True, default=str) + f"|{job.kind}|{job.stage}"
+    # not the stage: sibling cells of different stages (a label-assisted and an image-only teacher) that share
+    # resources and dependencies form one array too
+    return json.dumps(r.__dict__, sort_keys=True, default=str) + f"|{job.kind}"
 
 
 def _job_resources(job: Job) -> Resources:
-    """Shard and collect jobs: one task on one node of the CPU partition, no GPU."""
-    r = job.resources
+    """Shard and collect jobs: one task on one node of the CPU partition, no GPU, with the sweep file's
+    ``per_stage.shards`` / ``per_stage.collect`` (e.g. a short time limit)."""
     if job.kind == "stage":
-        return r
+        return job.resources
+    r = job.resources.for_stage(job.kind)
     return dataclasses.replace(r, partition=r.cpu_partition or r.partition, nodes=1, gpus_per_node=0,
                                tasks_per_node=1, per_stage={})
 
 
-def make_executor(plan: Plan, group: Group, python: str = sys.executable):
-    """The submitit executor of one group (resources, dependency, teardown)."""
+# submitit parameters lakd sets itself (a --slurm KEY=VALUE of these would break the job's wiring)
+MANAGED = {"setup", "teardown", "srun_args", "use_srun", "dependency", "array_parallelism", "additional_parameters",
+           "job_name", "signal_delay_s", "stderr_to_stdout", "num_gpus"}
+
+
+def slurm_parameters(additional: dict) -> tuple[dict, dict]:
+    """Split ``resources.additional`` / ``--slurm KEY=VALUE`` into submitit's own Slurm parameters (passed as
+    ``slurm_<key>``: constraint, exclusive, gres, nodelist, mem_per_gpu, ...) and any other sbatch option
+    (``slurm_additional_parameters``: ``#SBATCH --key=value``, e.g. reservation, signal)."""
+    from submitit.slurm.slurm import SlurmExecutor
+
+    named = set(SlurmExecutor._valid_parameters()) - MANAGED
+    params, extra = {}, {}
+    for key, value in additional.items():
+        k = str(key).replace("-", "_")
+        if k in named:
+            params[f"slurm_{k}"] = value
+        else:
+            extra[k] = value
+    return params, extra
+
+
+def batch_step_line(plan: Plan, r: Resources, python: str = sys.executable) -> str:
+    """A shell function that turns submitit's ``srun ...`` line into the lakd batch step (lakd.sweep.batch:
+    signals to the batch step reach the tasks, then the requeue decision)."""
+    cmd = " ".join(shlex.quote(x) for x in (
+        python, "-m", "lakd.sweep.batch", "--max-requeues", str(r.max_requeues), "--retries", str(r.retries),
+        "--events", str(plan.state_dir / "events.jsonl"), "--"))
+    return f'srun() {{ exec {cmd} srun "$@"; }}'
+
+
+def log_dir(plan: Plan) -> Path:
+    """Every job's logs (``<id>_0_log.out/.err``): one folder made before submitting, so that a job that starts
+    at once, or dies at once, has its log (Slurm does not create the folder of ``--output``)."""
+    return plan.state_dir / "logs"
+
+
+def make_executor(plan: Plan, group: Group, python: str = sys.executable, make_dirs: bool = True):
+    """The submitit executor of one group (resources, dependency, batch step)."""
     import submitit
 
     r = _job_resources(group.jobs[0])
-    ex = submitit.AutoExecutor(folder=plan.state_dir / "logs" / "%j", cluster="slurm",
-                               slurm_max_num_timeout=r.max_requeues)
-    what = group.stage or group.kind
-    teardown = [
-        "lakd_rc=$?",  # srun's exit status (the line before is submitit's srun)
-        " ".join(shlex.quote(x) for x in (
-            python, "-m", "lakd.sweep.requeue", "--max-requeues", str(r.max_requeues),
-            "--retries", str(r.retries), "--events", str(plan.state_dir / "events.jsonl"))) + ' --rc "$lakd_rc"',
-        "exit $?",
-    ]
-    additional = {"requeue": True, **r.additional}
+    if make_dirs:
+        log_dir(plan).mkdir(parents=True, exist_ok=True)
+    ex = submitit.AutoExecutor(folder=log_dir(plan), cluster="slurm", slurm_max_num_timeout=r.max_requeues)
+    stages = {j.stage for j in group.jobs}
+    what = (stages.pop() if len(stages) == 1 else "stage") if group.kind == "stage" else group.kind
+    named, extra = slurm_parameters(r.additional)
+    additional = {"requeue": True, **extra}
     if group.dependency:
         additional["dependency"] = group.dependency
     params = dict(
@@ -113,7 +151,7 @@ def make_executor(plan: Plan, group: Group, python: str = sys.executable):
         slurm_partition=r.partition, slurm_signal_delay_s=r.signal_delay_s,
         slurm_array_parallelism=r.array_parallelism, slurm_additional_parameters=additional,
         slurm_srun_args=[f"--wait={r.srun_wait_s}"] if r.srun_wait_s else [],
-        slurm_setup=["export PYTHONUNBUFFERED=1", *r.setup], slurm_teardown=teardown,
+        slurm_setup=["export PYTHONUNBUFFERED=1", *r.setup, batch_step_line(plan, r, python)],
     )
     if r.gpus_per_node:
         params["gpus_per_node"] = r.gpus_per_node
@@ -122,6 +160,7 @@ def make_executor(plan: Plan, group: Group, python: str = sys.executable):
     for key in ("account", "qos", "constraint", "exclude"):
         if getattr(r, key):
             params[f"slurm_{key}"] = getattr(r, key)
+    params.update(named)
     ex.update_parameters(**params)
     return ex
 
@@ -153,16 +192,40 @@ def config_path(plan: Plan, job: Job) -> Path:
     return plan.state_dir / "configs" / f"{job.run_name}.{job.stage}.yaml"
 
 
+def job_script(plan: Plan, job: Job, python: str = sys.executable) -> str:
+    """The batch script submitit would submit for ``job`` (without dependency), for ``sbatch --test-only``."""
+    group = Group(level(job), job.kind, job.stage, job.resources, "", jobs=[job])
+    inner = make_executor(plan, group, python, make_dirs=False)._executor
+    return inner._make_submission_file_text(inner._submitit_command_str, "preflight")
+
+
+def check_plan(plan: Plan, records: Records, *, query: bool, probe: bool, python: str, log) -> None:
+    """Every job that would be submitted can run (lakd.sweep.preflight); raises PreflightError otherwise."""
+    from lakd.sweep.preflight import preflight
+
+    states = job_states(plan, records, query_slurm=query)
+    firsts: dict[str, Job] = {}
+    for key, st in states.items():
+        job = plan.jobs[key]
+        if st.state != "done" and not st.active:
+            firsts.setdefault(_resources_key(job), job)
+    groups = [(f"{j.stage or j.kind} jobs", _job_resources(j), job_script(plan, j, python)) for j in firsts.values()]
+    preflight(plan.sweep_dir, groups, probe=probe, python=python, log=log)
+
+
 def submit_plan(plan: Plan, *, dry_run: bool = False, log: Callable[[str], None] = print,
-                python: str = sys.executable) -> SubmitReport:
+                python: str = sys.executable, probe: bool = True) -> SubmitReport:
     """Submit what is neither finished nor queued/running (see module docstring). ``dry_run``: print the
-    plan (jobs, arrays, dependencies, resources) and submit nothing."""
+    plan (jobs, arrays, dependencies, resources) and submit nothing. Before anything is written, cancelled or
+    submitted, every job to submit is checked against the cluster (lakd.sweep.preflight; ``probe``: also
+    from a compute node); a problem raises PreflightError (a ValueError)."""
     query = slurm_available()
     if not dry_run and not query:
         raise RuntimeError("sbatch/squeue not found: is this a Slurm login node? (use --executor local otherwise)")
     records = Records(plan.state_dir)
     if dry_run:
         return _submit(plan, records, query=query, dry_run=True, log=log, python=python)
+    check_plan(plan, records, query=query, probe=probe, python=python, log=log)
     with sweep_lock(plan.state_dir, "submit"):
         write_plan_files(plan)
         return _submit(plan, records, query=query, dry_run=False, log=log, python=python)
@@ -178,7 +241,7 @@ def _submit(plan: Plan, records: Records, *, query: bool, dry_run: bool, log, py
         if st.state == "done":
             report.skipped_done.append(key)
             slurm_id[key] = None
-        elif st.active and st.slurm and st.slurm.reason == DEAD_DEPENDENCY:
+        elif st.state == "blocked" and st.queued:  # waits for a job that ended for good: behind a new one
             report.cancelled.append((key, st.slurm_id))
             to_submit.append(job)
         elif st.active:
@@ -186,10 +249,21 @@ def _submit(plan: Plan, records: Records, *, query: bool, dry_run: bool, log, py
             slurm_id[key] = st.slurm_id
         else:
             to_submit.append(job)
+            note = redo_note(job)
+            if note:
+                log(f"note: {note}")
+    collect = states.get("collect")
+    if (collect and collect.state == "pending" and any(j.kind != "collect" for j in to_submit)):
+        # the queued collect job does not wait for the jobs submitted now: a new one behind everything
+        report.skipped_active.remove(("collect", collect.slurm_id))
+        report.cancelled.append(("collect", collect.slurm_id))
+        to_submit.append(plan.jobs["collect"])
     if report.cancelled and not dry_run:
         subprocess.run(["scancel", *[i for _, i in report.cancelled]], check=False)
     for key, sid in report.cancelled:
-        log(f"cancelled {sid} ({key}): its dependency can never be satisfied; submitting it again")
+        why = ("it would not wait for the jobs submitted now" if key == "collect"
+               else "it waits for a job that ended without finishing")
+        log(f"{'would cancel' if dry_run else 'cancelled'} {sid} ({key}): {why}; submitting it again")
 
     # groups in dependency order: a job is submitted after every job it waits for (with init_from a teacher waits
     # for a baseline, and a student or a finetune control for the baseline it starts from)

@@ -43,6 +43,7 @@ import yaml
 
 SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
 STAGES = ("teacher", "student", "baseline")
+JOB_KINDS = ("shards", "collect")  # resources.per_stage may name these too (one CPU task each, lakd.sweep.slurm)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+]*$")  # no '-': run names join keys with '-'
 
 
@@ -56,7 +57,7 @@ class Resources:
 
     ``nodes x gpus_per_node`` processes per training job, one task per GPU; ``gpus_per_node: 0`` runs one CPU
     task per node (``tasks_per_node`` of them). ``per_stage`` overrides any field for one stage, e.g.
-    ``{teacher: {time: "48:00:00"}}``.
+    ``{teacher: {time: "48:00:00"}}``; ``shards`` and ``collect`` set the CPU jobs' own (``{collect: {time: 30}}``).
     """
 
     partition: str = "gpu"
@@ -354,8 +355,8 @@ def parse_spec(raw: dict, where: str = "<mapping>") -> SweepSpec:
     resources = _dataclass(Resources, raw.get("resources"), f"{where}: resources")
     check_resources(resources, f"{where}: resources")
     for stage in resources.per_stage:
-        if stage not in STAGES:
-            _fail(f"{where}: resources.per_stage.{stage}", f"unknown stage; stages: {', '.join(STAGES)}")
+        if stage not in STAGES + JOB_KINDS:
+            _fail(f"{where}: resources.per_stage.{stage}", f"unknown stage; stages: {', '.join(STAGES + JOB_KINDS)}")
         _dataclass(Resources, resources.per_stage[stage], f"{where}: resources.per_stage.{stage}")
         check_resources(resources.for_stage(stage), f"{where}: resources.per_stage.{stage}")
 

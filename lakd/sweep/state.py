@@ -2,7 +2,9 @@
 
 The disk is the truth for "finished" (``result.json`` of a stage, the manifests of a shard job, a results table
 newer than every result for collect); Slurm (``squeue``, then ``sacct``) tells about jobs recorded in
-``<sweep>/.sweep/jobs.json``, which holds every job id the sweep submitted.
+``<sweep>/.sweep/jobs.json``, which holds every job id the sweep submitted; ``events.jsonl`` adds what the jobs'
+batch steps decided (requeue, retry, give up), restarts by Slurm itself, and jobs cancelled as ``blocked``
+(they waited for a job that ended for good: :func:`block_dependants`, :func:`cancel_blocked`).
 """
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ from typing import Iterator, Optional
 from lakd.sweep.plan import Job, Plan
 
 DEAD_DEPENDENCY = "DependencyNeverSatisfied"
+# sacct states of jobs that left the queue (squeue's are PENDING, RUNNING, COMPLETING, ...)
+ENDED_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY",
+                "BOOT_FAIL", "DEADLINE", "REVOKED"}
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
@@ -30,6 +35,14 @@ def write_text_atomic(path: Path, text: str) -> Path:
     tmp.write_text(text)
     os.replace(tmp, path)
     return path
+
+
+def append_event(path: Path, event: dict) -> None:
+    """One JSON line in ``events.jsonl``: a single short write, so appends from several jobs stay whole lines."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(event) + "\n")
 
 
 # --------------------------------------------------------------------------------------------- records
@@ -50,6 +63,7 @@ class Records:
         self.data.setdefault(key, []).append({"id": str(slurm_id), "time": time.time(), **extra})
 
     def key_of(self, slurm_id: str) -> Optional[str]:
+        """The job key ``slurm_id`` was submitted for (an array task ``12_3`` as recorded)."""
         for key, entries in self.data.items():
             if any(e["id"] == slurm_id for e in entries):
                 return key
@@ -138,7 +152,7 @@ def sacct(ids: set[str]) -> dict[str, SlurmJob]:
 @dataclass
 class JobState:
     job: Job
-    state: str  # done | pending | running | failed | partial (checkpoint, no job) | todo
+    state: str  # done | pending | running | blocked | failed | partial (checkpoint, no job) | todo
     slurm_id: Optional[str] = None
     detail: str = ""
     slurm: Optional[SlurmJob] = None
@@ -146,7 +160,13 @@ class JobState:
 
     @property
     def active(self) -> bool:
+        """Queued or running and able to run (a blocked job may still sit in the queue)."""
         return self.state in ("pending", "running")
+
+    @property
+    def queued(self) -> bool:
+        """Still in Slurm's queue (squeue), whatever its state here."""
+        return self.slurm is not None and self.slurm.state not in ENDED_STATES
 
 
 def finished_on_disk(job: Job, plan: Plan) -> bool:
@@ -165,6 +185,29 @@ def finished_on_disk(job: Job, plan: Plan) -> bool:
 
 def has_checkpoint(job: Job) -> bool:
     return job.kind == "stage" and (job.stage_dir / "checkpoints" / "latest").exists()
+
+
+def checkpoint_step(job: Job) -> Optional[int]:
+    """Step of the newest complete checkpoint of a stage (its ``checkpoints/latest`` tag), None without one."""
+    if job.kind != "stage":
+        return None
+    try:
+        tag = (job.stage_dir / "checkpoints" / "latest").read_text().strip()
+    except OSError:
+        return None
+    digits = "".join(c for c in tag if c.isdigit())
+    return int(digits) if digits else None
+
+
+def redo_note(job: Job) -> Optional[str]:
+    """A stage whose result.json is gone but whose checkpoint is at its last step is only evaluated again, not
+    retrained: say so, and how to retrain it."""
+    step = checkpoint_step(job)
+    iters = ((job.config or {}).get("train") or {}).get("iters")
+    if step is None or not iters or step < iters or (job.stage_dir / "result.json").exists():
+        return None
+    return (f"{job.key}: its checkpoint is at the last step ({step}/{iters}), so it is evaluated again, not "
+            f"retrained; to retrain it, delete {job.stage_dir} first")
 
 
 def progress(job: Job) -> str:
@@ -230,6 +273,13 @@ def job_states(plan: Plan, records: Optional[Records] = None, *, query_slurm: Op
                 st.detail = f"{st.detail} on {sj.nodes}".strip()
         elif finished_on_disk(job, plan):
             st.state = "done"
+        elif job.kind == "collect" and sid is not None and (plan.sweep_dir / "results.csv").exists() and (
+                sid not in ended or ended[sid].state == "COMPLETED"):
+            st.slurm = ended.get(sid)
+            st.state = "incomplete"  # it ran and wrote the table of what had finished
+            missing = [k for k, j in plan.jobs.items() if j.kind == "stage" and not (j.stage_dir / "result.json").exists()]
+            st.detail = (f"missing: {', '.join(missing[:4])}" + (f" and {len(missing) - 4} more" if len(missing) > 4
+                                                               else "")) if missing else "older than a result"
         elif sid in ended:
             st.slurm = ended[sid]
             st.state = "failed"
@@ -241,15 +291,82 @@ def job_states(plan: Plan, records: Optional[Records] = None, *, query_slurm: Op
             st.detail = "left the queue without finishing" if query_slurm else ""
         if st.events:
             last = st.events[-1]
+            if last.get("action") == "blocked" and st.state in ("failed", "todo", "incomplete"):
+                st.state, st.detail = "blocked", ""
             note = last.get("cause") or last.get("action")
             retries = sum(1 for e in st.events if e.get("action") == "retry")
             requeues = sum(1 for e in st.events if e.get("action") == "requeue")
+            by_slurm = sum(1 for e in st.events if e.get("action") == "slurm_requeue")
             bits = [f"{requeues} requeue(s)" if requeues else "", f"{retries} retry(ies)" if retries else "",
-                    f"last: {note}" if note else ""]
+                    f"{by_slurm} requeue(s) by Slurm" if by_slurm else "", f"last: {note}" if note else ""]
             st.detail = "; ".join(b for b in [st.detail] + bits if b)
         if st.state in ("running", "partial", "failed", "pending"):
             prog = progress(job)
             if prog:
                 st.detail = f"{prog}; {st.detail}".strip("; ")
         out[key] = st
+    _mark_blocked(plan, out)
     return out
+
+
+def _mark_blocked(plan: Plan, states: dict[str, JobState]) -> None:
+    """A queued job that can never start as planned: Slurm says its dependency can never be satisfied, or one
+    of the jobs it waits for ended without finishing (the collect job waits with ``afterany``)."""
+    for key, st in states.items():  # topological order: a dependency's state is final when its dependant comes
+        if st.state != "pending":
+            continue
+        dead = [d for d in st.job.deps if states[d].state in ("failed", "blocked", "partial", "todo")]
+        if st.slurm and st.slurm.reason == DEAD_DEPENDENCY and not dead:
+            dead = [d for d in st.job.deps if states[d].state != "done"] or ["a job it depends on"]
+        if dead or (st.slurm and st.slurm.reason == DEAD_DEPENDENCY):
+            st.state = "blocked"
+            shown = ", ".join(dead[:3]) + (f" and {len(dead) - 3} more" if len(dead) > 3 else "")
+            st.detail = f"waits for {shown}, which ended without finishing"
+
+
+def block_dependants(state_dir: Path, failed: str, why: str, log=print) -> list[str]:
+    """``failed`` (a job key or a Slurm id of this sweep) ended for good: cancel the sweep's queued jobs that
+    wait for it, directly or not (the collect job included), and record a ``blocked`` event for each.
+    Returns the keys blocked. The next run of the sweep submits them again behind a new ``failed`` job."""
+    state_dir = Path(state_dir)
+    records = Records(state_dir)
+    key = failed if failed in records.data else records.key_of(failed)
+    plan_file = state_dir / "plan.json"
+    if key is None or not plan_file.exists():
+        return []
+    deps = {j["key"]: j["deps"] for j in json.loads(plan_file.read_text())["jobs"]}
+    blocked: list[str] = []
+    frontier = [key]
+    while frontier:
+        cur = frontier.pop()
+        for k, d in deps.items():
+            if cur in d and k not in blocked:
+                blocked.append(k)
+                frontier.append(k)
+    ids = {k: records.latest(k) for k in blocked if records.latest(k)}
+    queued = squeue(set(ids.values())) if ids and slurm_available() else {}
+    cancel = {k: i for k, i in ids.items() if i in queued}
+    if not cancel:
+        return []
+    subprocess.run(["scancel", *cancel.values()], check=False, timeout=120)
+    for k, i in cancel.items():
+        append_event(state_dir / "events.jsonl", {"time": time.time(), "job": i, "key": k, "action": "blocked",
+                                                  "cause": f"blocked: {key} {why}"})
+    log(f"cancelled {len(cancel)} job(s) waiting for {key} ({', '.join(cancel)}); they are submitted again by "
+        "the next run of the sweep")
+    return list(cancel)
+
+
+def cancel_blocked(plan: Plan, states: dict[str, JobState], log=print) -> list[str]:
+    """Cancel the queued jobs of ``states`` that are blocked (they wait for a job that ended for good) and record
+    why; the next run of the sweep submits them again. Returns their keys."""
+    stuck = {k: st for k, st in states.items() if st.state == "blocked" and st.queued and st.slurm_id}
+    if not stuck:
+        return []
+    subprocess.run(["scancel", *[st.slurm_id for st in stuck.values()]], check=False, timeout=120)
+    for key, st in stuck.items():
+        append_event(plan.state_dir / "events.jsonl", {"time": time.time(), "job": st.slurm_id, "key": key,
+                                                       "action": "blocked", "cause": f"blocked: {st.detail}"})
+    log(f"cancelled {len(stuck)} blocked job(s): {', '.join(stuck)}; the next run of the sweep submits them "
+        "again behind new jobs")
+    return list(stuck)

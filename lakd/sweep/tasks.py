@@ -56,7 +56,7 @@ class StageTask(submitit.helpers.Checkpointable):
 
     Rank, world size and master address come from submitit's ``JobEnvironment`` (lakd.engine.distributed).
     On preemption / time limit the engine's signal flag makes every rank save at the next step boundary and
-    raise ``Preempted``; every rank then exits with ``EXIT_REQUEUE`` and the job's teardown requeues it
+    raise ``Preempted``; every rank then exits with ``EXIT_REQUEUE`` and the job's batch step requeues it
     (lakd.sweep.requeue). Should the signal arrive before the engine installed its handler, submitit's own
     handler calls :meth:`checkpoint`, which resubmits this same stateless task: it resumes from disk too.
     """
@@ -76,7 +76,7 @@ class StageTask(submitit.helpers.Checkpointable):
 
         cfg = build_config(self.config)
         print(_attempt_line(f"{self.label or cfg.stage} in {cfg.stage_dir}"), file=sys.stderr, flush=True)
-        # the exit statuses of `lakd train`, so that the job's teardown (lakd.sweep.requeue) treats both alike;
+        # the exit statuses of `lakd train`, so that the job's batch step (lakd.sweep.requeue) treats both alike;
         # SystemExit passes submitit's `except Exception`: no result pickle, the job does not count as done
         try:
             result = run_stage(cfg)

@@ -13,7 +13,8 @@
 #                 their own hostname (UTS namespace), but all share the network stack and 127.0.0.1.
 # slurmctld (and slurmdbd/MariaDB with accounting) run in the root namespace. Nothing is ever routed off
 # this machine: the namespaces have no default route and the subnet exists only on the local bridge.
-# Partitions: gpu (default) and cpu, each with all nodes; fake GPUs through GRES (char devices like /dev/null).
+# Partitions: gpu (default) and cpu, each with all nodes; urgent (higher tier: its jobs preempt, i.e. requeue,
+# jobs of gpu and cpu after a 30 s grace time); fake GPUs through GRES (char devices like /dev/null).
 #
 # Idempotent: a no-op when the cluster is already up; a partial one is stopped and started afresh.
 # Every PID started is recorded in $DIR/run/*.mypid; stop.sh stops exactly those (never by name),
@@ -268,14 +269,19 @@ $SLURMD_PARAMS
 AuthInfo=cred_expire=5
 SchedulerType=sched/backfill
 SchedulerParameters=batch_sched_delay=0,sched_interval=1,bf_interval=1,sched_min_interval=0
+# preemption as many sites run it: a job in partition urgent (higher tier) requeues jobs of gpu/cpu, which get
+# SIGTERM first and GraceTime seconds to checkpoint
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
 MinJobAge=300
 KillWait=5
 CompleteWait=0
 InactiveLimit=0
 MessageTimeout=10
 $GRES_TYPES
-${NODE_LINES}PartitionName=gpu Nodes=ALL Default=YES MaxTime=INFINITE State=UP
-PartitionName=cpu Nodes=ALL Default=NO MaxTime=INFINITE State=UP
+${NODE_LINES}PartitionName=gpu Nodes=ALL Default=YES MaxTime=INFINITE State=UP PriorityTier=1 GraceTime=30
+PartitionName=cpu Nodes=ALL Default=NO MaxTime=INFINITE State=UP PriorityTier=1 GraceTime=30
+PartitionName=urgent Nodes=ALL Default=NO MaxTime=INFINITE State=UP PriorityTier=2 PreemptMode=OFF
 EOF
 if [ "$NGPUS" -gt 0 ]; then
   cat > "$CONF_DIR/gres.conf" <<EOF

@@ -102,9 +102,10 @@ class Slurm:
         return rows
 
     @staticmethod
-    def signal(job: str, sig: str = "USR2") -> None:
-        """What Slurm does before a time limit (--signal=USR2@N), but now: Slurm checks limits only every ~30 s."""
-        subprocess.run(["scancel", f"--signal={sig}", job], check=True)
+    def signal(job: str, sig: str = "USR2", batch: bool = False) -> None:
+        """What Slurm does before a time limit (--signal=USR2@N, or --signal=B:USR2@N with ``batch``: to the batch
+        step only), but now: Slurm checks limits only every ~30 s."""
+        subprocess.run(["scancel", f"--signal={sig}", *(["--batch"] if batch else []), job], check=True)
 
     @staticmethod
     def job_processes(job: str, rank: int | None = None) -> list[int]:

@@ -1,9 +1,10 @@
 """`sbatch slurm/teacher.sh` on the real test cluster: end to end, interrupted by the pre-timeout signal
-(requeue + exact resume), on two nodes, and resumed on a different node count.
+(requeue + exact resume) sent to the tasks or to the batch step, on two nodes, resumed on a different node
+count, and a scancel that stays a cancel.
 
 The pre-timeout signal is sent with `scancel --signal=USR2` (what `#SBATCH --signal=USR2@300` does before the
-limit; Slurm checks limits only every ~30 s). Steps are slowed down (tests/slurm/slowstep) so that the signal
-lands between two checkpoints.
+limit; Slurm checks limits only every ~30 s) or `scancel --batch --signal=USR2` (what `--signal=B:USR2@300`
+does). Steps are slowed down (tests/slurm/slowstep) so that the signal lands between two checkpoints.
 """
 from __future__ import annotations
 
@@ -33,9 +34,9 @@ def _sbatch_teacher(slurm, shards_dir, run_name, *, nodes, tasks, env=None):
     return job, runs / run_name / "teacher", slurm.workdir / f"{run_name}-{job}.out"
 
 
-def _interrupt_after_checkpoint(slurm, job, stage_dir):
+def _interrupt_after_checkpoint(slurm, job, stage_dir, batch=False):
     slurm.wait_for(lambda: latest_step(stage_dir) >= 4, 300, f"the first checkpoint of job {job}")
-    slurm.signal(job, "USR2")
+    slurm.signal(job, "USR2", batch=batch)
 
 
 def test_sbatch_teacher_end_to_end(reference_teacher):
@@ -64,6 +65,76 @@ def test_interrupted_job_requeues_and_resumes_exactly(slurm, shards_dir, referen
     assert m and 4 <= int(m.group(1)) < ITERS, text[-3000:]
     assert _result(stage_dir)["steps"] == ITERS
     assert metrics_steps(stage_dir) == list(range(1, ITERS + 1)), "steps lost or repeated across the requeue"
+    assert_same_weights(stage_dir / "teacher.safetensors", reference_teacher["export"])
+
+
+def test_signal_to_the_batch_step_requeues_and_resumes_exactly(slurm, two_nodes, shards_dir, reference_teacher):
+    """2 nodes x 1 task, `scancel --batch --signal=USR2` (what `--signal=B:USR2@N` does): the batch step passes
+    the signal on to every task (a plain batch shell would die of it), the job requeues and resumes exactly."""
+    job, stage_dir, log = _sbatch_teacher(slurm, shards_dir, "batchsig", nodes=2, tasks=1,
+                                          env=slurm.with_step_delay(DELAY))
+    _interrupt_after_checkpoint(slurm, job, stage_dir, batch=True)
+    slurm.wait_gone(job, 600, "(teacher signalled through its batch step)")
+    text = log.read_text()
+    assert "the batch step got SIGUSR2: passing it on to the job step" in text, text[-3000:]
+    assert "checkpointed after a preemption/time-limit signal: requeue 1" in text, text[-3000:]
+    assert "lakd: attempt 2 of job" in text
+    assert _result(stage_dir)["steps"] == ITERS
+    assert metrics_steps(stage_dir) == list(range(1, ITERS + 1)), "steps lost or repeated across the requeue"
+    assert_same_weights(stage_dir / "teacher.safetensors", reference_teacher["export"])
+
+
+def test_scancel_stays_a_cancel(slurm, shards_dir):
+    """scancel sends SIGTERM to the tasks and to the batch step: the ranks checkpoint, but the job is not
+    requeued (a requeue from the batch step would turn the user's cancel into a restart)."""
+    job, stage_dir, log = _sbatch_teacher(slurm, shards_dir, "cancelled", nodes=1, tasks=1,
+                                          env=slurm.with_step_delay(DELAY))
+    slurm.wait_for(lambda: latest_step(stage_dir) >= 4, 300, f"the first checkpoint of job {job}")
+    slurm.run(["scancel", job])
+    slurm.wait_gone(job, 120, "(cancelled teacher)")
+    rows = slurm.sacct(job)
+    assert rows and rows[0]["State"].startswith("CANCELLED"), rows
+    text = log.read_text()
+    # the batch step says "not requeued here" unless Slurm kills it first (KillWait): either way, no attempt 2
+    assert "lakd: the batch step got SIGTERM" in text and "lakd: attempt 2 of job" not in text, text[-3000:]
+    assert "requeue 1 of at most" not in text
+    assert not (stage_dir / "result.json").exists()
+
+
+def test_requeue_by_slurm_itself_is_recorded(slurm, shards_dir, reference_teacher):
+    """`scontrol requeue` (as a node failure or PreemptMode=REQUEUE would): the batch step does not requeue on top,
+    the next attempt says Slurm restarted it and writes a `slurm_requeue` event; it resumes exactly."""
+    events = slurm.workdir / "events.jsonl"
+    env = dict(slurm.with_step_delay(DELAY), LAKD_EVENTS=str(events))
+    job, stage_dir, log = _sbatch_teacher(slurm, shards_dir, "byslurm", nodes=1, tasks=2, env=env)
+    slurm.wait_for(lambda: latest_step(stage_dir) >= 4, 300, f"the first checkpoint of job {job}")
+    slurm.run(["scontrol", "requeue", job])
+    slurm.wait_gone(job, 600, "(teacher requeued by Slurm)")
+    text = log.read_text()
+    assert f"lakd: job {job} was restarted by Slurm (restart 1" in text, text[-3000:]
+    actions = [json.loads(x)["action"] for x in events.read_text().splitlines()]
+    # the killed attempt may record how it ended ("ended"); it never asks for a requeue of its own
+    assert actions[-1] == "slurm_requeue" and set(actions) <= {"ended", "slurm_requeue"}, actions
+    assert _result(stage_dir)["steps"] == ITERS
+    assert_same_weights(stage_dir / "teacher.safetensors", reference_teacher["export"])
+
+
+def test_preemption_requeues_and_resumes_exactly(slurm, shards_dir, reference_teacher):
+    """A job of the higher-tier partition `urgent` preempts the teacher (PreemptMode=REQUEUE, GraceTime 30 s):
+    the tasks get SIGTERM, every rank checkpoints and exits 75, the job is requeued (same id) and resumes."""
+    job, stage_dir, log = _sbatch_teacher(slurm, shards_dir, "preempted", nodes=1, tasks=2,
+                                          env=slurm.with_step_delay(DELAY))
+    slurm.wait_for(lambda: latest_step(stage_dir) >= 4, 300, f"the first checkpoint of job {job}")
+    node = slurm.run(["squeue", "-h", "-j", job, "-o", "%N"]).stdout.strip()
+    urgent = slurm.sbatch("tests/slurm/sleep.sh", ["-p", "urgent", "-w", node, "-n", "2", "--time=2",
+                                                   f"--output={slurm.workdir}/urgent-%j.out"], ["3"])
+    slurm.wait_gone(urgent, 300, "(the preempting job)")
+    slurm.wait_gone(job, 600, "(preempted teacher)")
+    text = log.read_text()
+    assert re.search(r"preempted by SIGTERM at step \d+", text), text[-3000:]
+    assert "lakd: attempt 2 of job" in text, text[-3000:]
+    assert _result(stage_dir)["steps"] == ITERS
+    assert metrics_steps(stage_dir) == list(range(1, ITERS + 1)), "steps lost or repeated across the preemption"
     assert_same_weights(stage_dir / "teacher.safetensors", reference_teacher["export"])
 
 
@@ -109,12 +180,13 @@ def test_resume_on_fewer_nodes(slurm, two_nodes, shards_dir):
 
 
 def test_real_time_limit_signal_requeues(slurm, shards_dir):
-    """The slow honest path once: Slurm itself sends `--signal=USR2@60` before a 2-minute limit (it checks limits
-    every ~30 s); the ranks checkpoint, the script requeues the job and the next attempt resumes."""
+    """The slow honest path once: Slurm itself sends `--signal=B:USR2@60` (to the batch step only) before a
+    2-minute limit (it checks limits every ~30 s); the batch step passes it on to the tasks, the ranks
+    checkpoint, the job is requeued and the next attempt resumes."""
     runs = slurm.workdir / "runs"
     job = slurm.sbatch("slurm/teacher.sh",
                        ["-N1", "--ntasks-per-node=1", "--gpus-per-node=1", "--cpus-per-task=1", "--time=2",
-                        "--signal=USR2@60", f"--output={slurm.workdir}/limit-%j.out"],
+                        "--signal=B:USR2@60", f"--output={slurm.workdir}/limit-%j.out"],
                        ["--config", "synthetic", *stage_args(shards_dir, runs, "limit")],
                        env=slurm.with_step_delay(6.0))
     log = slurm.workdir / f"limit-{job}.out"
@@ -124,5 +196,6 @@ def test_real_time_limit_signal_requeues(slurm, shards_dir):
     finally:
         slurm.run(["scancel", job])
     text = log.read_text()
+    assert "the batch step got SIGUSR2: passing it on to the job step" in text, text[-3000:]
     assert re.search(r"preempted by SIGUSR2 at step \d+", text), text[-3000:]
     assert "checkpointed after a preemption/time-limit signal: requeue 1" in text

@@ -174,9 +174,9 @@ def test_local_executor_runs_the_dag_and_is_idempotent(tmp_path):
 
 
 def test_resubmission_skips_finished_and_queued_jobs_and_replaces_dead_dependencies(tmp_path, monkeypatch):
-    """What a second `launchers/sweep.py` run submits, with Slurm's answers faked: finished jobs are skipped,
-    queued ones kept (new jobs wait for their ids), a job stuck behind a failed teacher is cancelled and
-    submitted again behind the teacher's new job."""
+    """What a second `lakd sweep` run submits, with Slurm's answers faked: finished jobs are skipped, queued ones
+    kept (new jobs wait for their ids), a job stuck behind a failed teacher is cancelled and submitted again
+    behind the teacher's new job, and the queued collect job is replaced by one behind everything."""
     from lakd.sweep import slurm as S
     from lakd.sweep.state import DEAD_DEPENDENCY, JobState, SlurmJob
 
@@ -189,7 +189,8 @@ def test_resubmission_skips_finished_and_queued_jobs_and_replaces_dead_dependenc
                                                          "41", slurm=SlurmJob("41", "RUNNING"))
     states["teacher/synthetic-dlv3_r18_la"].state = "failed"
     lad = "student/synthetic-dlv3_r18-lad-dlv3_r18_la-s0"
-    states[lad] = JobState(plan.jobs[lad], "pending", "43", slurm=SlurmJob("43", "PENDING", DEAD_DEPENDENCY))
+    states[lad] = JobState(plan.jobs[lad], "blocked", "43", slurm=SlurmJob("43", "PENDING", DEAD_DEPENDENCY))
+    states["collect"] = JobState(plan.jobs["collect"], "pending", "45", slurm=SlurmJob("45", "PENDING", "Dependency"))
     kd = "student/synthetic-dlv3_r18-kd-dlv3_r18w-s0"
     states[kd] = JobState(plan.jobs[kd], "pending", "44", slurm=SlurmJob("44", "PENDING", "Dependency"))
     monkeypatch.setattr(S, "job_states", lambda *a, **k: states)
@@ -202,7 +203,7 @@ def test_resubmission_skips_finished_and_queued_jobs_and_replaces_dead_dependenc
 
     assert report.skipped_done == ["shards/synthetic"]
     assert sorted(report.skipped_active) == [("baseline/synthetic-dlv3_r18w-s0", "41"), (kd, "44")]
-    assert cancelled == [["scancel", "43"]] and report.cancelled == [(lad, "43")]
+    assert cancelled == [["scancel", "43", "45"]] and report.cancelled == [(lad, "43"), ("collect", "45")]
     submitted = dict(report.submitted)
     assert set(submitted) == {"teacher/synthetic-dlv3_r18_la", "baseline/synthetic-dlv3_r18-s0", lad, "collect"}
     deps = {j.key: g.dependency for g in report.groups for j in g.jobs}
