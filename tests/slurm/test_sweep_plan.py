@@ -156,8 +156,13 @@ def test_local_executor_runs_the_dag_and_is_idempotent(tmp_path):
     lines: list[str] = []
     report = run_sweep(raw, "local", log=lines.append)
     assert report.ok, lines
-    assert report.ran == ["shards/synthetic", "teacher/synthetic-dlv3_r18_la", "baseline/synthetic-dlv3_r18-s0",
-                          "student/synthetic-dlv3_r18-lad-dlv3_r18_la-s0", "collect"]
+    # stages run side by side (one per core), so only the dependency order is fixed
+    assert sorted(report.ran) == sorted(["shards/synthetic", "teacher/synthetic-dlv3_r18_la",
+                                         "baseline/synthetic-dlv3_r18-s0",
+                                         "student/synthetic-dlv3_r18-lad-dlv3_r18_la-s0", "collect"])
+    assert report.ran[0] == "shards/synthetic" and report.ran[-1] == "collect"
+    assert report.ran.index("teacher/synthetic-dlv3_r18_la") < report.ran.index(
+        "student/synthetic-dlv3_r18-lad-dlv3_r18_la-s0")
     md = (tmp_path / "runs/tiny/results.md").read_text()
     assert "### synthetic / student deeplabv3-resnet18-w0.125" in md
     rows = [line.split(" | ")[0] for line in md.split("## Runs")[0].splitlines() if line.startswith("| ")]
