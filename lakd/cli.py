@@ -17,6 +17,8 @@ COMMANDS = {
     "train": "lakd.commands.train",
     "eval": "lakd.commands.eval",
     "demo": "lakd.commands.demo",
+    "predict": "lakd.commands.predict",
+    "export": "lakd.commands.export",
 }
 
 

@@ -45,6 +45,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=None, help="write the results as JSON to this file")
     p.add_argument("--save-png", default=None, metavar="DIR",
                    help="write colourised predictions (dataset palette) to DIR")
+    p.add_argument("--save-ids", default=None, metavar="DIR",
+                   help="write raw class-id PNGs (train ids, the benchmark-submission format) to DIR")
     p.add_argument("--batch-size", type=int, default=1, help="images (or windows) per forward")
     p.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images (per rank)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -177,11 +179,13 @@ def run(args) -> int:
 
     results: dict[str, dict] = {}
     for name, input_fn in variants.items():
-        on_pred = None
-        if args.save_png:
-            out_dir = Path(args.save_png) / (name if len(variants) > 1 else "")
-            out_dir.mkdir(parents=True, exist_ok=True)
-            on_pred = _png_writer(out_dir, palette_card)
+        writers = []
+        for root, card in ((args.save_png, palette_card), (args.save_ids, None)):
+            if root:
+                out_dir = Path(root) / (name if len(variants) > 1 else "")
+                out_dir.mkdir(parents=True, exist_ok=True)
+                writers.append(_png_writer(out_dir, card))
+        on_pred = (lambda *a: [w(*a) for w in writers]) if writers else None
         scales = args.scales
         flip = False if args.no_flip else None
         results[name] = evaluate(model, loader, num_classes, input_fn=input_fn, mode=args.mode, crop_size=crop,

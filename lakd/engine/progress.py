@@ -127,3 +127,34 @@ def memory_fields(device: torch.device) -> dict:
 
 def format_metric(value: Optional[float]) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
+
+
+def track(iterable, *, total: Optional[int], desc: str, unit: str = "it", enabled: bool = True, stream=None,
+          every_s: float = 10.0):
+    """Yield from ``iterable`` showing progress on ``stream`` (stderr): a tqdm bar on a terminal, otherwise a
+    plain line at most every ``every_s`` seconds and at the end (``desc: n/total unit (p%), rate, eta``)."""
+    stream = stream or sys.stderr
+    if not enabled:
+        yield from iterable
+        return
+    if getattr(stream, "isatty", lambda: False)():
+        from tqdm import tqdm
+
+        yield from tqdm(iterable, total=total, desc=desc, unit=unit, file=stream, dynamic_ncols=True)
+        return
+    t0 = last = time.monotonic()
+    n = 0
+    for item in iterable:
+        yield item
+        n += 1
+        now = time.monotonic()
+        if now - last >= every_s or (total is not None and n == total):
+            last = now
+            rate = n / max(now - t0, 1e-9)
+            if total:
+                eta = (total - n) / rate if rate > 0 else float("nan")
+                where = f"{n}/{total} {unit} ({100 * n / total:.0f}%)"
+                tail = f", eta {_hms(eta)}"
+            else:
+                where, tail = f"{n} {unit}", ""
+            print(f"{desc}: {where}, {rate:.2f} {unit}/s{tail}", file=stream, flush=True)
