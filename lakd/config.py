@@ -174,6 +174,10 @@ class LogConfig:
     every: int = 1  # metrics.jsonl line every N steps
     print_every: int = 50  # plain progress line every N steps when stderr is not a terminal
     progress: Literal["auto", "bar", "plain", "none"] = "auto"
+    tensorboard: bool = True  # event files in <stage dir>/tensorboard/ (lakd.engine.monitor)
+    wandb: bool = False  # also log to Weights & Biases (needs the wandb package)
+    wandb_project: str = "lakd"
+    preview_images: int = 4  # validation predictions shown per evaluation (TensorBoard / W&B images)
 
 
 @dataclass
@@ -552,6 +556,7 @@ def validate(cfg: Config) -> None:
     _check(c.keep_last >= 1, f"config key 'checkpoint.keep_last': must be >= 1, got {c.keep_last}")
     _check(cfg.log.every >= 1, "config key 'log.every': must be >= 1")
     _check(cfg.log.print_every >= 1, "config key 'log.print_every': must be >= 1")
+    _check(cfg.log.preview_images >= 0, "config key 'log.preview_images': must be >= 0")
     _check(cfg.dist.timeout_s >= 10, "config key 'dist.timeout_s': must be >= 10 seconds")
 
 

@@ -111,6 +111,7 @@ def run(args) -> int:
     from lakd.data.cards import get_card
     from lakd.data.manifest import load_manifest
     from lakd.data.pipeline import build_eval_loader
+    from lakd.engine.progress import track
     from lakd.evaluation.evaluate import evaluate, label_input_fn
     from lakd.method.label_noise import LabelNoiser
     from lakd.models.export import load_export
@@ -188,7 +189,9 @@ def run(args) -> int:
         on_pred = (lambda *a: [w(*a) for w in writers]) if writers else None
         scales = args.scales
         flip = False if args.no_flip else None
-        results[name] = evaluate(model, loader, num_classes, input_fn=input_fn, mode=args.mode, crop_size=crop,
+        total = len(loader) if args.max_images is None else min(len(loader), max(args.max_images, 0))
+        shown = track(loader, total=total, desc=f"lakd eval [{name}]", unit="images", enabled=rank == 0)
+        results[name] = evaluate(model, shown, num_classes, input_fn=input_fn, mode=args.mode, crop_size=crop,
                                  stride=stride, scales=scales, flip=flip, device=device,
                                  batch_size=args.batch_size, on_prediction=on_pred, max_images=args.max_images)
     if rank == 0:

@@ -36,6 +36,7 @@ def register(subparsers) -> None:
 
     v = sub.add_parser("verify", help="check local shards against the manifest's sha256 checksums")
     v.add_argument("manifest", help="manifest file (or folder holding one)")
+    v.add_argument("--no-progress", action="store_true", help="no progress output")
     v.set_defaults(func=run_verify)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -82,9 +83,13 @@ def run_info(args) -> int:
 def run_verify(args) -> int:
     from lakd.cli import UsageError
     from lakd.data.build import verify_shards
+    from lakd.engine.progress import track
+
+    def wrap(shards, total):
+        return track(shards, total=total, desc="lakd shards verify", unit="shards", enabled=not args.no_progress)
 
     try:
-        problems = verify_shards(args.manifest)
+        problems = verify_shards(args.manifest, wrap=wrap)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     for p in problems:

@@ -264,13 +264,16 @@ def build_shards(dataset: str, split: str, out_dir, root=None, *, samples_per_sh
     return mpath
 
 
-def verify_shards(manifest) -> list[str]:
-    """Check every local shard against the manifest's sha256; returns a list of problems (empty if fine)."""
+def verify_shards(manifest, wrap=None) -> list[str]:
+    """Check every local shard against the manifest's sha256; returns a list of problems (empty if fine).
+
+    ``wrap(iterable, total)`` may wrap the loop over shards (a progress display)."""
     from lakd.data.manifest import load_manifest
 
     m = load_manifest(manifest)
     problems = []
-    for name, url in zip(m.shards, m.shard_urls()):
+    pairs = list(zip(m.shards, m.shard_urls()))
+    for name, url in (wrap(pairs, len(pairs)) if wrap else pairs):
         if url.startswith("pipe:"):
             continue
         if not os.path.exists(url):

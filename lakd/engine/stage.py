@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -43,7 +44,8 @@ from lakd.engine import batchnorm, rng
 from lakd.engine import distributed as D
 from lakd.engine.checkpoint import CheckpointManager
 from lakd.engine.preemption import PreemptionFlag
-from lakd.engine.progress import MetricsLog, Progress, format_metric
+from lakd.engine.monitor import Monitor, wandb_missing
+from lakd.engine.progress import ConsoleLog, MetricsLog, Progress, format_metric
 from lakd.engine.trainer import EvalResult, Trainer, TrainState
 
 log = logging.getLogger("lakd.engine")
@@ -65,6 +67,13 @@ def _num_classes(cfg: Config) -> int:
     from lakd.data import get_card
 
     return cfg.data.num_classes or get_card(cfg.data.dataset).num_classes
+
+
+def _class_names(cfg: Config) -> list[str]:
+    from lakd.data import get_card
+
+    names = list(get_card(cfg.data.dataset).class_names)
+    return names + [f"class_{c}" for c in range(len(names), _num_classes(cfg))]
 
 
 def _norm(cfg: Config) -> tuple[list[float], list[float]]:
@@ -108,6 +117,8 @@ def check_config(cfg: Config, world_size: int = 1) -> None:
         except ImportError as exc:
             raise ConfigError(f"config key 'optim.impl': apex asked for but not importable ({exc}). "
                               f"{APEX_BUILD_HELP}") from None
+    if cfg.log.wandb and wandb_missing():
+        raise ConfigError(f"config key 'log.wandb': true, but {wandb_missing()}")
     if stage_result_path(cfg).is_file():
         return  # finished: run_stage only reads the result
     for split in ("train", "val"):
@@ -254,25 +265,49 @@ class _Stage:
         elif e.mode == "slide":
             kw.update(scales=None, flip=None)
 
-        def run(input_fn, max_images):
+        from lakd.engine.progress import track
+
+        previews: dict = {}
+
+        def run(input_fn, max_images, variant):
             loader = build_eval_loader(cfg.manifest("val"), rank=self.rank, world_size=self.world,
                                        mean=self.mean, std=self.std, num_workers=cfg.data.num_workers)
             per_rank = None if max_images is None else max(1, -(-max_images // self.world))
+            total = len(loader) if per_rank is None else min(per_rank, len(loader))
+            shown = track(loader, total=total, desc=f"{time.strftime('%H:%M:%S')} [eval {variant}]",
+                          unit="images", enabled=self.rank == 0 and cfg.log.progress != "none")
+            on_pred = self._preview_collector(previews.setdefault(variant, [])) if self.rank == 0 else None
             with _autocast(self.device, cfg.train.precision):
-                return evaluate(model, loader, self.num_classes, input_fn=input_fn, max_images=per_rank, **kw)
+                return evaluate(model, shown, self.num_classes, input_fn=input_fn, max_images=per_rank,
+                                on_prediction=on_pred, **kw)
 
         def evaluate_all(max_images: Optional[int]) -> EvalResult:
+            previews.clear()
             if self.noiser is not None:  # label-assisted teacher: with the label code and without it
-                label = run(label_input_fn(self.noiser, "fixed", seed=cfg.run.seed), max_images)
-                image = run(label_input_fn(self.noiser, "zeros"), max_images)
+                label = run(label_input_fn(self.noiser, "fixed", seed=cfg.run.seed), max_images, "label")
+                image = run(label_input_fn(self.noiser, "zeros"), max_images, "image")
                 metrics = {"image": image, "label": label}
                 score = metrics[e.best_on]["miou"]
             else:
-                metrics = {"image": run(None, max_images)}
+                metrics = {"image": run(None, max_images, "image")}
                 score = metrics["image"]["miou"]
-            return EvalResult(metrics, float(score) if score is not None else float("-inf"))
+            return EvalResult(metrics, float(score) if score is not None else float("-inf"), dict(previews))
 
         return evaluate_all
+
+    def _preview_collector(self, out: list):
+        """``on_prediction`` keeping the first ``log.preview_images`` label | prediction pairs (rank 0)."""
+        from lakd.data import get_card
+        from lakd.engine.monitor import preview_pair
+
+        colorize = get_card(self.cfg.data.dataset).colorize
+
+        def collect(keys, pred, label):
+            for key, p, y in zip(keys, pred.numpy(), label.numpy()):
+                if len(out) < self.cfg.log.preview_images:
+                    out.append((str(key), preview_pair(y, p, colorize)))
+
+        return collect
 
     # ---- exports
     def export(self, model, name: str, step: int) -> Path:
@@ -382,13 +417,14 @@ def run_stage(cfg: Config) -> dict:
     prepare_deepspeed(device)
     created = D.init_process_group(denv, device, backend=cfg.dist.backend, timeout_s=cfg.dist.timeout_s)
     flag = PreemptionFlag().install()
-    loader = metrics = progress = None
+    loader = metrics = progress = monitor = console = None
     try:
         stage_dir = cfg.stage_dir
         ckpt = CheckpointManager(stage_dir / "checkpoints", keep_last=cfg.checkpoint.keep_last,
                                  keep_best=cfg.checkpoint.keep_best)
         if denv.rank == 0:
             stage_dir.mkdir(parents=True, exist_ok=True)
+            console = ConsoleLog(stage_dir / "console.log")
             atomic_write_bytes(stage_dir / "config.yaml", cfg.to_yaml().encode())
             removed = ckpt.remove_incomplete()
             if removed:
@@ -406,6 +442,9 @@ def run_stage(cfg: Config) -> dict:
             metrics = MetricsLog(stage_dir / "metrics.jsonl", resume_step=state.step)
             progress = Progress(total=cfg.train.iters, start=state.step, desc=f"{cfg.run.name}/{cfg.stage}",
                                 mode=cfg.log.progress, print_every=cfg.log.print_every)
+            monitor = Monitor(stage_dir, run_name=cfg.run.name, stage=cfg.stage, config=cfg.to_dict(),
+                              resume_step=state.step, tensorboard=cfg.log.tensorboard, wandb=cfg.log.wandb,
+                              wandb_project=cfg.log.wandb_project)
             progress.message(
                 f"lakd train: {cfg.stage} {cfg.stage_model.name}-{cfg.stage_model.backbone} on {cfg.data.dataset}, "
                 f"{denv.world_size} process(es) ({denv.launcher}, {device.type}), global batch "
@@ -422,7 +461,8 @@ def run_stage(cfg: Config) -> dict:
         trainer = Trainer(cfg, engine=engine, scheduler=scheduler, objective=objective, loader=loader,
                           device=device, accum=st.accum, ckpt=ckpt, evaluate=evaluate, average_bn=average_bn,
                           metrics=metrics, progress=progress, flag=flag, state=state,
-                          on_best=on_best if cfg.eval.every else None)
+                          on_best=on_best if cfg.eval.every else None, monitor=monitor,
+                          class_names=_class_names(cfg))
         trainer.fit()
         loader.close()
 
@@ -447,6 +487,10 @@ def run_stage(cfg: Config) -> dict:
         D.barrier()
         result["export"] = str(cfg.stage_dir / f"{cfg.stage}.safetensors")
         return result
+    except BaseException as exc:
+        if console is not None:
+            console.close(exc)
+        raise
     finally:
         flag.restore()
         if loader is not None:
@@ -455,6 +499,10 @@ def run_stage(cfg: Config) -> dict:
             progress.close()
         if metrics is not None:
             metrics.close()
+        if monitor is not None:
+            monitor.close()
+        if console is not None:
+            console.close()
         if created:
             D.destroy_process_group()
         sys.stderr.flush()

@@ -35,6 +35,7 @@ class NonFiniteLoss(RuntimeError):
 class EvalResult:
     metrics: dict  # {"image": {...}} (+ {"label": {...}} for a label-assisted teacher)
     score: float  # the value best-model tracking compares
+    previews: dict = field(default_factory=dict)  # {variant: [(key, HxWx3 uint8 label | prediction)]} (rank 0)
 
 
 @dataclass
@@ -68,13 +69,16 @@ class Trainer:
     def __init__(self, cfg: Config, *, engine, scheduler, objective: Callable, loader, device: torch.device,
                  accum: int, ckpt: CheckpointManager, evaluate: Callable[[Optional[int]], EvalResult],
                  average_bn: bool, metrics: Optional[MetricsLog], progress: Optional[Progress],
-                 flag: PreemptionFlag, state: TrainState, on_best: Optional[Callable[[int], None]] = None):
+                 flag: PreemptionFlag, state: TrainState, on_best: Optional[Callable[[int], None]] = None,
+                 monitor=None, class_names: Optional[list[str]] = None):
         self.cfg = cfg
         self.engine, self.scheduler, self.objective = engine, scheduler, objective
         self.loader, self.device, self.accum = loader, device, accum
         self.ckpt, self.evaluate, self.average_bn = ckpt, evaluate, average_bn
         self.metrics, self.progress, self.flag, self.state = metrics, progress, flag, state
         self.on_best = on_best
+        self.monitor, self.class_names = monitor, list(class_names or [])
+        self.data_seconds = 0.0  # of the last step: waiting for batches
         self.world = D.world_size()
         self.rank = D.rank()
         self._autocast = lambda: autocast_context(device, cfg.train.precision)
@@ -89,9 +93,12 @@ class Trainer:
     def train_step(self, step: int) -> tuple[torch.Tensor, list[str]]:
         """One optimizer step; returns (sum over micro-batches of [loss, *terms], term names)."""
         acc = None
+        self.data_seconds = 0.0
         for _ in range(self.accum):
+            t = time.perf_counter()
             with isolated_cpu_rng():  # DataLoader start-up draws from torch's RNG: keep it out of training
                 batch = self._to_device(next(self.loader))
+            self.data_seconds += time.perf_counter() - t
             batch["step"] = step
             with self._autocast():
                 out = self.objective(self.engine, batch)
@@ -140,6 +147,8 @@ class Trainer:
     def _log_eval(self, res: EvalResult) -> None:
         if self.metrics is not None:
             self.metrics.write({"step": self.state.step, "eval": res.metrics, "time": time.time()})
+        if self.monitor is not None:
+            self.monitor.log_eval(self.state.step, res.metrics, self.class_names, res.previews)
         if self.progress is not None:
             parts = ", ".join(f"{k} mIoU {format_metric(v.get('miou'))}" for k, v in res.metrics.items())
             self.progress.message(f"[eval] step {self.state.step}: {parts}")
@@ -147,7 +156,8 @@ class Trainer:
     def eval_step(self) -> bool:
         """Periodic evaluation at the current step with best-model tracking; True if it is a new best."""
         st = self.state
-        res = self.run_eval()
+        with (self.progress.paused() if self.progress is not None else contextlib.nullcontext()):
+            res = self.run_eval()
         self._log_eval(res)
         st.history.append({"step": st.step, "score": res.score})
         is_best = st.best is None or res.score > st.best["score"]
@@ -189,12 +199,22 @@ class Trainer:
                 )
             loss, terms = means[0], dict(zip(keys, means[1:]))
             if self.rank == 0:
-                if st.step % log_every == 0 and self.metrics is not None:
-                    self.metrics.write({"step": st.step, "lr": lr, "loss": loss, "terms": terms,
-                                        "images_per_s": global_batch / dt if dt > 0 else None,
-                                        **memory_fields(self.device), "time": time.time()})
+                memory = memory_fields(self.device)
+                data_s = self.data_seconds
+                if st.step % log_every == 0:
+                    record = {"step": st.step, "lr": lr, "loss": loss, "terms": terms,
+                              "images_per_s": global_batch / dt if dt > 0 else None,
+                              "data_s": round(data_s, 6), "compute_s": round(dt - data_s, 6),
+                              **memory, "time": time.time()}
+                    if self.metrics is not None:
+                        self.metrics.write(record)
+                    if self.monitor is not None:
+                        self.monitor.log_step(st.step, record)
                 if self.progress is not None:
-                    self.progress.update(st.step, {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}"})
+                    mem = memory.get("gpu_mem_mb", memory["max_rss_mb"])
+                    self.progress.update(st.step, {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}",
+                                                   "data": f"{data_s:.3f}s", "compute": f"{dt - data_s:.3f}s",
+                                                   "mem": f"{mem:.0f}MB"})
             is_best = False
             if ev_every and st.step % ev_every == 0 and st.step < iters:
                 if preempt:
