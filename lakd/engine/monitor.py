@@ -38,6 +38,8 @@ def step_scalars(record: dict) -> dict[str, float]:
         out[f"perf/{key}"] = record.get(key)
     for key in ("max_rss_mb", "gpu_mem_mb"):
         out[f"memory/{key}"] = record.get(key)
+    for key in ("loss_scale", "skipped_steps"):  # fp16
+        out[f"fp16/{key}"] = record.get(key)
     return {k: float(v) for k, v in out.items() if isinstance(v, (int, float))}
 
 

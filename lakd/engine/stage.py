@@ -145,7 +145,10 @@ def check_config(cfg: Config, world_size: int = 1) -> None:
         if int(meta["num_classes"]) != _num_classes(cfg):
             raise ConfigError(f"teacher export {export} predicts {meta['num_classes']} classes, "
                               f"dataset {cfg.data.dataset} has {_num_classes(cfg)}")
-    batch_layout(cfg, world_size)
+    micro, accum = batch_layout(cfg, world_size)
+    from lakd.engine.ds_engine import resolved_deepspeed_config
+
+    resolved_deepspeed_config(cfg, world_size, micro, accum)  # a conflicting train.deepspeed file: refused here
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -408,12 +411,15 @@ def run_stage(cfg: Config) -> dict:
     if done is not None:
         return done
 
-    from lakd.engine.ds_engine import build_engine, prepare_deepspeed
+    from lakd.engine.ds_engine import build_engine, prepare_deepspeed, resolved_deepspeed_config
 
     device = D.pick_device(denv, cfg.train.device)
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # several processes on one machine share its cores (torchrun sets 1 thread; srun/deepspeed do not)
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // denv.local_world_size))
+    if device.type == "cpu" and cfg.train.precision == "bf16" and denv.rank == 0:
+        _warn("train.precision=bf16 on CPU: autocast to bfloat16 is far slower than fp32 on CPUs (about 40x in "
+              "lakd's measurements, benchmarks/bench_precision.py); use fp32 on CPU")
     prepare_deepspeed(device)
     created = D.init_process_group(denv, device, backend=cfg.dist.backend, timeout_s=cfg.dist.timeout_s)
     flag = PreemptionFlag().install()
@@ -426,6 +432,8 @@ def run_stage(cfg: Config) -> dict:
             stage_dir.mkdir(parents=True, exist_ok=True)
             console = ConsoleLog(stage_dir / "console.log")
             atomic_write_bytes(stage_dir / "config.yaml", cfg.to_yaml().encode())
+            ds_config = resolved_deepspeed_config(cfg, denv.world_size, *batch_layout(cfg, denv.world_size))
+            atomic_write_bytes(stage_dir / "deepspeed_config.json", (json.dumps(ds_config, indent=1) + "\n").encode())
             removed = ckpt.remove_incomplete()
             if removed:
                 _warn(f"removed incomplete checkpoint(s) {', '.join(removed)} in {ckpt.dir} (a save was interrupted)")

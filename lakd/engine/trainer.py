@@ -50,6 +50,8 @@ class TrainState:
 def autocast_context(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision == "fp16":  # the model's weights are fp16 (DeepSpeed's fp16 block): evaluation feeds it fp16
+        return torch.autocast(device_type=device.type, dtype=torch.float16)
     return contextlib.nullcontext()
 
 
@@ -109,6 +111,16 @@ class Trainer:
             vec = torch.stack([out.loss.detach().float()] + [out.terms[k].float() for k in self._keys])
             acc = vec if acc is None else acc + vec
         return acc / self.accum, self._keys
+
+    def _loss_scale(self) -> dict:
+        """fp16: DeepSpeed's dynamic loss scale and how many steps it skipped on overflow."""
+        if self.cfg.train.precision != "fp16":
+            return {}
+        scale = getattr(self.engine.optimizer, "cur_scale", None)
+        if scale is None:
+            scale = getattr(self.engine.optimizer, "loss_scale", None)
+        return {"loss_scale": float(scale) if scale is not None else None,
+                "skipped_steps": int(getattr(self.engine, "skipped_steps", 0))}
 
     def _agree(self, values: torch.Tensor) -> tuple[bool, bool, list[float]]:
         """All-reduce [preempt, nonfinite, loss, terms...]: the same decision on every rank."""
@@ -205,7 +217,7 @@ class Trainer:
                     record = {"step": st.step, "lr": lr, "loss": loss, "terms": terms,
                               "images_per_s": global_batch / dt if dt > 0 else None,
                               "data_s": round(data_s, 6), "compute_s": round(dt - data_s, 6),
-                              **memory, "time": time.time()}
+                              **memory, **self._loss_scale(), "time": time.time()}
                     if self.metrics is not None:
                         self.metrics.write(record)
                     if self.monitor is not None:
