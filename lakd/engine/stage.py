@@ -46,7 +46,7 @@ from lakd.engine.checkpoint import CheckpointManager
 from lakd.engine.preemption import PreemptionFlag
 from lakd.engine.monitor import Monitor, wandb_missing
 from lakd.engine.progress import ConsoleLog, MetricsLog, Progress, format_metric
-from lakd.engine.trainer import EvalResult, Trainer, TrainState
+from lakd.engine.trainer import EvalResult, Trainer, TrainState, cpu_has_native_bf16
 
 log = logging.getLogger("lakd.engine")
 
@@ -417,9 +417,9 @@ def run_stage(cfg: Config) -> dict:
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # several processes on one machine share its cores (torchrun sets 1 thread; srun/deepspeed do not)
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // denv.local_world_size))
-    if device.type == "cpu" and cfg.train.precision == "bf16" and denv.rank == 0:
-        _warn("train.precision=bf16 on CPU: autocast to bfloat16 is far slower than fp32 on CPUs (about 40x in "
-              "lakd's measurements, benchmarks/bench_precision.py); use fp32 on CPU")
+    if device.type == "cpu" and cfg.train.precision == "bf16" and denv.rank == 0 and not cpu_has_native_bf16():
+        _warn("train.precision=bf16 on a CPU without native bfloat16 (no AVX512-BF16/AMX): autocast emulates it, "
+              "measured about 40x slower than fp32 (benchmarks/bench_precision.py compares them here); use fp32")
     prepare_deepspeed(device)
     created = D.init_process_group(denv, device, backend=cfg.dist.backend, timeout_s=cfg.dist.timeout_s)
     flag = PreemptionFlag().install()
