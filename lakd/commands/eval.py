@@ -23,11 +23,13 @@ LABEL_INPUT_CHOICES = ("fixed", "zero", "both")
 
 
 def register(subparsers) -> None:
+    from lakd.commands._help import DefaultsHelpFormatter
+
     p = subparsers.add_parser(
         "eval", help="evaluate an exported model on a shard manifest (mIoU, per-class IoU)",
         description="Evaluate an exported model (<p>.safetensors + <p>.json) on the images of a shard manifest: "
                     "per-class IoU table, JSON results, optional colourised prediction PNGs.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     p.add_argument("export", help="export path (<p>, <p>.safetensors or <p>.json)")
     p.add_argument("--shards", required=True, help="manifest of the evaluation split (file or folder holding one)")
     p.add_argument("--mode", choices=("whole", "slide", "msflip"), default="whole",

@@ -29,11 +29,13 @@ META_NAME = "lakd.json"
 
 
 def register(subparsers) -> None:
+    from lakd.commands._help import DefaultsHelpFormatter
+
     p = subparsers.add_parser(
         "export", help="convert an exported model to TorchScript, torch.export or ONNX (checked against eager)",
         description="Convert a lakd export (<p>.safetensors + <p>.json) into a TorchScript, torch.export "
                     "(exported-program) or ONNX file whose output is checked against the eager model.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     p.add_argument("export", help="export path (<p>, <p>.safetensors or <p>.json)")
     p.add_argument("--format", required=True, choices=FORMATS, help="output format")
     p.add_argument("--out", required=True, help="output file (e.g. model.pt, model.pt2, model.onnx)")

@@ -26,11 +26,13 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".p
 
 
 def register(subparsers) -> None:
+    from lakd.commands._help import DefaultsHelpFormatter
+
     p = subparsers.add_parser(
         "predict", help="segment images with an exported model: raw class-id PNGs and colour overlays",
         description="Predict every image given (files, or folders searched recursively) with an exported "
                     "image-only model (student or baseline); write raw class-id PNGs and colour overlays.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     p.add_argument("export", help="export path (<p>, <p>.safetensors or <p>.json)")
     p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_DIR", help="image files and/or folders of images")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (gets ids/ and overlay/)")

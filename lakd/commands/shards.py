@@ -6,6 +6,8 @@ import sys
 
 
 def register(subparsers) -> None:
+    from lakd.commands._help import DefaultsHelpFormatter
+
     p = subparsers.add_parser("shards", help="build WebDataset shards from a raw dataset; inspect a manifest",
                               description="Build WebDataset tar shards + manifest from a raw dataset layout, "
                                           "or summarise / verify a manifest.")
@@ -14,7 +16,7 @@ def register(subparsers) -> None:
     from lakd.data.cards import NAMES
 
     b = sub.add_parser("build", help="convert one split of a raw dataset into shards",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=DefaultsHelpFormatter)
     b.add_argument("dataset", choices=NAMES, help="dataset name (see shards/README.md)")
     b.add_argument("--root", help="raw dataset folder (not needed for synthetic)")
     b.add_argument("--split", default="train", help="split to convert (e.g. train, val; VOC: train_aug, val)")
@@ -68,6 +70,25 @@ def run_build(args) -> int:
     return 0
 
 
+def brace_url(urls: list[str]) -> str:
+    """One URL for all shards in the brace notation plain webdataset expands (``a-{000000..000007}.tar``)."""
+    import os
+    import re
+
+    if len(urls) <= 1:
+        return urls[0] if urls else ""
+    parts = [re.fullmatch(r"(.*?)(\d+)(\D*)", u) for u in urls]
+    if all(parts):
+        heads, nums, tails = zip(*(p.groups() for p in parts))
+        width = len(nums[0])
+        values = [int(n) for n in nums]
+        if (len(set(heads)) == 1 and len(set(tails)) == 1 and all(len(n) == width for n in nums)
+                and values == list(range(values[0], values[0] + len(values)))):
+            return f"{heads[0]}{{{nums[0]}..{nums[-1]}}}{tails[0]}"
+    prefix = os.path.commonprefix(urls)
+    return prefix + "{" + ",".join(u[len(prefix):] for u in urls) + "}"
+
+
 def run_info(args) -> int:
     from lakd.cli import UsageError
     from lakd.data.manifest import load_manifest
@@ -76,7 +97,12 @@ def run_info(args) -> int:
         m = load_manifest(args.manifest)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    sys.stdout.write(m.to_json() if args.json else m.summary() + "\n")
+    if args.json:
+        sys.stdout.write(m.to_json())
+    else:
+        print(m.summary())
+        if m.shards:
+            print(f"webdataset URL: {brace_url(m.shard_urls())}  (see shards/README.md: reading with webdataset)")
     return 0
 
 
