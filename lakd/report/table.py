@@ -3,7 +3,8 @@
 Rows are dataset x student architecture; columns baseline / KD / LAD student mIoU, the image-only teacher's
 mIoU, and the label-assisted teacher's mIoU with its label input (fixed class code) and with a zero label
 channel. Each cell is the mean over the runs (seeds) that fill it, with the sample standard deviation and
-the count. mIoU values stay fractions in [0, 1] in data and CSV; markdown shows them in percent.
+the count. mIoU values stay fractions in [0, 1] in data and JSON (each stat says `"unit": "fraction"`);
+markdown and CSV (`*_pct` columns) show them in percent.
 """
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ class Stat:
 
     def as_dict(self) -> dict:
         return {"mean": _nan_none(self.mean), "std": _nan_none(self.std), "min": _nan_none(self.min),
-                "max": _nan_none(self.max), "n": self.n, "values": list(self.values), "seeds": list(self.seeds)}
+                "max": _nan_none(self.max), "n": self.n, "values": list(self.values), "seeds": list(self.seeds),
+                "unit": "fraction"}  # of 1: results.md and results.csv show percent
 
     def percent(self, digits: int = 1) -> str:
         """`71.3 ± 0.4` (percent), `71.3` for one run, `–` for none."""
@@ -193,20 +195,20 @@ def per_class_markdown(table: dict[str, list[float | None]], class_names: list[s
 
 
 def rows_csv(rows: list[Row]) -> str:
-    """One line per table row; fractions, mean/std/n per column."""
+    """One line per table row; mean/std/n per column, mIoU in percent as in results.md (`_pct` in the name)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     header = ["dataset", "student"]
     for key, _, _, _ in COLUMNS:
-        header += [f"{key}_mean", f"{key}_std", f"{key}_n"]
-    header += ["lad_minus_baseline_mean", "lad_minus_baseline_std"]
+        header += [f"{key}_mean_pct", f"{key}_std_pct", f"{key}_n"]
+    header += ["lad_minus_baseline_mean_pct", "lad_minus_baseline_std_pct"]
     w.writerow(header)
     for row in rows:
         line = [row.dataset, row.student]
         for key, _, _, _ in COLUMNS:
             c = row.cells[key]
-            line += [_csv_num(c.mean), _csv_num(c.std), c.n]
-        line += [_csv_num(row.lad_gain.mean), _csv_num(row.lad_gain.std)]
+            line += [_csv_num(100 * c.mean), _csv_num(100 * c.std), c.n]
+        line += [_csv_num(100 * row.lad_gain.mean), _csv_num(100 * row.lad_gain.std)]
         w.writerow(line)
     return buf.getvalue()
 

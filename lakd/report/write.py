@@ -141,6 +141,7 @@ def write_report(results: str | Path | Sequence[StageResult], out_dir: str | Pat
     report = _write_text(out_dir / "report.md", "\n".join(md))
     csv_path = _write_text(out_dir / "results.csv", rows_csv(rows))
     summary = {
+        "units": "mIoU values are fractions of 1 (report.md and results.csv show percent)",
         "rows": [r.as_dict() for r in rows],
         "runs": [{"roles": list(r.roles), "run_name": r.run_name, "seed": r.seed, "arch": r.arch, "dataset": r.dataset,
                   "stage_dir": str(r.stage_dir), "miou": r.miou(), "miou_label": r.miou("label"),
