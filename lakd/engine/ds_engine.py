@@ -130,6 +130,7 @@ INVARIANTS = {
     "gradient_clipping": "train.grad_clip",
     "zero_optimization.stage": "train.zero_stage",
     "fp16.enabled": "train.precision",
+    "fp16.auto_cast": "train.precision (lakd feeds float32 batches)",
     "data_types.buffer_dtype": "train.precision",
     "torch_autocast.enabled": "train.precision",
     "torch_autocast.dtype": "train.precision",
