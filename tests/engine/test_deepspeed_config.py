@@ -32,7 +32,7 @@ def test_user_keys_merge_over_lakds_config():
 
 
 def test_fp16_loss_scaling_knobs_are_the_users():
-    cfg, base = _base(**{"train.precision": "fp16"})
+    cfg, base = _base(**{"train.precision": "fp16", "train.zero_stage": 1})
     merged = merge_user_config(base, {"fp16": {"loss_scale_window": 50, "initial_scale_power": 8}}, "ds.json")
     assert merged["fp16"]["enabled"] and merged["fp16"]["loss_scale_window"] == 50
     assert merged["fp16"]["loss_scale"] == 0  # dynamic
