@@ -417,9 +417,6 @@ def run_stage(cfg: Config) -> dict:
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # several processes on one machine share its cores (torchrun sets 1 thread; srun/deepspeed do not)
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // denv.local_world_size))
-    if device.type == "cpu" and cfg.train.precision == "bf16" and denv.rank == 0 and not cpu_has_native_bf16():
-        _warn("train.precision=bf16 on a CPU without native bfloat16 (no AVX512-BF16/AMX): autocast emulates it, "
-              "measured about 40x slower than fp32 (benchmarks/bench_precision.py compares them here); use fp32")
     prepare_deepspeed(device)
     created = D.init_process_group(denv, device, backend=cfg.dist.backend, timeout_s=cfg.dist.timeout_s)
     flag = PreemptionFlag().install()
@@ -431,6 +428,10 @@ def run_stage(cfg: Config) -> dict:
         if denv.rank == 0:
             stage_dir.mkdir(parents=True, exist_ok=True)
             console = ConsoleLog(stage_dir / "console.log")
+            if device.type == "cpu" and cfg.train.precision == "bf16" and not cpu_has_native_bf16():
+                _warn("train.precision=bf16 on a CPU without native bfloat16 (no AVX512-BF16/AMX): autocast "
+                      "emulates it, measured about 40x slower than fp32 (benchmarks/bench_precision.py compares "
+                      "them here); use fp32")
             atomic_write_bytes(stage_dir / "config.yaml", cfg.to_yaml().encode())
             ds_config = resolved_deepspeed_config(cfg, denv.world_size, *batch_layout(cfg, denv.world_size))
             atomic_write_bytes(stage_dir / "deepspeed_config.json", (json.dumps(ds_config, indent=1) + "\n").encode())
