@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -65,8 +67,10 @@ class Monitor:
             from tensorboardX import SummaryWriter
 
             # purge_step: TensorBoard hides what an interrupted session logged after the checkpoint it resumed
+            # the suffix: two sessions started within one second (a quick requeue) must not share a file name
             self._tb = SummaryWriter(str(Path(stage_dir) / "tensorboard"),
-                                     purge_step=resume_step + 1 if resume_step else None, flush_secs=30)
+                                     purge_step=resume_step + 1 if resume_step else None, flush_secs=30,
+                                     filename_suffix=f".{os.getpid()}.{time.time_ns()}")
         if wandb:
             import wandb as wandb_module
 

@@ -152,3 +152,22 @@ def test_console_log_keeps_lines_and_drops_bar_redraws(tmp_path, capsys):
     text = (tmp_path / "console.log").read_text().splitlines()
     assert text[1:] == ["hello", "warning: x", text[-1]] and text[-1].endswith("stopped by RuntimeError: boom")
     assert "hello" in capsys.readouterr().out  # the console still gets everything
+
+
+def test_resumed_session_purges_what_the_interrupted_one_logged_after_the_checkpoint(tmp_path):
+    from tensorboardX.proto.event_pb2 import SessionLog
+
+    from lakd.engine.monitor import Monitor
+
+    first = Monitor(tmp_path, run_name="r", stage="baseline", config={}, resume_step=0)
+    for step in range(1, 6):
+        first.log_step(step, {"loss": 1.0 / step, "lr": 0.1})
+    first.close()
+    second = Monitor(tmp_path, run_name="r", stage="baseline", config={}, resume_step=3)
+    second.log_step(4, {"loss": 0.2, "lr": 0.1})
+    second.close()
+    events = read_events(tmp_path / "tensorboard")
+    # TensorBoard drops earlier events at steps >= the START marker's step: 4 and 5 of the first session
+    starts = [e.step for e in events if e.HasField("session_log") and e.session_log.status == SessionLog.START]
+    assert starts == [4]
+    assert [e.step for e in events if any(v.tag == "train/loss" for v in e.summary.value)] == [1, 2, 3, 4, 5, 4]
