@@ -22,6 +22,8 @@ COMMANDS = {
     "weights": "lakd.commands.weights",
     "report": "lakd.commands.report",
     "sweep": "lakd.sweep.cli",
+    "predict": "lakd.commands.predict",
+    "export": "lakd.commands.export",
 }
 
 

@@ -151,8 +151,11 @@ class TrainConfig:
     batch_size: int = 16  # global batch: micro_batch_size * grad_accum * world_size
     micro_batch_size: Optional[int] = None  # per process; None: batch_size // world_size (no accumulation)
     grad_clip: float = 0.0  # max gradient norm; 0 = off
-    zero_stage: int = 0  # DeepSpeed ZeRO stage: 0 or 1
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast; parameters and BatchNorm stay fp32
+    zero_stage: int = 0  # DeepSpeed ZeRO stage: 0, 1 or 2
+    # bf16 = autocast (parameters and BatchNorm stay fp32); fp16 = DeepSpeed's fp16 block, dynamic loss scaling
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    deepspeed: Optional[str] = None  # a DeepSpeed JSON file merged over lakd's (lakd.engine.ds_engine)
+    compile: bool = False  # run the model through torch.compile
     # SyncBatchNorm: auto = on GPUs with several processes; true / false force it (true needs GPUs)
     sync_bn: Union[Literal["auto"], bool] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -183,6 +186,10 @@ class LogConfig:
     every: int = 1  # metrics.jsonl line every N steps
     print_every: int = 50  # plain progress line every N steps when stderr is not a terminal
     progress: Literal["auto", "bar", "plain", "none"] = "auto"
+    tensorboard: bool = True  # event files in <stage dir>/tensorboard/ (lakd.engine.monitor)
+    wandb: bool = False  # also log to Weights & Biases (needs the wandb package)
+    wandb_project: str = "lakd"
+    preview_images: int = 4  # validation predictions shown per evaluation (TensorBoard / W&B images)
 
 
 @dataclass
@@ -458,6 +465,7 @@ def _absolute_paths(cfg: Config, base: Path) -> None:
     cfg.teacher.export = absolute(cfg.teacher.export)
     cfg.run.weights_dir = absolute(cfg.run.weights_dir)
     cfg.data.card = absolute(cfg.data.card)
+    cfg.train.deepspeed = absolute(cfg.train.deepspeed)
     for m in (cfg.model, cfg.teacher.model):
         # a catalogue name (letters, digits, '-', '_'; lakd.models.catalogue.NAME_RE) stays a name
         if not (m.pretrained and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", m.pretrained)):
@@ -565,7 +573,9 @@ def validate(cfg: Config) -> None:
     _check(t.micro_batch_size is None or 1 <= t.micro_batch_size <= t.batch_size,
            "config key 'train.micro_batch_size': must be in [1, train.batch_size]")
     _check(t.grad_clip >= 0, "config key 'train.grad_clip': must be >= 0 (0 = off)")
-    _check(t.zero_stage in (0, 1), f"config key 'train.zero_stage': must be 0 or 1, got {t.zero_stage}")
+    _check(t.zero_stage != 3, "config key 'train.zero_stage': 3 is refused: with lakd's BatchNorm models ZeRO-3 "
+           "trains different weights than stages 0-2 (which agree bitwise), so it is not trusted; use 2")
+    _check(t.zero_stage in (0, 1, 2), f"config key 'train.zero_stage': must be 0, 1 or 2, got {t.zero_stage}")
     e = cfg.eval
     _check(e.every >= 0, "config key 'eval.every': must be >= 0 (0 = only at the end)")
     for key in ("crop_size", "stride"):
@@ -579,6 +589,7 @@ def validate(cfg: Config) -> None:
     _check(c.keep_last >= 1, f"config key 'checkpoint.keep_last': must be >= 1, got {c.keep_last}")
     _check(cfg.log.every >= 1, "config key 'log.every': must be >= 1")
     _check(cfg.log.print_every >= 1, "config key 'log.print_every': must be >= 1")
+    _check(cfg.log.preview_images >= 0, "config key 'log.preview_images': must be >= 0")
     _check(cfg.dist.timeout_s >= 10, "config key 'dist.timeout_s': must be >= 10 seconds")
 
 

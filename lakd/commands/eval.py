@@ -24,11 +24,13 @@ LABEL_INPUT_CHOICES = ("fixed", "zero", "both")
 
 
 def register(subparsers) -> None:
+    from lakd.commands._help import DefaultsHelpFormatter
+
     p = subparsers.add_parser(
         "eval", help="evaluate an exported model on a shard manifest (mIoU, per-class IoU)",
         description="Evaluate an exported model (<p>.safetensors + <p>.json) on the images of a shard manifest: "
                     "per-class IoU table, JSON results, optional colourised prediction PNGs.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     p.add_argument("export", help="export path (<p>, <p>.safetensors or <p>.json)")
     p.add_argument("--shards", required=True, help="manifest of the evaluation split (file or folder holding one)")
     p.add_argument("--mode", choices=("whole", "slide", "msflip"), default="whole",
@@ -46,7 +48,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=None, help="write the results as JSON to this file")
     p.add_argument("--save-png", default=None, metavar="DIR",
                    help="write colourised predictions (dataset palette) to DIR")
-    p.add_argument("--batch-size", type=int, default=1, help="images (or windows) per forward (default 1)")
+    p.add_argument("--save-ids", default=None, metavar="DIR",
+                   help="write raw class-id PNGs (train ids, the benchmark-submission format) to DIR")
+    p.add_argument("--batch-size", type=int, default=1, help="images (or windows) per forward")
     p.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images (per rank)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes (default 0)")
@@ -153,12 +157,14 @@ def _check_outputs(args, variants) -> None:
         reason = unwritable_reason(out.parent)
         if reason:
             raise UsageError(f"--out {out}: {reason}")
-    if args.save_png:
+    for flag, root in (("--save-png", args.save_png), ("--save-ids", args.save_ids)):
+        if not root:
+            continue
         for name in variants:
-            folder = Path(args.save_png) / (name if len(variants) > 1 else "")
+            folder = Path(root) / (name if len(variants) > 1 else "")
             reason = unwritable_reason(folder)
             if reason:
-                raise UsageError(f"--save-png {args.save_png}: {reason}")
+                raise UsageError(f"{flag} {root}: {reason}")
 
 
 def run(args) -> int:
@@ -194,6 +200,7 @@ def _evaluate(args, manifest, crop, stride, rank, world, device) -> int:
     from lakd.cli import UsageError
     from lakd.data.cards import get_card
     from lakd.data.pipeline import build_eval_loader
+    from lakd.engine.progress import track
     from lakd.evaluation.evaluate import evaluate, label_input_fn
     from lakd.method.label_noise import LabelNoiser
     from lakd.models.export import load_export
@@ -251,14 +258,18 @@ def _evaluate(args, manifest, crop, stride, rank, world, device) -> int:
 
     results: dict[str, dict] = {}
     for name, input_fn in variants.items():
-        on_pred = None
-        if args.save_png:
-            out_dir = Path(args.save_png) / (name if len(variants) > 1 else "")
-            out_dir.mkdir(parents=True, exist_ok=True)
-            on_pred = _png_writer(out_dir, palette_card)
+        writers = []
+        for root, card in ((args.save_png, palette_card), (args.save_ids, None)):
+            if root:
+                out_dir = Path(root) / (name if len(variants) > 1 else "")
+                out_dir.mkdir(parents=True, exist_ok=True)
+                writers.append(_png_writer(out_dir, card))
+        on_pred = (lambda *a: [w(*a) for w in writers]) if writers else None
         scales = args.scales
         flip = False if args.no_flip else None
-        results[name] = evaluate(model, loader, num_classes, input_fn=input_fn, mode=args.mode, crop_size=crop,
+        total = len(loader) if args.max_images is None else min(len(loader), max(args.max_images, 0))
+        shown = track(loader, total=total, desc=f"lakd eval [{name}]", unit="images", enabled=rank == 0)
+        results[name] = evaluate(model, shown, num_classes, input_fn=input_fn, mode=args.mode, crop_size=crop,
                                  stride=stride, scales=scales, flip=flip, device=device,
                                  batch_size=args.batch_size, on_prediction=on_pred, max_images=args.max_images)
         if not results[name]["pixels"]:  # summed over ranks: every rank takes the same decision

@@ -6,6 +6,8 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
+    from lakd.commands._help import DefaultsHelpFormatter
+
     p = subparsers.add_parser("shards", help="build WebDataset shards from a raw dataset; inspect a manifest",
                               description="Build WebDataset tar shards + manifest from a raw dataset layout, "
                                           "or summarise / verify a manifest.")
@@ -13,7 +15,8 @@ def register(subparsers) -> None:
 
     from lakd.data.cards import FOLDER, NAMES
 
-    b = sub.add_parser("build", help="convert one split of a raw dataset into shards")
+    b = sub.add_parser("build", help="convert one split of a raw dataset into shards",
+                       formatter_class=DefaultsHelpFormatter)
     b.add_argument("dataset", choices=(*NAMES, FOLDER),
                    help="dataset name (see shards/README.md); folder: your own, described by --card")
     b.add_argument("--root", help="raw dataset folder (not needed for synthetic)")
@@ -38,6 +41,7 @@ def register(subparsers) -> None:
 
     v = sub.add_parser("verify", help="check local shards against the manifest's sha256 checksums")
     v.add_argument("manifest", help="manifest file (or folder holding one)")
+    v.add_argument("--no-progress", action="store_true", help="no progress output")
     v.set_defaults(func=run_verify)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -85,6 +89,25 @@ def run_build(args) -> int:
     return 0
 
 
+def brace_url(urls: list[str]) -> str:
+    """One URL for all shards in the brace notation plain webdataset expands (``a-{000000..000007}.tar``)."""
+    import os
+    import re
+
+    if len(urls) <= 1:
+        return urls[0] if urls else ""
+    parts = [re.fullmatch(r"(.*?)(\d+)(\D*)", u) for u in urls]
+    if all(parts):
+        heads, nums, tails = zip(*(p.groups() for p in parts))
+        width = len(nums[0])
+        values = [int(n) for n in nums]
+        if (len(set(heads)) == 1 and len(set(tails)) == 1 and all(len(n) == width for n in nums)
+                and values == list(range(values[0], values[0] + len(values)))):
+            return f"{heads[0]}{{{nums[0]}..{nums[-1]}}}{tails[0]}"
+    prefix = os.path.commonprefix(urls)
+    return prefix + "{" + ",".join(u[len(prefix):] for u in urls) + "}"
+
+
 def run_info(args) -> int:
     from lakd.cli import UsageError
     from lakd.data.manifest import load_manifest
@@ -93,16 +116,25 @@ def run_info(args) -> int:
         m = load_manifest(args.manifest)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    sys.stdout.write(m.to_json() if args.json else m.summary() + "\n")
+    if args.json:
+        sys.stdout.write(m.to_json())
+    else:
+        print(m.summary())
+        if m.shards:
+            print(f"webdataset URL: {brace_url(m.shard_urls())}  (see shards/README.md: reading with webdataset)")
     return 0
 
 
 def run_verify(args) -> int:
     from lakd.cli import UsageError
     from lakd.data.build import verify_shards
+    from lakd.engine.progress import track
+
+    def wrap(shards, total):
+        return track(shards, total=total, desc="lakd shards verify", unit="shards", enabled=not args.no_progress)
 
     try:
-        problems = verify_shards(args.manifest)
+        problems = verify_shards(args.manifest, wrap=wrap)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     for p in problems:

@@ -13,6 +13,7 @@ examples:
   lakd train --stage teacher --config synthetic run.name=demo train.iters=200
   lakd train --stage student --config cityscapes run.name=r18 teacher.export=runs/r18/teacher/teacher.safetensors
   torchrun --nproc_per_node 4 -m lakd.cli train --stage teacher --config ade20k train.precision=bf16
+  deepspeed --num_gpus 4 --module lakd.cli train --stage teacher --config ade20k train.deepspeed=ds.json
   srun --ntasks-per-node 4 lakd train --stage baseline --config voc run.runs_dir=/shared/runs
 
 configuration: a preset name (%(presets)s) or a YAML file (optionally `base: <preset>`), then dotted
@@ -39,13 +40,36 @@ def register(subparsers) -> None:
                    help="a preset name or a YAML config file")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.iters=100")
     p.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
+    # the deepspeed launcher passes --local_rank=N, torch.distributed.launch --local-rank=N (LOCAL_RANK may be
+    # unset then): the value picks this process's GPU
+    p.add_argument("--local_rank", "--local-rank", dest="train_local_rank", type=int, default=None,
+                   metavar="N", help="local rank given by a launcher (sets LOCAL_RANK when it is unset)")
     p.set_defaults(func=run)
+
+
+def apply_local_rank(value, environ=None) -> None:
+    """Make a launcher's ``--local_rank`` the ``LOCAL_RANK`` that lakd.engine.distributed reads."""
+    import os
+
+    from lakd.cli import UsageError
+
+    env = os.environ if environ is None else environ
+    if value is None:
+        return
+    if value < 0:
+        raise UsageError(f"--local_rank must be >= 0, got {value}")
+    have = env.get("LOCAL_RANK")
+    if have is not None and have.strip() != str(value):
+        raise UsageError(f"--local_rank {value} disagrees with the environment's LOCAL_RANK={have}")
+    env["LOCAL_RANK"] = str(value)
 
 
 def run(args) -> int:
     from lakd.cli import UsageError
     from lakd.config import ConfigError, load_config
 
+    local = args.train_local_rank if args.train_local_rank is not None else getattr(args, "local_rank", None)
+    apply_local_rank(local)
     try:
         cfg = load_config(args.config, args.overrides, stage=args.stage)
     except ConfigError as exc:

@@ -266,14 +266,16 @@ def _count_samples(path: str) -> int:
     return len(keys)
 
 
-def verify_shards(manifest) -> list[str]:
+def verify_shards(manifest, wrap=None) -> list[str]:
     """Check every shard against the manifest: present, sha256, sample count. Returns the problems (empty if
-    every shard was checked and is fine); a `pipe:`/URL entry is never opened and is reported as not checked."""
+    every shard was checked and is fine); a `pipe:`/URL entry is never opened and is reported as not checked.
+    ``wrap(iterable, total)`` may wrap the loop over shards (a progress display)."""
     from lakd.data.manifest import is_url, load_manifest
 
     m = load_manifest(manifest)
     problems = []
-    for name, count in zip(m.shards, m.samples_per_shard):
+    pairs = list(zip(m.shards, m.samples_per_shard))
+    for name, count in (wrap(pairs, len(pairs)) if wrap else pairs):
         if is_url(name):
             problems.append(f"{name}: not checked (a command/URL entry; verify reads local files only)")
             continue

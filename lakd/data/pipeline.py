@@ -97,7 +97,11 @@ def _ignore_stop_signals(_worker_id: int) -> None:
 def _open_shard(url: str):
     """(tarfile, closer) for a local path (random access: skipping members reads headers only) or a URL."""
     if url.startswith("pipe:") or "://" in url:
-        from webdataset.gopen import gopen
+        try:
+            from webdataset.gopen import gopen
+        except ImportError:
+            raise RuntimeError(f"shard {url}: URLs and pipe: shards are opened with webdataset, which is not "
+                               "installed (pip install 'lakd[remote]')") from None
 
         stream = gopen(url, "rb")
         return tarfile.open(fileobj=stream, mode="r|"), stream

@@ -5,10 +5,14 @@
 - optimizer: SGD (momentum, weight decay; ``lakd.optim.build_optimizer``) with the poly schedule as a
   closed-form ``LambdaLR`` (the learning rate is a pure function of the step, so a weights-only resume on a
   different world size lands on the right value);
-- ``gradient_clipping``; ZeRO stage 0 or 1;
+- ``gradient_clipping``; ZeRO stage 0, 1 or 2 (stage 3 is refused: see ``lakd.config``);
 - precision: ``bf16`` = DeepSpeed's ``torch_autocast`` block (parameters, BatchNorm and gradient
   communication stay fp32). DeepSpeed's own ``bf16`` block casts BatchNorm weights but not its buffers and
-  breaks BN models, so it is never used.
+  breaks BN models, so it is never used. ``fp16`` = DeepSpeed's ``fp16`` block with dynamic loss scaling;
+- ``train.deepspeed``: a user's DeepSpeed JSON merged over lakd's config (monitors, ZeRO buckets, fp16 loss
+  scaling, ...); keys that would change lakd's invariants (batch layout, clipping, ZeRO stage, precision,
+  optimizer, scheduler) are refused naming the lakd setting to use. The resolved config is written to
+  ``<stage dir>/deepspeed_config.json``.
 """
 from __future__ import annotations
 
@@ -85,6 +89,7 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
 
 
 def deepspeed_config(cfg: Config, world_size: int, micro: int, accum: int) -> dict:
+    """lakd's own DeepSpeed config (before a user's ``train.deepspeed`` file is merged over it)."""
     t = cfg.train
     ds = {
         "train_batch_size": micro * accum * world_size,
@@ -100,6 +105,107 @@ def deepspeed_config(cfg: Config, world_size: int, micro: int, accum: int) -> di
     if t.precision == "bf16":
         # empty list: no module communicates its gradients in bf16 (fp32 all-reduce, exact sums)
         ds["torch_autocast"] = {"enabled": True, "dtype": "bfloat16", "lower_precision_safe_modules": []}
+    elif t.precision == "fp16":
+        if t.zero_stage == 0:
+            from lakd.config import ConfigError
+
+            # measured with DeepSpeed 0.19.8 on CPU: FP16_UnfusedOptimizer steps leave the weights unchanged
+            raise ConfigError("config key 'train.precision': fp16 needs train.zero_stage 1 or 2; at stage 0 "
+                              "DeepSpeed wraps torch's SGD/AdamW in its unfused fp16 optimizer, whose steps left "
+                              "the weights unchanged in lakd's checks")
+        # DeepSpeed's fp16 block: fp16 weights with fp32 master copies, dynamic loss scaling (loss_scale 0);
+        # auto_cast casts the float32 batches to fp16 on their way into the model
+        ds["fp16"] = {"enabled": True, "auto_cast": True, "loss_scale": 0, "initial_scale_power": 16,
+                      "loss_scale_window": 1000, "hysteresis": 2, "min_loss_scale": 1}
+        # the block casts parameters only: BatchNorm's running statistics must follow, as with module.half()
+        ds["data_types"] = {"buffer_dtype": "fp16"}
+    return ds
+
+
+# keys of a user's DeepSpeed file that must keep lakd's value (the lakd config key that sets them, or why)
+INVARIANTS = {
+    "train_batch_size": "train.batch_size",
+    "train_micro_batch_size_per_gpu": "train.micro_batch_size",
+    "gradient_accumulation_steps": "train.batch_size and train.micro_batch_size",
+    "gradient_clipping": "train.grad_clip",
+    "zero_optimization.stage": "train.zero_stage",
+    "fp16.enabled": "train.precision",
+    "fp16.auto_cast": "train.precision (lakd feeds float32 batches)",
+    "data_types.buffer_dtype": "train.precision",
+    "torch_autocast.enabled": "train.precision",
+    "torch_autocast.dtype": "train.precision",
+    "zero_allow_untested_optimizer": "nothing: lakd hands DeepSpeed its own optimizer",
+    "checkpoint.tag_validation": "nothing: lakd checks checkpoint tags itself",
+}
+# whole sections lakd provides itself
+OWNED = {
+    "optimizer": "lakd builds the optimizer from optim.* and hands it to DeepSpeed",
+    "scheduler": "lakd builds the poly schedule from optim.* and hands it to DeepSpeed",
+    "bf16": "DeepSpeed's bf16 block breaks BatchNorm models (it casts their weights, not their buffers); "
+            "train.precision=bf16 uses its torch_autocast block instead",
+}
+
+
+def read_user_config(path: str) -> dict:
+    """A user's DeepSpeed JSON file (data only). Raises ConfigError naming the file."""
+    import json
+
+    from lakd.config import ConfigError
+
+    try:
+        doc = json.loads(open(path, encoding="utf-8").read())
+    except OSError as exc:
+        raise ConfigError(f"config key 'train.deepspeed': cannot read {path} ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"config key 'train.deepspeed': {path} is not a JSON file ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"config key 'train.deepspeed': {path} must hold a JSON object")
+    return doc
+
+
+def _leaves(d: dict, prefix: str = ""):
+    for key, value in d.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, path + ".")
+        else:
+            yield path, value
+
+
+def _lookup(d: dict, path: str):
+    for part in path.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def merge_user_config(base: dict, user: dict, source: str) -> dict:
+    """``user`` merged over ``base`` (mappings key by key); a key that would change one of lakd's invariants
+    raises ConfigError naming the key and the lakd setting to use instead."""
+    from lakd.config import ConfigError, merge
+
+    for key, why in OWNED.items():
+        if key in user and not (key == "bf16" and not _lookup(user, "bf16.enabled")):
+            raise ConfigError(f"config key 'train.deepspeed': {source} sets '{key}', which lakd does not allow: "
+                              f"{why}")
+    for path, value in _leaves(user):
+        if path not in INVARIANTS:
+            continue
+        ours = _lookup(base, path)
+        if ours is None and path.endswith(".enabled"):
+            ours = False
+        if value != ours:
+            raise ConfigError(f"config key 'train.deepspeed': {source} sets '{path}' to {value!r}, lakd's value is "
+                              f"{ours!r} (set by {INVARIANTS[path]}); remove it from the file")
+    return merge(base, user)
+
+
+def resolved_deepspeed_config(cfg: Config, world_size: int, micro: int, accum: int) -> dict:
+    """What ``deepspeed.initialize`` gets: lakd's config with ``train.deepspeed`` merged over it."""
+    ds = deepspeed_config(cfg, world_size, micro, accum)
+    if cfg.train.deepspeed:
+        ds = merge_user_config(ds, read_user_config(cfg.train.deepspeed), cfg.train.deepspeed)
     return ds
 
 
@@ -107,6 +213,8 @@ def build_engine(model: torch.nn.Module, cfg: Config, world_size: int, micro: in
     """``(engine, scheduler)`` for ``model`` (already on its device, SyncBN converted where wanted)."""
     import deepspeed
 
+    if cfg.train.compile:
+        model.compile()  # in place: parameter names (checkpoints, exports) stay those of the eager model
     optimizer = build_optimizer(model, cfg)
     factor = poly_factor(cfg)
 
@@ -115,7 +223,7 @@ def build_engine(model: torch.nn.Module, cfg: Config, world_size: int, micro: in
 
     engine, _, _, sched = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler,
-        config=deepspeed_config(cfg, world_size, micro, accum),
+        config=resolved_deepspeed_config(cfg, world_size, micro, accum),
     )
     if world_size == 1 and cfg.train.zero_stage == 0:
         # one process: the gradient "all-reduce" would flatten every gradient into a bucket, reduce it over

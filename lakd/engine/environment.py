@@ -206,7 +206,13 @@ def check_environment(cfg: Config, world_size: int = 1) -> list[str]:
     if result_path(cfg).is_file():
         return []  # finished: the stage only reads its result
     _check_models(cfg)
-    batch_layout(cfg, world_size)
+    micro, accum = batch_layout(cfg, world_size)
+    from lakd.engine.ds_engine import resolved_deepspeed_config
+    from lakd.engine.monitor import wandb_missing
+
+    resolved_deepspeed_config(cfg, world_size, micro, accum)  # a conflicting train.deepspeed file: refused here
+    if cfg.log.wandb and wandb_missing():
+        raise ConfigError(f"config key 'log.wandb': true, but {wandb_missing()}")
     warnings = []
     for split in ("train", "val"):
         warnings += _check_manifest(cfg, split, world_size)

@@ -1,14 +1,17 @@
 """What a running stage tells people: ``metrics.jsonl`` (machines) and a progress display (humans), rank 0 only.
 
-``metrics.jsonl`` gets one JSON object per logged step (``step, lr, loss, terms, images_per_s, max_rss_mb,
-time``, plus ``gpu_mem_mb`` on GPUs) and one per evaluation (``step, eval``). On a resumed run, lines of
+``metrics.jsonl`` gets one JSON object per logged step (``step, lr, loss, terms, images_per_s, data_s,
+compute_s, max_rss_mb, time``, plus ``gpu_mem_mb`` on GPUs; ``data_s`` is the time spent waiting for
+batches, ``compute_s`` the rest of the step) and one per evaluation (``step, eval``). On a resumed run, lines of
 steps after the resume point (written before the interruption but not covered by the checkpoint) are
 dropped first, so the file reads like one uninterrupted run.
 
 On a terminal the display is a tqdm bar; otherwise (Slurm logs, CI) a plain line every ``print_every`` steps.
+``ConsoleLog`` copies the console into ``<stage dir>/console.log`` (launchers such as torchrun do not keep it).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import resource
@@ -67,7 +70,11 @@ class MetricsLog:
 
 
 class Progress:
-    """tqdm bar on a terminal, plain periodic lines otherwise, nothing when ``mode == "none"``."""
+    """tqdm bar on a terminal, plain periodic lines otherwise, nothing when ``mode == "none"``.
+
+    Plain lines start with the wall-clock time and carry what ``update`` is given (loss, lr, data / compute
+    seconds of the step, memory). The rate and ETA count training time only: ``paused()`` wraps evaluations.
+    """
 
     def __init__(self, *, total: int, start: int, desc: str, mode: str = "auto", print_every: int = 50,
                  stream=None):
@@ -78,6 +85,7 @@ class Progress:
         self.total, self.desc, self.print_every = total, desc, max(1, print_every)
         self._bar = None
         self._t0 = time.time()
+        self._paused_s = 0.0
         self._start = start
         if mode == "bar":
             from tqdm import tqdm
@@ -85,12 +93,26 @@ class Progress:
             self._bar = tqdm(total=total, initial=start, desc=desc, file=self.stream, dynamic_ncols=True,
                              unit="step")
 
+    def train_seconds(self) -> float:
+        return time.time() - self._t0 - self._paused_s
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Time spent inside (evaluations) does not count towards the rate and the ETA."""
+        t = time.time()
+        try:
+            yield
+        finally:
+            self._paused_s += time.time() - t
+            if self._bar is not None:
+                self._bar.unpause()
+
     def update(self, step: int, info: dict) -> None:
         if self.mode == "bar":
             self._bar.update(step - self._bar.n)
             self._bar.set_postfix(info, refresh=False)
         elif self.mode == "plain" and (step % self.print_every == 0 or step == self.total):
-            elapsed = time.time() - self._t0
+            elapsed = self.train_seconds()
             rate = (step - self._start) / elapsed if elapsed > 0 else 0.0
             eta = (self.total - step) / rate if rate > 0 else float("nan")
             fields = " ".join(f"{k} {v}" for k, v in info.items())
@@ -102,12 +124,55 @@ class Progress:
         if self._bar is not None:
             self._bar.write(text, file=self.stream)
         else:
-            print(text, file=self.stream, flush=True)
+            print(f"{time.strftime('%H:%M:%S')} {text}", file=self.stream, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+class _Tee:
+    """A text stream that also copies to a file what a reader of the file wants: no tqdm redraws."""
+
+    def __init__(self, stream, file):
+        self._stream, self._file = stream, file
+        self._redraw = False
+
+    def write(self, text: str) -> int:
+        n = self._stream.write(text)
+        if "\r" in text:
+            self._redraw = True  # a bar redraw: the terminal's business
+        elif not (self._redraw and text == "\n"):
+            self._file.write(text)
+            self._redraw = False
+        return n
+
+    def flush(self) -> None:
+        self._stream.flush()
+        self._file.flush()
+
+    def __getattr__(self, name):  # isatty, fileno, encoding, ... of the real stream
+        return getattr(self._stream, name)
+
+
+class ConsoleLog:
+    """Copy this process's stdout and stderr into ``path`` (appending: resumed sessions follow each other)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._file = open(self.path, "a", buffering=1)
+        self._saved = (sys.stdout, sys.stderr)
+        self._file.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(sys.argv)}\n")
+        sys.stdout, sys.stderr = _Tee(sys.stdout, self._file), _Tee(sys.stderr, self._file)
+
+    def close(self, exc: Optional[BaseException] = None) -> None:
+        if self._file.closed:
+            return
+        if exc is not None:  # the traceback is printed after this returns; keep its last line here
+            self._file.write(f"{time.strftime('%H:%M:%S')} stopped by {type(exc).__name__}: {exc}\n")
+        sys.stdout, sys.stderr = self._saved
+        self._file.close()
 
 
 def _hms(seconds: float) -> str:
@@ -126,3 +191,34 @@ def memory_fields(device: torch.device) -> dict:
 
 def format_metric(value: Optional[float]) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
+
+
+def track(iterable, *, total: Optional[int], desc: str, unit: str = "it", enabled: bool = True, stream=None,
+          every_s: float = 10.0):
+    """Yield from ``iterable`` showing progress on ``stream`` (stderr): a tqdm bar on a terminal, otherwise a
+    plain line at most every ``every_s`` seconds and at the end (``desc: n/total unit (p%), rate, eta``)."""
+    stream = stream or sys.stderr
+    if not enabled:
+        yield from iterable
+        return
+    if getattr(stream, "isatty", lambda: False)():
+        from tqdm import tqdm
+
+        yield from tqdm(iterable, total=total, desc=desc, unit=unit, file=stream, dynamic_ncols=True)
+        return
+    t0 = last = time.monotonic()
+    n = 0
+    for item in iterable:
+        yield item
+        n += 1
+        now = time.monotonic()
+        if now - last >= every_s or (total is not None and n == total):
+            last = now
+            rate = n / max(now - t0, 1e-9)
+            if total:
+                eta = (total - n) / rate if rate > 0 else float("nan")
+                where = f"{n}/{total} {unit} ({100 * n / total:.0f}%)"
+                tail = f", eta {_hms(eta)}"
+            else:
+                where, tail = f"{n} {unit}", ""
+            print(f"{desc}: {where}, {rate:.2f} {unit}/s{tail}", file=stream, flush=True)

@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -42,9 +43,10 @@ from lakd.engine import distributed as D
 from lakd.engine.checkpoint import CheckpointManager
 from lakd.engine.environment import check_environment, num_classes, result_path
 from lakd.engine.preemption import PreemptionFlag
-from lakd.engine.progress import MetricsLog, Progress, format_metric
+from lakd.engine.monitor import Monitor
+from lakd.engine.progress import ConsoleLog, MetricsLog, Progress, format_metric
 from lakd.engine.runlock import RunLock
-from lakd.engine.trainer import EvalResult, Trainer, TrainState
+from lakd.engine.trainer import EvalResult, Trainer, TrainState, cpu_has_native_bf16
 from lakd.io import atomic_write_bytes, naming_disk_full
 
 log = logging.getLogger("lakd.engine")
@@ -60,6 +62,13 @@ def _warn(text: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ settings
+def _class_names(cfg: Config) -> list[str]:
+    from lakd.data import get_card
+
+    names = list(get_card(cfg.data.dataset).class_names)
+    return names + [f"class_{c}" for c in range(len(names), num_classes(cfg))]
+
+
 def _norm(cfg: Config) -> tuple[list[float], list[float]]:
     from lakd.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -205,13 +214,22 @@ class _Stage:
         elif e.mode == "slide":
             kw.update(scales=None, flip=None)
 
-        def run(input_fn, max_images):
+        from lakd.engine.progress import track
+
+        previews: dict = {}
+
+        def run(input_fn, max_images, variant):
             loader = build_eval_loader(cfg.manifest("val"), rank=self.rank, world_size=self.world,
                                        mean=self.mean, std=self.std, num_workers=cfg.data.num_workers,
                                        allow_pipe=cfg.data.allow_pipe)
             per_rank = None if max_images is None else max(1, -(-max_images // self.world))
+            total = len(loader) if per_rank is None else min(per_rank, len(loader))
+            shown = track(loader, total=total, desc=f"{time.strftime('%H:%M:%S')} [eval {variant}]",
+                          unit="images", enabled=self.rank == 0 and cfg.log.progress != "none")
+            on_pred = self._preview_collector(previews.setdefault(variant, [])) if self.rank == 0 else None
             with _autocast(self.device, cfg.train.precision):
-                metrics = evaluate(model, loader, self.num_classes, input_fn=input_fn, max_images=per_rank, **kw)
+                metrics = evaluate(model, shown, self.num_classes, input_fn=input_fn, max_images=per_rank,
+                                   on_prediction=on_pred, **kw)
             if not metrics["pixels"]:  # summed over ranks: every rank takes the same decision
                 raise ConfigError(f"evaluation found no readable labelled image in {cfg.manifest('val')} (missing, "
                                   f"empty or corrupt val shards; lakd shards verify {cfg.manifest('val')}); a "
@@ -219,17 +237,32 @@ class _Stage:
             return metrics
 
         def evaluate_all(max_images: Optional[int]) -> EvalResult:
+            previews.clear()
             if self.noiser is not None:  # label-assisted teacher: with the label code and without it
-                label = run(label_input_fn(self.noiser, "fixed", seed=cfg.run.seed), max_images)
-                image = run(label_input_fn(self.noiser, "zeros"), max_images)
+                label = run(label_input_fn(self.noiser, "fixed", seed=cfg.run.seed), max_images, "label")
+                image = run(label_input_fn(self.noiser, "zeros"), max_images, "image")
                 metrics = {"image": image, "label": label}
                 score = metrics[e.best_on]["miou"]
             else:
-                metrics = {"image": run(None, max_images)}
+                metrics = {"image": run(None, max_images, "image")}
                 score = metrics["image"]["miou"]
-            return EvalResult(metrics, float(score) if score is not None else float("-inf"))
+            return EvalResult(metrics, float(score) if score is not None else float("-inf"), dict(previews))
 
         return evaluate_all
+
+    def _preview_collector(self, out: list):
+        """``on_prediction`` keeping the first ``log.preview_images`` label | prediction pairs (rank 0)."""
+        from lakd.data import get_card
+        from lakd.engine.monitor import preview_pair
+
+        colorize = get_card(self.cfg.data.dataset).colorize
+
+        def collect(keys, pred, label):
+            for key, p, y in zip(keys, pred.numpy(), label.numpy()):
+                if len(out) < self.cfg.log.preview_images:
+                    out.append((str(key), preview_pair(y, p, colorize)))
+
+        return collect
 
     # ---- exports
     def export(self, model, name: str, step: int) -> Path:
@@ -335,7 +368,7 @@ def run_stage(cfg: Config) -> dict:
         for text in warnings:
             _warn(text)
 
-    from lakd.engine.ds_engine import build_engine, prepare_deepspeed
+    from lakd.engine.ds_engine import build_engine, prepare_deepspeed, resolved_deepspeed_config
 
     device = D.pick_device(denv, cfg.train.device)
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
@@ -344,7 +377,7 @@ def run_stage(cfg: Config) -> dict:
     prepare_deepspeed(device)
     created = D.init_process_group(denv, device, backend=cfg.dist.backend, timeout_s=cfg.dist.timeout_s)
     flag = PreemptionFlag().install()
-    loader = metrics = progress = None
+    loader = metrics = progress = monitor = console = None
     lock = RunLock(cfg.stage_dir)
     try:
         stage_dir = cfg.stage_dir
@@ -363,11 +396,18 @@ def run_stage(cfg: Config) -> dict:
         if done is not None:
             return done
         if denv.rank == 0:
+            console = ConsoleLog(stage_dir / "console.log")
+            if device.type == "cpu" and cfg.train.precision == "bf16" and not cpu_has_native_bf16():
+                _warn("train.precision=bf16 on a CPU without native bfloat16 (no AVX512-BF16/AMX): autocast "
+                      "emulates it, measured about 40x slower than fp32 (benchmarks/bench_precision.py compares "
+                      "them here); use fp32")
             # first free the space an interrupted save took (a full disk is the usual cause), then write
             removed = ckpt.remove_incomplete()
             if removed:
                 _warn(f"removed incomplete checkpoint(s) {', '.join(removed)} in {ckpt.dir} (a save was interrupted)")
             atomic_write_bytes(stage_dir / "config.yaml", cfg.to_yaml().encode())
+            ds_config = resolved_deepspeed_config(cfg, denv.world_size, *batch_layout(cfg, denv.world_size))
+            atomic_write_bytes(stage_dir / "deepspeed_config.json", (json.dumps(ds_config, indent=1) + "\n").encode())
         D.barrier()
 
         st = _Stage(cfg, denv, device)
@@ -382,6 +422,9 @@ def run_stage(cfg: Config) -> dict:
             progress = Progress(total=cfg.train.iters, start=state.step, desc=f"{cfg.run.name}/{cfg.stage}",
                                 mode=cfg.log.progress, print_every=cfg.log.print_every)
             start = f"resuming at step {state.step}" if state.step else _describe_init(st.init_report)
+            monitor = Monitor(stage_dir, run_name=cfg.run.name, stage=cfg.stage, config=cfg.to_dict(),
+                              resume_step=state.step, tensorboard=cfg.log.tensorboard, wandb=cfg.log.wandb,
+                              wandb_project=cfg.log.wandb_project)
             progress.message(
                 f"lakd train: {cfg.stage} {cfg.stage_model.name}-{cfg.stage_model.backbone} on {cfg.data.dataset}, "
                 f"{denv.world_size} process(es) ({denv.launcher}, {device.type}), global batch "
@@ -400,7 +443,8 @@ def run_stage(cfg: Config) -> dict:
         trainer = Trainer(cfg, engine=engine, scheduler=scheduler, objective=objective, loader=loader,
                           device=device, accum=st.accum, ckpt=ckpt, evaluate=evaluate, average_bn=average_bn,
                           metrics=metrics, progress=progress, flag=flag, state=state,
-                          on_best=on_best if cfg.eval.every else None)
+                          on_best=on_best if cfg.eval.every else None, monitor=monitor,
+                          class_names=_class_names(cfg))
         trainer.fit()
         loader.close()
 
@@ -427,6 +471,10 @@ def run_stage(cfg: Config) -> dict:
         D.barrier()
         result["export"] = str(cfg.stage_dir / f"{cfg.stage}.safetensors")
         return result
+    except BaseException as exc:
+        if console is not None:
+            console.close(exc)
+        raise
     finally:
         flag.restore()
         if loader is not None:
@@ -435,6 +483,10 @@ def run_stage(cfg: Config) -> dict:
             progress.close()
         if metrics is not None:
             metrics.close()
+        if monitor is not None:
+            monitor.close()
+        if console is not None:
+            console.close()
         lock.release()
         if created:
             D.destroy_process_group()

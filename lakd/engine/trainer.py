@@ -34,6 +34,7 @@ class NonFiniteLoss(RuntimeError):
 class EvalResult:
     metrics: dict  # {"image": {...}} (+ {"label": {...}} for a label-assisted teacher)
     score: float  # the value best-model tracking compares
+    previews: dict = field(default_factory=dict)  # {variant: [(key, HxWx3 uint8 label | prediction)]} (rank 0)
 
 
 @dataclass
@@ -45,9 +46,21 @@ class TrainState:
     pending_eval: bool = False  # preempted at an evaluation step before evaluating
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 (or AMX): bf16 autocast is about as fast as fp32 there (0.94x measured with AMX,
+    benchmarks/bench_precision.py); without it, oneDNN emulates bf16 and it was about 40x slower."""
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    try:
+        return bool(probe()) if probe is not None else False
+    except RuntimeError:
+        return False
+
+
 def autocast_context(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision == "fp16":  # the model's weights are fp16 (DeepSpeed's fp16 block): evaluation feeds it fp16
+        return torch.autocast(device_type=device.type, dtype=torch.float16)
     return contextlib.nullcontext()
 
 
@@ -67,13 +80,16 @@ class Trainer:
     def __init__(self, cfg: Config, *, engine, scheduler, objective: Callable, loader, device: torch.device,
                  accum: int, ckpt: CheckpointManager, evaluate: Callable[[Optional[int]], EvalResult],
                  average_bn: bool, metrics: Optional[MetricsLog], progress: Optional[Progress],
-                 flag: PreemptionFlag, state: TrainState, on_best: Optional[Callable[[int], None]] = None):
+                 flag: PreemptionFlag, state: TrainState, on_best: Optional[Callable[[int], None]] = None,
+                 monitor=None, class_names: Optional[list[str]] = None):
         self.cfg = cfg
         self.engine, self.scheduler, self.objective = engine, scheduler, objective
         self.loader, self.device, self.accum = loader, device, accum
         self.ckpt, self.evaluate, self.average_bn = ckpt, evaluate, average_bn
         self.metrics, self.progress, self.flag, self.state = metrics, progress, flag, state
         self.on_best = on_best
+        self.monitor, self.class_names = monitor, list(class_names or [])
+        self.data_seconds = 0.0  # of the last step: waiting for batches
         self.world = D.world_size()
         self.rank = D.rank()
         self._autocast = lambda: autocast_context(device, cfg.train.precision)
@@ -88,9 +104,12 @@ class Trainer:
     def train_step(self, step: int) -> tuple[torch.Tensor, list[str]]:
         """One optimizer step; returns (sum over micro-batches of [loss, *terms], term names)."""
         acc = None
+        self.data_seconds = 0.0
         for _ in range(self.accum):
+            t = time.perf_counter()
             with isolated_cpu_rng():  # DataLoader start-up draws from torch's RNG: keep it out of training
                 batch = self._to_device(next(self.loader))
+            self.data_seconds += time.perf_counter() - t
             batch["step"] = step
             with self._autocast():
                 out = self.objective(self.engine, batch)
@@ -101,6 +120,16 @@ class Trainer:
             vec = torch.stack([out.loss.detach().float()] + [out.terms[k].float() for k in self._keys])
             acc = vec if acc is None else acc + vec
         return acc / self.accum, self._keys
+
+    def _loss_scale(self) -> dict:
+        """fp16: DeepSpeed's dynamic loss scale and how many steps it skipped on overflow."""
+        if self.cfg.train.precision != "fp16":
+            return {}
+        scale = getattr(self.engine.optimizer, "cur_scale", None)
+        if scale is None:
+            scale = getattr(self.engine.optimizer, "loss_scale", None)
+        return {"loss_scale": float(scale) if scale is not None else None,
+                "skipped_steps": int(getattr(self.engine, "skipped_steps", 0))}
 
     def _agree(self, values: torch.Tensor) -> tuple[bool, bool, list[float]]:
         """All-reduce [preempt, nonfinite, loss, terms...]: the same decision on every rank."""
@@ -139,6 +168,8 @@ class Trainer:
     def _log_eval(self, res: EvalResult) -> None:
         if self.metrics is not None:
             self.metrics.write({"step": self.state.step, "eval": res.metrics, "time": time.time()})
+        if self.monitor is not None:
+            self.monitor.log_eval(self.state.step, res.metrics, self.class_names, res.previews)
         if self.progress is not None:
             parts = ", ".join(f"{k} mIoU {format_metric(v.get('miou'))}" for k, v in res.metrics.items())
             self.progress.message(f"[eval] step {self.state.step}: {parts}")
@@ -146,7 +177,8 @@ class Trainer:
     def eval_step(self) -> bool:
         """Periodic evaluation at the current step with best-model tracking; True if it is a new best."""
         st = self.state
-        res = self.run_eval()
+        with (self.progress.paused() if self.progress is not None else contextlib.nullcontext()):
+            res = self.run_eval()
         self._log_eval(res)
         st.history.append({"step": st.step, "score": res.score})
         is_best = st.best is None or res.score > st.best["score"]
@@ -188,12 +220,22 @@ class Trainer:
                 )
             loss, terms = means[0], dict(zip(keys, means[1:]))
             if self.rank == 0:
-                if st.step % log_every == 0 and self.metrics is not None:
-                    self.metrics.write({"step": st.step, "lr": lr, "loss": loss, "terms": terms,
-                                        "images_per_s": global_batch / dt if dt > 0 else None,
-                                        **memory_fields(self.device), "time": time.time()})
+                memory = memory_fields(self.device)
+                data_s = self.data_seconds
+                if st.step % log_every == 0:
+                    record = {"step": st.step, "lr": lr, "loss": loss, "terms": terms,
+                              "images_per_s": global_batch / dt if dt > 0 else None,
+                              "data_s": round(data_s, 6), "compute_s": round(dt - data_s, 6),
+                              **memory, **self._loss_scale(), "time": time.time()}
+                    if self.metrics is not None:
+                        self.metrics.write(record)
+                    if self.monitor is not None:
+                        self.monitor.log_step(st.step, record)
                 if self.progress is not None:
-                    self.progress.update(st.step, {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}"})
+                    mem = memory.get("gpu_mem_mb", memory["max_rss_mb"])
+                    self.progress.update(st.step, {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}",
+                                                   "data": f"{data_s:.3f}s", "compute": f"{dt - data_s:.3f}s",
+                                                   "mem": f"{mem:.0f}MB"})
             is_best = False
             if ev_every and st.step % ev_every == 0 and st.step < iters:
                 if preempt:

@@ -56,7 +56,8 @@ def test_overrides_are_typed(tmp_path):
     ("train.precision=fp8", "config key 'train.precision': expected one of 'fp32', 'bf16'"),
     ("data.crop_size=64", "config key 'data.crop_size': expected a list of int"),
     ("data.crop_size=[64]", "config key 'data.crop_size': expected [height, width]"),
-    ("train.zero_stage=3", "config key 'train.zero_stage': must be 0 or 1"),
+    ("train.zero_stage=3", "config key 'train.zero_stage': 3 is refused: with lakd's BatchNorm models"),
+    ("train.zero_stage=4", "config key 'train.zero_stage': must be 0, 1 or 2"),
     ("train.iters", "not of the form section.key=value"),
 ])
 def test_bad_input_is_one_clear_error(override, message):
