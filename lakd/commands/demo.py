@@ -36,12 +36,14 @@ DEFAULT_SEEDS = 3  # the shipped sweep file the demo runs (lakd/sweeps/demo.yaml
 
 
 def register(subparsers) -> None:
+    from lakd.commands._help import DefaultsHelpFormatter
+
     p = subparsers.add_parser(
         "demo", help="run the whole LAD pipeline on synthetic data on this machine and write a report",
         description="Build synthetic shards, train a label-assisted teacher, an image-only teacher and baseline / "
                     "KD / LAD students (local executor, CPU is fine), evaluate them and write a markdown report "
                     "with the results table and figures.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="folder for shards, runs and report")
     p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, metavar="N",
                    help="train the students and baselines with seeds 0..N-1 (the table shows each seed, the mean "
@@ -49,7 +51,7 @@ def register(subparsers) -> None:
     p.add_argument("--procs", type=int, default=None, metavar="N",
                    help="stages run side by side, one thread each (default: one per CPU core)")
     p.add_argument("--size", choices=tuple(SIZES), default="default",
-                   help="tiny: a smoke test in about a minute; default: the demo (under 10 minutes on 2 CPU cores)")
+                   help="tiny: a smoke test in under a minute; default: the demo (about 6-7 minutes on 2 CPU cores)")
     p.add_argument("--set", action="append", default=None, metavar="KEY=VALUE", dest="overrides",
                    help="config override for every stage, e.g. --set noise.scale=10 (repeatable)")
     p.add_argument("--examples", type=int, default=4, metavar="N", help="validation images in the example grid")

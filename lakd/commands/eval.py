@@ -55,7 +55,7 @@ def register(subparsers) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes (default 0)")
     p.add_argument("--max-pixels", type=int, default=None, metavar="N",
-                   help="skip (and count) images of more than N pixels (default: the training default, 64e6)")
+                   help="skip (and count) images of more than N pixels (default: 64e6, as data.max_pixels in training)")
     p.add_argument("--allow-pipe", action="store_true",
                    help="open the manifest's pipe:/URL shard entries (a pipe: entry runs a shell command)")
     p.set_defaults(func=run)
