@@ -107,6 +107,7 @@ class LabelNoiser:
         self.ignore_index = int(ignore_index)
         self.check_labels = label_checks_enabled(check_labels)
         self._fixed = fixed_codes(self.slots, self.code_dim) if self.code_dim > 0 else None
+        self._fixed_on: dict = {}  # device -> the fixed table there (a host->GPU copy per step would sync)
 
     @property
     def slots(self) -> int:
@@ -184,7 +185,10 @@ class LabelNoiser:
         if self.code_dim == 0:
             self.slot_index(labels)
             return self._empty(labels)
-        table = self._fixed.to(labels.device).unsqueeze(0).expand(labels.shape[0], -1, -1).contiguous()
+        fixed = self._fixed_on.get(labels.device)
+        if fixed is None:
+            fixed = self._fixed_on[labels.device] = self._fixed.to(labels.device)
+        table = fixed.unsqueeze(0).expand(labels.shape[0], -1, -1).contiguous()
         return self._paint(labels, table, self.fixed_sigma, generator)
 
     def zeros(self, labels: torch.Tensor) -> torch.Tensor:

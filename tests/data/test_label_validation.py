@@ -18,6 +18,13 @@ from lakd.data.transforms import CorruptSample
 BAD_KEY = "00000005"
 
 
+@pytest.fixture(autouse=True)
+def _own_warning_budget(monkeypatch):
+    """The loader's rate-limited warner is global: give these tests their own, so they neither see earlier
+    tests' budget used up nor use up the budget of later ones."""
+    monkeypatch.setattr(pl, "_warn", pl._RateLimitedWarning())
+
+
 def _rewrite(path, fn):
     with tarfile.open(path) as tf:
         members = [(m.name, tf.extractfile(m).read()) for m in tf]
@@ -56,9 +63,8 @@ def test_check_label_values_names_the_values():
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_bad_label_value_is_skipped_counted_and_named(bad_label_shards, caplog, monkeypatch, num_workers):
+def test_bad_label_value_is_skipped_counted_and_named(bad_label_shards, caplog, num_workers):
     m, shard = bad_label_shards
-    monkeypatch.setattr(pl, "_warn", pl._RateLimitedWarning())  # earlier tests may have used up the first warnings
     caplog.set_level(logging.WARNING, logger="lakd.data")
     s = build_train_loader(m, batch_size=3, crop_size=16, seed=0, num_workers=num_workers, shuffle_buffer=4)
     batches = [next(s) for _ in range(15)]  # 45 good samples: about three epochs of 15 good ones
