@@ -285,7 +285,7 @@ def http_section(root: Path, folder: Path, manifest: Path, args) -> dict:
                     else:
                         stream = build_train_loader(url_m if side == "shards_http" else pipe_m,
                                                     batch_size=args.batch_size, crop_size=args.crop, seed=r,
-                                                    num_workers=0)
+                                                    num_workers=0, allow_pipe=True)  # our own manifests
                         sps = measure_batches(stream, args.batch_size, args.samples, warmup=0)
                         stream.close()
                     runs[side].append(sps)

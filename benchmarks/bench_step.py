@@ -176,7 +176,7 @@ def measure(args) -> dict:
     progress.update = timed(progress.update, "log")
 
     # ---- bare side: same architecture and init, same batch, loss, optimizer, schedule
-    bare_model = _build_model(cfg, 3).to(device)
+    bare_model = _build_model(cfg, 3)[0].to(device)  # (model, load report)
     bare_model.load_state_dict(engine.module.state_dict())
     bare_model.train()
     opt = build_optimizer(bare_model.parameters(), name="sgd", lr=cfg.optim.lr, momentum=cfg.optim.momentum,

@@ -121,7 +121,9 @@ def run_info(args) -> int:
     else:
         print(m.summary())
         if m.shards:
-            print(f"webdataset URL: {brace_url(m.shard_urls())}  (see shards/README.md: reading with webdataset)")
+            # described, not opened: a manifest's pipe:/URL entries are shown as they are
+            print(f"webdataset URL: {brace_url([m.resolve(s) for s in m.shards])}  (see shards/README.md: reading "
+                  f"with webdataset)")
     return 0
 
 

@@ -13,7 +13,7 @@ from .helpers import tiny_args
 
 LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
                  "SLURM_PROCID", "SLURM_STEP_ID", "SUBMITIT_EXECUTOR", "OMPI_COMM_WORLD_RANK")
-NO_DROPOUT = {"model.options": "{dropout: 0.0, aspp_dropout: 0.0}"}  # same masks are not promised across modes
+NO_DROPOUT = {"model.options": "{dropout: 0.0}"}  # same masks are not promised across modes
 
 
 @pytest.fixture(autouse=True)
