@@ -15,8 +15,11 @@ SLOWSTEP = Path(__file__).resolve().parent / "slowstep"
 TEST_SHARDS = {"train": {"num_samples": 32, "image_size": 64}, "val": {"num_samples": 8, "image_size": 64}}
 SAMPLES_PER_SHARD = 16
 # one tiny teacher stage: 16 steps of batch 4 (splits over 1 or 2 processes), a checkpoint every 4 steps
+# the tiny sweep's model (lakd/sweeps/tiny.yaml), so that `sbatch slurm/teacher.sh --config synthetic` trains the
+# same teacher as the sweep
 STAGE_OVERRIDES = {"train.iters": 16, "train.batch_size": 4, "checkpoint.every": 4, "eval.every": 0,
-                   "log.print_every": 4, "dist.timeout_s": 60, "data.num_workers": 0}
+                   "log.print_every": 4, "dist.timeout_s": 60, "data.num_workers": 0, "model.name": "deeplabv3",
+                   "model.backbone": "resnet18", "model.width": 0.125}
 
 
 def cluster_problem() -> str | None:
