@@ -153,9 +153,11 @@ def test_killed_rank_is_retried_and_preemption_requeues(slurm, two_nodes, shards
 def _our_jobs_since(t0: str) -> list[str]:
     import subprocess
 
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-S", t0, "-o", "JobID,JobName"], capture_output=True,
+    # -S selects every job alive in the window (an earlier test's job still ending too): keep those submitted since
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-S", t0, "-o", "JobID,JobName,Submit"], capture_output=True,
                          text=True).stdout
-    return [line for line in out.splitlines() if "|lakd-" in line]
+    return [line.rsplit("|", 1)[0] for line in out.splitlines()
+            if "|lakd-" in line and line.rsplit("|", 1)[-1] >= t0]
 
 
 def test_nothing_is_submitted_unless_everything_can_run(slurm, two_nodes, shards_dir):
@@ -218,8 +220,8 @@ def test_cancelled_teacher_blocks_its_jobs_and_one_rerun_heals(slurm, two_nodes,
     for key in ("teacher/synthetic-dlv3_r18_la", "student/synthetic-dlv3_r18-lad-dlv3_r18_la-s0", "collect"):
         assert len(jobs[key]) == 2, (key, jobs[key])
     md = (sweep_dir / "results.md").read_text()
-    row = next(x for x in md.splitlines() if x.startswith("| synthetic |"))
-    assert "Not finished" not in md and re.search(r"\d+\.\d", row.split("|")[5]), md  # the LAD column
+    row = next(x for x in md.splitlines() if x.startswith("| Student, LAD (label-assisted teacher) |"))
+    assert "Not finished" not in md and re.search(r"\d+\.\d", row.split("|")[3]), md  # LAD, seed 0
 
 
 def test_a_job_that_dies_at_start_has_its_log(slurm, shards_dir):
