@@ -371,6 +371,50 @@ def cpu_section(folder: Path, manifest: Path, args) -> dict:
             "runs": {k: [[round(w, 2), round(c, 2)] for w, c in vs] for k, vs in res.items()}}
 
 
+def evict_page_cache(root: Path) -> int:
+    """Drop every file under `root` from the page cache (posix_fadvise DONTNEED: per file, no root rights, the
+    rest of the machine untouched), so the next read comes from the disk. Returns the number of files."""
+    n = 0
+    for path in root.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # dirty pages cannot be dropped: write them first
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+            n += 1
+    return n
+
+
+def cold_section(root: Path, folder: Path, manifest: Path, args) -> dict:
+    """Cold page cache, per core: every side starts with its files evicted, and times fewer samples than one
+    epoch, so each one is read from the disk: shards vs a folder of file pairs, both with lakd's transform."""
+    samples = min(args.samples, args.num_images - args.batch_size)
+    res = {"shards": [], "folder_lakd_transform": []}
+    for r in range(args.repeats):
+        evict_page_cache(root)
+        stream = build_train_loader(manifest, batch_size=args.batch_size, crop_size=args.crop, seed=r,
+                                    num_workers=0)
+        res["shards"].append(measure_batches(stream, args.batch_size, samples, warmup=0))
+        stream.close()
+        evict_page_cache(root)
+        dl = torch.utils.data.DataLoader(FolderLakdTransform(folder, args.crop[0]), batch_size=args.batch_size,
+                                         shuffle=True, num_workers=0, drop_last=True)
+        res["folder_lakd_transform"].append(measure_batches(_forever(dl), args.batch_size, samples, warmup=0))
+    best, cpu = _best(res)
+    return {**{k: round(v, 2) for k, v in best.items()}, "timed_samples": samples,
+            "ratio_same_transform": round(best["shards"] / best["folder_lakd_transform"], 3),
+            "cpu_ratio_same_transform": round(cpu["shards"] / cpu["folder_lakd_transform"], 3),
+            "runs": {k: [[round(w, 2), round(c, 2)] for w, c in vs] for k, vs in res.items()}}
+
+
+def print_cold(c: dict) -> None:
+    print(f"cold page cache ({c['timed_samples']} samples per side, every file evicted first): shards "
+          f"{c['shards']:.2f}, folder with lakd's transform {c['folder_lakd_transform']:.2f} samples/s: "
+          f"shards / folder {c['ratio_same_transform']:.2f} (per CPU-s {c['cpu_ratio_same_transform']:.2f})")
+
+
 def print_cpu(c: dict) -> None:
     print(f"{'page-cached, per core':<40s} {'samples/s':>10s} {'per CPU-s':>10s}")
     for key, what in (("shards", "lakd shards (tar stream)"), ("folder", "folder of file pairs (reference)"),
@@ -397,8 +441,9 @@ def main(argv=None) -> int:
     ap.add_argument("--height", type=int, default=1024)
     ap.add_argument("--width", type=int, default=2048)
     ap.add_argument("--crop", type=parse_crop, default=(512, 512), help="N or H,W")
-    ap.add_argument("--sections", default="cpu,http",
-                    help="comma-separated: cpu (page-cached, per core), http (remote storage with latency); or "
+    ap.add_argument("--sections", default="cpu,cold,http",
+                    help="comma-separated: cpu (page-cached, per core), cold (page cache evicted before each "
+                         "side), http (remote storage with latency); or "
                          "loader alone (all-cores loader, for benchmarks/gpu.py)")
     ap.add_argument("--latencies-ms", default="0,1,5", help="http section: added latency per request")
     ap.add_argument("--samples-per-shard", type=int, default=16)
@@ -411,9 +456,9 @@ def main(argv=None) -> int:
     sections = args.sections.split(",")
     if sections == ["loader"]:
         return main_loader(args)
-    unknown = set(sections) - {"cpu", "http"}
+    unknown = set(sections) - {"cpu", "cold", "http"}
     if unknown:
-        ap.error(f"unknown section(s) {', '.join(sorted(unknown))}; choose cpu,http or loader")
+        ap.error(f"unknown section(s) {', '.join(sorted(unknown))}; choose cpu,cold,http or loader")
     args.latencies_ms = [float(v) for v in args.latencies_ms.split(",")]
     if args.crop[0] != args.crop[1]:
         ap.error("sections cpu and http take a square --crop")
@@ -428,6 +473,9 @@ def main(argv=None) -> int:
         if "cpu" in sections:
             out["cpu"] = cpu_section(folder, manifest, args)
             print_cpu(out["cpu"])
+        if "cold" in sections:
+            out["cold"] = cold_section(Path(tmp), folder, manifest, args)
+            print_cold(out["cold"])
         if "http" in sections:
             out["http"] = http_section(Path(tmp), folder, manifest, args)
             print_http(out["http"])

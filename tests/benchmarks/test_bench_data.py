@@ -62,8 +62,22 @@ def test_tiny_run_of_both_sections(tmp_path):
     cpu = d["cpu"]
     assert min(cpu["shards"], cpu["folder"], cpu["folder_lakd_transform"]) > 0
     assert cpu["ratio"] == pytest.approx(cpu["ratio_transform"] * cpu["ratio_same_transform"], rel=0.01)
+    cold = d["cold"]  # every side started from files evicted from the page cache
+    assert min(cold["shards"], cold["folder_lakd_transform"]) > 0 and cold["timed_samples"] == 6
+    assert cold["ratio_same_transform"] == pytest.approx(cold["shards"] / cold["folder_lakd_transform"], rel=0.01)
     assert set(d["http"]) == {"0", "3"}
     for r in d["http"].values():
         assert min(r["folder_http"], r["shards_http"], r["shards_pipe"]) > 0
         assert r["requests_per_sample"]["folder_http"] == 2.0  # one GET per image and per label
         assert 0 < r["requests_per_sample"]["shards_http"] <= 0.5  # one per shard of 4 (+ read-ahead)
+
+
+def test_evict_page_cache_visits_every_file(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_data
+
+    (tmp_path / "a").mkdir()
+    for name in ("a/x.tar", "y.jpg", "z.png"):
+        (tmp_path / name).write_bytes(b"0" * 8192)
+    assert bench_data.evict_page_cache(tmp_path) == 3
+    assert (tmp_path / "a" / "x.tar").read_bytes() == b"0" * 8192  # contents untouched
