@@ -65,6 +65,16 @@ def _per_class_columns(results: list[StageResult]) -> list[tuple[str, list[Stage
     return cols
 
 
+def dataset_class_names(results) -> dict[str, list[str]]:
+    """dataset -> class names from its card (``class <i>`` past the card's end), for the table's remarks."""
+    names = {}
+    for dataset in dict.fromkeys(r.dataset for r in results):
+        k = max((len(r.iou() or []) for r in results if r.dataset == dataset), default=0)
+        card_names, _, _ = _card(dataset, k)
+        names[dataset] = (list(card_names) + [f"class {i}" for i in range(len(card_names), k)])[:max(k, 1)]
+    return names
+
+
 def write_report(results: str | Path | Sequence[StageResult], out_dir: str | Path, *,
                  examples: dict | None = None, title: str = "lakd results", intro: str = "",
                  notes: Sequence[str] = ()) -> ReportFiles:
@@ -81,11 +91,7 @@ def write_report(results: str | Path | Sequence[StageResult], out_dir: str | Pat
     results = list(results)
     out_dir = Path(out_dir)
     fig_dir = out_dir / "figures"
-    names = {}
-    for dataset in dict.fromkeys(r.dataset for r in results):
-        k = max((len(r.iou() or []) for r in results if r.dataset == dataset), default=0)
-        card_names, _, _ = _card(dataset, k)
-        names[dataset] = (list(card_names) + [f"class {i}" for i in range(len(card_names), k)])[:max(k, 1)]
+    names = dataset_class_names(results)
     blocks = build_blocks(results, names)
     majority = next((b.majority for b in blocks if b.majority is not None), None)
 

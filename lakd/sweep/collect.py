@@ -38,10 +38,11 @@ def planned_results(plan_summary: dict) -> tuple[list, list[str]]:
 def write_results(plan_summary: dict, sweep_dir: Path) -> dict[str, Path]:
     """Write ``results.md``, ``results.csv`` and ``results.json`` into ``sweep_dir``; returns their paths."""
     from lakd.report.table import build_rows, markdown_table, rows_csv, runs_table
+    from lakd.report.write import dataset_class_names
 
     sweep_dir = Path(sweep_dir)
     results, missing = planned_results(plan_summary)
-    rows = build_rows(results)
+    rows = build_rows(results, dataset_class_names(results))  # remarks name classes as the dataset card does
     md = [f"# Sweep {plan_summary['sweep']}: results", "",
           "mIoU in percent: every seed, mean ± std, and the paired differences against the baseline (and the "
           "fine-tuned control) with 95% t intervals over seeds; the teachers' own mIoU, the label-assisted ones "

@@ -240,3 +240,18 @@ def test_colorize_ignore_and_palette():
     rgb = colorize(np.array([[0, 1, 255, 7]]), [(0, 0, 0), (10, 20, 30)])
     assert rgb.tolist() == [[[0, 0, 0], [10, 20, 30], [255, 255, 255], [255, 0, 255]]]
 
+
+
+def test_class_names_come_from_the_dataset_card():
+    """The sweep's results.md (lakd.sweep.collect) and the report name classes as the card does."""
+    from lakd.report.write import dataset_class_names
+
+    class Run:
+        def __init__(self, dataset, k):
+            self.dataset, self.k = dataset, k
+
+        def iou(self):
+            return [0.0] * self.k
+
+    names = dataset_class_names([Run("synthetic", 8), Run("synthetic", 10)])
+    assert names["synthetic"][:3] == ["background", "red", "green"] and names["synthetic"][8:] == ["class 8", "class 9"]
