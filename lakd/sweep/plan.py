@@ -111,6 +111,20 @@ def _overrides(*layers: dict[str, Any]) -> list[str]:
     return [f"{k}={_value(v)}" for k, v in merged.items()]
 
 
+def dependency_depths(jobs: dict[str, "Job"]) -> dict[str, int]:
+    """Each job's dependency depth: 0 without dependencies, else 1 + the deepest job it waits for."""
+    depth: dict[str, int] = {}
+
+    def of(key: str) -> int:
+        if key not in depth:
+            depth[key] = 1 + max((of(d) for d in jobs[key].deps), default=-1)
+        return depth[key]
+
+    for key in jobs:
+        of(key)
+    return depth
+
+
 def build_plan(spec: SweepSpec, *, sweep_dir: Optional[Path] = None, cwd: Optional[Path] = None,
                world_size: Optional[Callable[[Resources], int]] = None) -> Plan:
     """Expand ``spec`` into jobs. ``sweep_dir`` defaults to ``<runs_dir>/<name>`` (relative to ``cwd``).
@@ -228,15 +242,10 @@ def build_plan(spec: SweepSpec, *, sweep_dir: Optional[Path] = None, cwd: Option
 
     # topological order: shards, then by dependency depth (baselines a teacher or student starts from, teachers,
     # students), teachers before the rest at equal depth (they gate the students), collect last
-    depth: dict[str, int] = {}
-
-    def level(j: Job) -> int:
-        if j.key not in depth:
-            depth[j.key] = 1 + max((level(jobs[d]) for d in j.deps), default=-1)
-        return depth[j.key]
+    depth = dependency_depths(jobs)
 
     def rank(j: Job) -> tuple[int, int]:
-        return level(j), 0 if any(r.startswith("teacher") for r in j.roles) else 1
+        return depth[j.key], 0 if any(r.startswith("teacher") for r in j.roles) else 1
 
     ordered = sorted(jobs.values(), key=rank)
     out = {j.key: j for j in ordered}

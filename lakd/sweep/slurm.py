@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from lakd.sweep.plan import Job, Plan
+from lakd.sweep.plan import Job, Plan, dependency_depths
 from lakd.sweep.spec import Resources, time_minutes
 from lakd.sweep.state import Records, redo_note, job_states, slurm_available, sweep_lock, write_text_atomic
 
@@ -35,20 +35,6 @@ def level(job: Job) -> int:
     if job.kind == "collect":
         return 3
     return 1 if any(r.startswith("teacher") for r in job.roles) else 2
-
-
-def _depths(plan: Plan) -> dict[str, int]:
-    """Each job's dependency depth: 0 without dependencies, else 1 + the deepest job it waits for."""
-    depth: dict[str, int] = {}
-
-    def of(key: str) -> int:
-        if key not in depth:
-            depth[key] = 1 + max((of(d) for d in plan.jobs[key].deps), default=-1)
-        return depth[key]
-
-    for key in plan.jobs:
-        of(key)
-    return depth
 
 
 @dataclass
@@ -267,7 +253,7 @@ def _submit(plan: Plan, records: Records, *, query: bool, dry_run: bool, log, py
 
     # groups in dependency order: a job is submitted after every job it waits for (with init_from a teacher waits
     # for a baseline, and a student or a finetune control for the baseline it starts from)
-    depth = _depths(plan)
+    depth = dependency_depths(plan.jobs)
     for d in sorted({depth[j.key] for j in to_submit}):
         groups: dict[tuple, Group] = {}
         for job in (j for j in to_submit if depth[j.key] == d):
