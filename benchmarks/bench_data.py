@@ -52,6 +52,9 @@ from lakd.data.pipeline import build_train_loader
 from lakd.data.readers.synthetic import generate
 from lakd.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling scripts, however it was loaded
+from bench_step import parse_crop  # noqa: E402
+
 
 def make_data(root: Path, n: int, h: int, w: int, seed: int = 0, samples_per_shard: int = 16) -> tuple[Path, Path]:
     """n synthetic scenes at h x w: a folder of file pairs and the same bytes as shards + manifest."""
@@ -301,16 +304,6 @@ def http_section(root: Path, folder: Path, manifest: Path, args) -> dict:
                                "requests_per_sample": {k: round(v, 3) for k, v in requests.items()},
                                "runs": {k: [[round(w, 2), round(c, 2)] for w, c in v] for k, v in runs.items()}}
     return out
-
-
-def parse_crop(text: str) -> tuple[int, int]:
-    """"512" -> (512, 512); "512,1024" -> (512, 1024)."""
-    parts = [int(v) for v in str(text).replace("x", ",").split(",")]
-    if len(parts) == 1:
-        parts *= 2
-    if len(parts) != 2 or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"crop must be N or H,W with positive sizes, got {text!r}")
-    return parts[0], parts[1]
 
 
 def loader_throughput(manifest: Path, *, workers: int, crop: tuple[int, int], batch_size: int,

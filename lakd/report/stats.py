@@ -16,12 +16,11 @@ LEVEL = 0.95
 
 
 @dataclass(frozen=True)
-class PairedDiff:
-    """Per-seed differences a − b (fractions, like the metrics) and their summary."""
+class SeedValues:
+    """One value per seed (fractions, like the metrics): what table cells and paired differences share."""
 
     values: tuple[float, ...]
     seeds: tuple[int | None, ...] = ()
-    unpaired: tuple[str, ...] = field(default=())  # runs left out ("seed 3 unpaired")
 
     @property
     def n(self) -> int:
@@ -30,6 +29,13 @@ class PairedDiff:
     @property
     def mean(self) -> float:
         return statistics.fmean(self.values) if self.values else math.nan
+
+
+@dataclass(frozen=True)
+class PairedDiff(SeedValues):
+    """Per-seed differences a − b and their summary."""
+
+    unpaired: tuple[str, ...] = field(default=())  # runs left out ("seed 3 unpaired")
 
     @property
     def interval(self) -> tuple[float, float] | None:

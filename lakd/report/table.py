@@ -23,7 +23,7 @@ from typing import Sequence
 
 from lakd.report.checks import class_name, collapsed_class, learned_nothing, majority_score
 from lakd.report.results import ROLE_TITLES, StageResult
-from lakd.report.stats import PairedDiff, paired
+from lakd.report.stats import PairedDiff, SeedValues, paired
 
 STUDENTS = ("baseline", "finetune", "kd", "lad")
 METHOD_NAMES = {"lad": "LAD", "kd": "KD", "baseline": "the baseline", "finetune": "the fine-tuned baseline (control)"}
@@ -33,19 +33,8 @@ IGNORES_LABEL_POINTS = 2.0
 
 
 @dataclass(frozen=True)
-class Stat:
+class Stat(SeedValues):
     """Scores of one table cell over seeds (fractions inside; percent outside)."""
-
-    values: tuple[float, ...]
-    seeds: tuple[int | None, ...] = ()
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.values) if self.values else math.nan
 
     @property
     def std(self) -> float:
