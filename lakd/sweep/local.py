@@ -205,6 +205,12 @@ def run_local(plan: Plan, *, procs: int = 1, parallel: int = 1, retries: Optiona
     with sweep_lock(plan.state_dir, "local executor"), \
             _Interrupts(lambda: [r[0] for r in running.values()]) as interrupts:
         write_plan_files(plan)
+        for job in list(pending):  # once, not at every poll: nothing but this run changes what is on disk
+            if finished_on_disk(job, plan):
+                pending.remove(job)
+                report.skipped_done.append(job.key)
+                done_keys.add(job.key)
+                log(f"{head(job)}: finished earlier, skipped")
         while pending or running:
             # collect finished stages (retry a failure, resuming from its newest checkpoint)
             for key, (ranks, t0, attempt) in list(running.items()):
@@ -233,12 +239,6 @@ def run_local(plan: Plan, *, procs: int = 1, parallel: int = 1, retries: Optiona
             # start what is ready, in plan order
             started = False
             for job in list(pending):
-                if finished_on_disk(job, plan):
-                    pending.remove(job)
-                    report.skipped_done.append(job.key)
-                    done_keys.add(job.key)
-                    log(f"{head(job)}: finished earlier, skipped")
-                    continue
                 bad = [d for d in job.deps if d in report.failed or d in report.blocked]
                 if bad and job.kind != "collect":
                     pending.remove(job)
