@@ -210,6 +210,9 @@ class Trainer:
             st.step += 1
             dt = time.perf_counter() - t0
             if nonfinite:
+                # every rank took this branch (the flag was all-reduced): meet once more so that no rank
+                # tears the process group down while a peer still talks on it
+                D.barrier()
                 good = self.ckpt.latest()
                 where = (f"the last good checkpoint is {self.ckpt.dir / good['tag']}" if good
                          else "no checkpoint was saved yet")
