@@ -6,6 +6,7 @@ directory. Exit statuses: `lakd.exit_codes`.
 """
 from __future__ import annotations
 
+import signal
 import sys
 
 EPILOG = """\
@@ -65,6 +66,19 @@ def apply_local_rank(value, environ=None) -> None:
 
 
 def run(args) -> int:
+    from lakd.engine.preemption import SIGNALS, PreemptionFlag
+
+    # catch the pre-timeout / preemption signals from the first moment (the imports and the start-up below take
+    # seconds, and an uncaught SIGUSR2 kills the process without a word); the stage's own flag takes the
+    # signal over and saves at the first step boundary. Ctrl-C keeps its default (stop at once) until then.
+    early = PreemptionFlag().install(tuple(s for s in SIGNALS if s != signal.SIGINT))
+    try:
+        return _run(args)
+    finally:
+        early.restore()
+
+
+def _run(args) -> int:
     from lakd.cli import UsageError
     from lakd.config import ConfigError, load_config
 

@@ -62,11 +62,17 @@ class PreemptionFlag:
         if self.signum is None:
             self.signum = signum
 
-    def install(self) -> "PreemptionFlag":
+    def install(self, signals: tuple = SIGNALS) -> "PreemptionFlag":
         if threading.current_thread() is not threading.main_thread():
             return self  # signals can only be handled in the main thread; nothing to install
-        for sig in SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handle)
+        for sig in signals:
+            previous = signal.signal(sig, self._handle)
+            self._previous[sig] = previous
+            # a flag installed earlier in this process (`lakd train` installs one before its slow imports, so
+            # that a pre-timeout signal during start-up is not fatal) hands over the signal it already caught
+            earlier = getattr(previous, "__self__", None)
+            if isinstance(earlier, PreemptionFlag) and earlier.signum is not None and self.signum is None:
+                self.signum = earlier.signum
         return self
 
     def restore(self) -> None:

@@ -64,3 +64,37 @@ def test_group_signal_with_workers_saves_and_resumes(shards, tmp_path, sig, code
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()
     assert any(f"resuming at step {step}" in x for x in lines), "".join(lines)
+
+
+def _catches(pid: int, sig: int) -> bool:
+    """Whether process ``pid`` has a handler installed for ``sig`` (the SigCgt mask of /proc/PID/status)."""
+    with open(f"/proc/{pid}/status") as f:
+        mask = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+    return bool(mask >> (sig - 1) & 1)
+
+
+def test_pre_timeout_signal_during_start_up_is_kept_for_the_first_step(shards, tmp_path):
+    """SIGUSR2 (the pre-timeout signal) while `lakd train` is still starting (here: blocked reading its config
+    from a FIFO, before torch is even imported) is not fatal: the stage saves at its first step boundary and
+    exits 75 for the requeue."""
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)
+    args = ["--stage", "baseline", "--config", str(fifo),
+            *tiny_args(shards, tmp_path / "runs", "early", **{"eval.every": 0})]
+    p, lines, reader = _start(args)
+    try:
+        deadline = time.time() + LAUNCH_TIMEOUT
+        while not _catches(p.pid, signal.SIGUSR2):
+            assert p.poll() is None and time.time() < deadline, "".join(lines)
+            time.sleep(0.05)
+        os.kill(p.pid, signal.SIGUSR2)
+        fifo.write_text("base: synthetic\n")  # unblocks the config read
+        assert p.wait(timeout=LAUNCH_TIMEOUT) == 75, "".join(lines)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    reader.join(timeout=10)
+    text = "".join(lines)
+    assert "preempted by SIGUSR2 at step 1" in text, text
+    ckpt = tmp_path / "runs" / "early" / "baseline" / "checkpoints"
+    assert (ckpt / "latest").read_text().strip() == "step_00000001"
