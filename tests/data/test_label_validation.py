@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import logging
-import tarfile
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ from PIL import Image
 from lakd.data import build_eval_loader, build_shards, build_train_loader, load_manifest
 from lakd.data import pipeline as pl
 from lakd.data.transforms import CorruptSample
+from tests.data.shardedit import rewrite_shard
 
 BAD_KEY = "00000005"
 
@@ -23,17 +23,6 @@ def _own_warning_budget(monkeypatch):
     """The loader's rate-limited warner is global: give these tests their own, so they neither see earlier
     tests' budget used up nor use up the budget of later ones."""
     monkeypatch.setattr(pl, "_warn", pl._RateLimitedWarning())
-
-
-def _rewrite(path, fn):
-    with tarfile.open(path) as tf:
-        members = [(m.name, tf.extractfile(m).read()) for m in tf]
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tf:
-        for name, data in members:
-            data = fn(name, data)
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            tf.addfile(ti, io.BytesIO(data))
 
 
 def _with_value(data: bytes, value: int) -> bytes:
@@ -50,7 +39,7 @@ def bad_label_shards(tmp_path_factory):
     m = build_shards("synthetic", "train", out, num_samples=16, image_size=24, samples_per_shard=8, workers=1,
                      progress=False)
     shard = out / load_manifest(m).shards[0]
-    _rewrite(shard, lambda n, d: _with_value(d, 200) if n == f"{BAD_KEY}.label.png" else d)  # 8 classes: 200 is bad
+    rewrite_shard(shard, lambda n, d: _with_value(d, 200) if n == f"{BAD_KEY}.label.png" else d)  # 8 classes: 200 is bad
     return m, shard
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import logging
-import tarfile
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from PIL import Image
 from lakd.data import build_eval_loader, build_shards, build_train_loader, load_manifest
 from lakd.data import pipeline as pl
 from lakd.data.transforms import IMAGENET_MEAN, IMAGENET_STD, decode_label, sample_rng, scale_choices, train_transform
+from tests.data.shardedit import rewrite_shard
 
 
 @pytest.fixture(scope="module")
@@ -188,20 +188,6 @@ def test_pipe_urls_and_shard_root(shards):
     assert _same(ref, _take(r, 3))
 
 
-def _rewrite(path, fn):
-    """Rewrite a tar shard, passing (name, bytes) of each member through fn (None drops it)."""
-    with tarfile.open(path) as tf:
-        members = [(m.name, tf.extractfile(m).read()) for m in tf]
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tf:
-        for name, data in members:
-            data = fn(name, data)
-            if data is None:
-                continue
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            tf.addfile(ti, io.BytesIO(data))
-
-
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_corrupt_data_is_skipped_counted_and_warned(tmp_path, caplog, monkeypatch, num_workers):
     import lakd.data.pipeline as pl
@@ -212,9 +198,9 @@ def test_corrupt_data_is_skipped_counted_and_warned(tmp_path, caplog, monkeypatc
     man = load_manifest(m)
     small = io.BytesIO()
     Image.fromarray(np.zeros((5, 7), np.uint8)).save(small, format="PNG")
-    _rewrite(tmp_path / man.shards[0], lambda n, d: b"\xff\xd8garbage" if n == "00000003.jpg" else d)
-    _rewrite(tmp_path / man.shards[1], lambda n, d: small.getvalue() if n == "00000012.label.png" else d)
-    _rewrite(tmp_path / man.shards[1], lambda n, d: None if n == "00000015.jpg" else d)
+    rewrite_shard(tmp_path / man.shards[0], lambda n, d: b"\xff\xd8garbage" if n == "00000003.jpg" else d)
+    rewrite_shard(tmp_path / man.shards[1], lambda n, d: small.getvalue() if n == "00000012.label.png" else d)
+    rewrite_shard(tmp_path / man.shards[1], lambda n, d: None if n == "00000015.jpg" else d)
     p = tmp_path / man.shards[2]
     p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])  # truncated: about half its samples are lost
     # evaluation skips them: 3 bad members + the lost part of the truncated shard
