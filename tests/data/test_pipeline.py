@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from lakd.data import build_eval_loader, build_shards, build_train_loader, load_manifest
-from lakd.data import pipeline as pl
+from lakd.data import train_stream
+from lakd.data.ordering import plan_span
 from lakd.data.transforms import IMAGENET_MEAN, IMAGENET_STD, decode_label, sample_rng, scale_choices, train_transform
 from tests.data.shardedit import rewrite_shard
 
@@ -124,13 +125,13 @@ def test_exact_resume(shards, num_workers, world_size):
 
 def test_resume_skips_without_decoding(shards, monkeypatch):
     calls = {"n": 0}
-    real = pl.decode_image
+    real = train_stream.decode_image
 
     def counting(data):
         calls["n"] += 1
         return real(data)
 
-    monkeypatch.setattr(pl, "decode_image", counting)
+    monkeypatch.setattr(train_stream, "decode_image", counting)
     kw = dict(batch_size=4, crop_size=16, seed=1, shuffle_buffer=8)
     s = build_train_loader(shards, **kw)
     _take(s, 8)
@@ -145,15 +146,13 @@ def test_resume_skips_without_decoding(shards, monkeypatch):
 def test_runs_are_equal_and_disjoint_and_reshuffled(shards):
     m = load_manifest(shards)
     ws, W = 2, 3
-    it = pl._TrainIterable(m.shard_urls(), m.samples_per_shard, seed=0, batch_size=1, crop_size=(8, 8),
-                           scales=scale_choices((1, 1)), mean=IMAGENET_MEAN, std=IMAGENET_STD, shuffle_buffer=4,
-                           rank=0, world_size=ws, num_workers=W, states=None, rotation=0)
     offsets = m.offsets()
     per_epoch = []
     for epoch in range(2):
         seen = []
         for slot in range(ws * W):
-            segs, perm = it.plan(epoch, slot)
+            segs, perm = plan_span(m.samples_per_shard, seed=0, epoch=epoch, slot=slot, slots=ws * W,
+                                   shuffle_buffer=4)
             idx = [offsets[s.shard] + p for s in segs for p in range(s.start, s.stop)]
             assert len(idx) == 45 // 6 and sorted(perm.tolist()) == list(range(len(idx)))
             seen += idx
@@ -189,10 +188,7 @@ def test_pipe_urls_and_shard_root(shards):
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_corrupt_data_is_skipped_counted_and_warned(tmp_path, caplog, monkeypatch, num_workers):
-    import lakd.data.pipeline as pl
-
-    monkeypatch.setattr(pl, "_warn", pl._RateLimitedWarning())  # earlier tests may have used up the first warnings
+def test_corrupt_data_is_skipped_counted_and_warned(tmp_path, caplog, num_workers):
     m = build_shards("synthetic", "train", tmp_path, num_samples=40, image_size=24, samples_per_shard=10,
                      workers=1, progress=False)
     man = load_manifest(m)
@@ -219,8 +215,24 @@ def test_corrupt_data_is_skipped_counted_and_warned(tmp_path, caplog, monkeypatc
     s.close()
     assert st["samples"] == 100 and st["epoch"] >= 3
     assert st["corrupt"] >= bad * 3 - 3 and st["truncated_shards"] >= 3
-    if num_workers == 0:
+    if num_workers == 0:  # worker processes warn through their own copies of the loader's warner
         assert "skipped corrupt data" in caplog.text
+        assert s.warner.reported == st["corrupt"] + st["truncated_shards"] and s.warner.logged >= 5
+    assert e.warner.reported == e.stats["corrupt"] + e.stats["truncated_shards"]
+
+
+def test_each_loader_owns_its_warning_budget(tmp_path, caplog):
+    m = build_shards("synthetic", "train", tmp_path, num_samples=12, image_size=16, samples_per_shard=6,
+                     workers=1, progress=False)
+    rewrite_shard(tmp_path / load_manifest(m).shards[0], lambda n, d: b"garbage" if n.endswith(".jpg") else d)
+    caplog.set_level(logging.WARNING, logger="lakd.data")
+    first = build_eval_loader(m)
+    assert len(list(first)) == 6
+    assert (first.warner.reported, first.warner.logged, first.warner.suppressed) == (6, 5, 1)
+    caplog.clear()
+    second = build_eval_loader(m)  # the first loader used up its budget, not this one's
+    list(second)
+    assert second.warner.logged == 5 and caplog.text.count("skipped corrupt data") == 5
 
 
 def test_eval_loader_covers_each_image_once(shards):
