@@ -1,6 +1,8 @@
 """The evaluation loader: whole images of a split, each exactly once over all ranks, in manifest order."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
@@ -13,6 +15,15 @@ from lakd.data.shards import read_segments, shard_offsets
 from lakd.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, CorruptSample, decode_image, decode_label,
                                   eval_transform, norm_tensors)
 from lakd.data.workers import worker_iter
+
+
+class EvalItem(NamedTuple):
+    """What a worker hands the main process per sample: the image (None when the sample was corrupt), which
+    worker read it and that worker's counts so far."""
+
+    item: dict | None
+    worker: int
+    counts: dict
 
 
 class EvalShards(IterableDataset):
@@ -42,19 +53,18 @@ class EvalShards(IterableDataset):
         counts = new_counts()
         mean_t, std_t = norm_tensors(self.mean, self.std)
         for vp, sample in read_segments(self.urls, self.offsets, segs, None, counts, self.warn):
-            item = {"_lakd": None}
+            item = None
             if sample is None:
                 counts["corrupt"] += 1
                 self.warn(f"evaluation sample {self.a + lo + vp} is missing")
             else:
                 try:
-                    item.update(self._decode(sample, mean_t, std_t))
+                    item = self._decode(sample, mean_t, std_t)
                     counts["samples"] += 1
                 except CorruptSample as exc:
                     counts["corrupt"] += 1
                     self.warn(f"{describe(sample)}: {exc}")
-            item["_lakd"] = {"worker": w, "stats": dict(counts)}
-            yield item
+            yield EvalItem(item, w, dict(counts))
 
 
 class EvalLoader:
@@ -92,11 +102,10 @@ class EvalLoader:
         ds = EvalShards(self.urls, self.counts, self.a, self.b, W, self.mean, self.std, self.num_classes,
                         int(self.manifest.ignore_index), self.warner)
         self._worker_counts = {}
-        it = iter(ds) if self.num_workers == 0 else worker_iter(ds, W)
-        for item in it:
-            meta = item.pop("_lakd")
-            self._worker_counts[int(meta["worker"])] = meta["stats"]
-            if "image" in item:
+        it = iter(ds) if self.num_workers == 0 else worker_iter(ds, W, seed=0)
+        for item, worker, counts in it:
+            self._worker_counts[worker] = counts
+            if item is not None:
                 yield item
 
 

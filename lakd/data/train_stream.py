@@ -4,14 +4,17 @@ Which samples each rank and worker reads, and in which order, is `lakd.data.orde
 from a generator seeded by (seed, epoch, global sample index); each worker batches its own samples, and the
 DataLoader hands batches out round-robin over workers.
 
-The state is, per worker, its `WorkerPosition` plus the step count. Restoring it re-creates the workers, rotates
-their roles so the round-robin continues where it stopped, and each worker skips the consumed samples by reading
-only tar headers (local files) -- nothing is decoded. Corrupt samples are skipped and counted
+The loader's state (`TrainStream.state_dict`) is, per worker, its `WorkerPosition` plus the step count. A worker
+hands each batch to the main process beside its position after it (`WorkerBatch`), never inside the batch; the
+stream keeps the positions. Restoring the state re-creates the workers, rotates their roles so the round-robin
+continues where it stopped, and each worker skips the consumed samples by reading only tar headers (local
+files) -- nothing is decoded. Corrupt samples are skipped and counted
 (`lakd.data.corrupt`); they never stop the stream.
 """
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -30,6 +33,14 @@ from lakd.data.workers import worker_iter
 log = logging.getLogger("lakd.data")
 
 STATE_VERSION = 1
+
+
+class WorkerBatch(NamedTuple):
+    """What a worker hands the main process: a batch, which worker made it, and that worker's position after it."""
+
+    batch: dict
+    worker: int
+    position: WorkerPosition
 
 
 class TrainShards(IterableDataset):
@@ -91,10 +102,9 @@ class TrainShards(IterableDataset):
                         counts["corrupt"] += 1
                         self.warn(f"{describe(sample)}: {exc}")
                 if len(imgs) == self.batch_size:
-                    batch = {"image": torch.stack(imgs), "label": torch.stack(labs),
-                             "_lakd": {"worker": L, **WorkerPosition(epoch, k + 1, dict(counts)).to_dict()}}
+                    batch = {"image": torch.stack(imgs), "label": torch.stack(labs)}
                     imgs, labs = [], []
-                    yield batch
+                    yield WorkerBatch(batch, L, WorkerPosition(epoch, k + 1, dict(counts)))
             if counts["samples"] == good_before and k0 == 0:
                 raise RuntimeError(f"lakd.data: no readable sample in a whole epoch of rank {self.rank}, worker {L} "
                                    f"({counts['corrupt']} corrupt so far); are the shards intact? "
@@ -182,7 +192,7 @@ class TrainStream:
         kw = {}
         if self.prefetch_factor is not None:
             kw["prefetch_factor"] = self.prefetch_factor
-        return worker_iter(ds, self.num_workers, pin_memory=self.pin_memory,
+        return worker_iter(ds, self.num_workers, seed=self.seed, pin_memory=self.pin_memory,
                            multiprocessing_context=self.multiprocessing_context, **kw)
 
     def __iter__(self):
@@ -191,9 +201,8 @@ class TrainStream:
     def __next__(self) -> dict:
         if self._it is None:
             self._it = self._make_iter()
-        batch = next(self._it)
-        meta = batch.pop("_lakd")
-        self._positions[int(meta["worker"])] = WorkerPosition.from_dict(meta)
+        batch, worker, position = next(self._it)
+        self._positions[worker] = position
         self._step += 1
         if self.pin_memory and torch.cuda.is_available() and self.num_workers == 0:
             batch = {k: v.pin_memory() for k, v in batch.items()}
@@ -211,6 +220,8 @@ class TrainStream:
                 "shards": len(self.urls)}
 
     def state_dict(self) -> dict:
+        """How far this rank got: the step, per worker its `WorkerPosition` (after the last batch handed out), and
+        the set-up that makes the positions exact (rank, world size, workers, batch size, seed, data)."""
         return {"version": STATE_VERSION, "step": self._step, **self._topology(),
                 "workers": [p.to_dict() for p in self._positions]}
 

@@ -123,6 +123,32 @@ def test_exact_resume(shards, num_workers, world_size):
             assert r.stats["steps"] == n and r.stats["samples"] == 3 * n
 
 
+def test_loader_state_says_how_far_each_worker_got(shards):
+    """The positions live in the loader, not in the batches, in the format checkpoints hold (version 1)."""
+    s = build_train_loader(shards, batch_size=3, crop_size=16, seed=7, num_workers=2, shuffle_buffer=4)
+    batches = _take(s, 5)
+    assert all(set(b) == {"image", "label"} for b in batches)
+    counts = {"samples": 9, "corrupt": 0, "truncated_shards": 0}
+    assert s.state_dict() == {
+        "version": 1, "step": 5, "rank": 0, "world_size": 1, "num_workers": 2, "batch_size": 3, "seed": 7,
+        "total": 45, "shards": 6,
+        "workers": [{"epoch": 0, "pos": 9, "stats": counts}, {"epoch": 0, "pos": 6, "stats": {**counts, "samples": 6}}]}
+    s.close()
+
+
+def test_worker_start_leaves_torch_random_state_alone(shards):
+    """Starting worker processes draws their seed from the loader's own generator, not from torch's global one
+    that training draws from; so (re)starts do not shift the training's random stream."""
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    s = build_train_loader(shards, batch_size=3, crop_size=16, seed=7, num_workers=2, shuffle_buffer=4)
+    _take(s, 2)
+    s.load_state_dict(s.state_dict())  # restarts the workers
+    _take(s, 2)
+    s.close()
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_resume_skips_without_decoding(shards, monkeypatch):
     calls = {"n": 0}
     real = train_stream.decode_image
