@@ -57,10 +57,6 @@ class Manifest:
     def base_dir(self) -> Path:
         return self.path.parent if self.path is not None else Path(".")
 
-    def url_entries(self) -> list[str]:
-        """Shard entries that are commands or URLs (`pipe:...`, `scheme://...`), not files."""
-        return [s for s in self.shards if is_url(s)]
-
     def shard_urls(self) -> list[str]:
         """Openable location of every shard (local path or URL). Raises ValueError for a `pipe:`/URL entry of
         the manifest unless the user allowed them (``allow_pipe``)."""
