@@ -123,7 +123,7 @@ class TrainStream:
     def __init__(self, manifest: Manifest, *, batch_size: int, crop_size, seed: int, rank: int = 0,
                  world_size: int = 1, num_workers: int = 0, scale_range=(0.5, 2.0), mean=IMAGENET_MEAN,
                  std=IMAGENET_STD, shuffle_buffer: int = 256, pin_memory: bool = False,
-                 prefetch_factor: int | None = None, multiprocessing_context=None, num_classes: int | None = None):
+                 num_classes: int | None = None):
         if isinstance(crop_size, int):
             crop_size = (crop_size, crop_size)
         crop_size = (int(crop_size[0]), int(crop_size[1]))
@@ -141,13 +141,11 @@ class TrainStream:
         self.rank, self.world_size, self.num_workers = int(rank), int(world_size), int(num_workers)
         self.W = max(1, self.num_workers)
         self.scales = scale_choices(scale_range)
-        self.scale_range = tuple(float(s) for s in scale_range)
         self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
         if len(self.mean) != 3 or len(self.std) != 3:
             raise ValueError("mean and std need 3 values (RGB)")
         self.shuffle_buffer = int(shuffle_buffer)
-        self.pin_memory, self.prefetch_factor = pin_memory, prefetch_factor
-        self.multiprocessing_context = multiprocessing_context
+        self.pin_memory = pin_memory
         self.urls = manifest.shard_urls()
         self.counts = [int(c) for c in manifest.samples_per_shard]
         slots = self.world_size * self.W
@@ -189,11 +187,7 @@ class TrainStream:
         ds = self._dataset()
         if self.num_workers == 0:
             return iter(ds)
-        kw = {}
-        if self.prefetch_factor is not None:
-            kw["prefetch_factor"] = self.prefetch_factor
-        return worker_iter(ds, self.num_workers, seed=self.seed, pin_memory=self.pin_memory,
-                           multiprocessing_context=self.multiprocessing_context, **kw)
+        return worker_iter(ds, self.num_workers, seed=self.seed, pin_memory=self.pin_memory)
 
     def __iter__(self):
         return self
