@@ -8,8 +8,8 @@ The loader's state (`TrainStream.state_dict`) is, per worker, its `WorkerPositio
 hands each batch to the main process beside its position after it (`WorkerBatch`), never inside the batch; the
 stream keeps the positions. Restoring the state re-creates the workers, rotates their roles so the round-robin
 continues where it stopped, and each worker skips the consumed samples by reading only tar headers (local
-files) -- nothing is decoded. Corrupt samples are skipped and counted
-(`lakd.data.corrupt`); they never stop the stream.
+files) -- nothing is decoded. Corrupt samples are skipped and counted (`lakd.data.corrupt`); they never stop
+the stream.
 """
 from __future__ import annotations
 
