@@ -16,8 +16,12 @@ def __getattr__(name):
         from lakd.data.build import build_shards
 
         return build_shards
-    if name in ("build_train_loader", "build_eval_loader", "TrainStream", "EvalLoader"):
-        from lakd.data import pipeline
+    if name in ("build_train_loader", "TrainStream"):
+        from lakd.data import train_stream
 
-        return getattr(pipeline, name)
+        return getattr(train_stream, name)
+    if name in ("build_eval_loader", "EvalLoader"):
+        from lakd.data import eval_loader
+
+        return getattr(eval_loader, name)
     raise AttributeError(f"module 'lakd.data' has no attribute {name!r}")

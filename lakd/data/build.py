@@ -270,7 +270,8 @@ def verify_shards(manifest, wrap=None) -> list[str]:
     """Check every shard against the manifest: present, sha256, sample count. Returns the problems (empty if
     every shard was checked and is fine); a `pipe:`/URL entry is never opened and is reported as not checked.
     ``wrap(iterable, total)`` may wrap the loop over shards (a progress display)."""
-    from lakd.data.manifest import is_url, load_manifest
+    from lakd.data.manifest import load_manifest
+    from lakd.data.shards import is_url
 
     m = load_manifest(manifest)
     problems = []

@@ -16,6 +16,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lakd.data.shards import check_openable, is_url, shard_offsets
+
 FORMAT = "lakd-shards/1"
 SUFFIX = ".manifest.json"
 
@@ -55,20 +57,10 @@ class Manifest:
     def base_dir(self) -> Path:
         return self.path.parent if self.path is not None else Path(".")
 
-    def url_entries(self) -> list[str]:
-        """Shard entries that are commands or URLs (`pipe:...`, `scheme://...`), not files."""
-        return [s for s in self.shards if is_url(s)]
-
     def shard_urls(self) -> list[str]:
         """Openable location of every shard (local path or URL). Raises ValueError for a `pipe:`/URL entry of
         the manifest unless the user allowed them (``allow_pipe``)."""
-        urls = self.url_entries()
-        if urls and not self.allow_pipe:
-            raise ValueError(
-                f"{self.path or 'manifest'}: shard entry {urls[0]!r} is a command or URL, not a file "
-                f"({len(urls)} such entries); a manifest is data and may not run commands. If you trust it, "
-                f"allow it: data.allow_pipe=true (lakd train) or --allow-pipe (lakd eval)"
-            )
+        check_openable(self.shards, allow_urls=self.allow_pipe, where=str(self.path or "manifest"))
         return [self.resolve(s) for s in self.shards]
 
     def resolve(self, shard: str) -> str:
@@ -85,11 +77,7 @@ class Manifest:
 
     def offsets(self) -> list[int]:
         """Global index of the first sample of each shard (shards in manifest order)."""
-        out, acc = [], 0
-        for n in self.samples_per_shard:
-            out.append(acc)
-            acc += n
-        return out
+        return shard_offsets(self.samples_per_shard)
 
     def summary(self) -> str:
         from lakd.data.cards import get_card
@@ -126,10 +114,6 @@ def manifest_name(dataset: str, split: str) -> str:
 
 
 _LOCAL_FIELDS = ("path", "shard_root", "allow_pipe")  # where and how it was loaded; not in the file
-
-
-def is_url(shard: str) -> bool:
-    return shard.startswith("pipe:") or "://" in shard
 
 
 def _is_int(v) -> bool:

@@ -5,11 +5,12 @@ Taking a batch from DataLoader worker processes costs the main process about a m
 busy host it also waits until the worker is scheduled. `Prefetcher` does that in a background thread while
 the step computes (PyTorch releases the GIL in its kernels), so the step only takes a ready batch.
 
-Exact resume is kept: each prefetched batch travels with the stream's state *after* it, and `state_dict()`
-returns the state of the last batch handed out, never of one still waiting. Stopping (``close``,
+Exact resume is kept: the thread pairs each batch it takes with the stream's state *after* it, and
+`state_dict()` returns the state of the last batch handed out, never of one still waiting. Stopping (``close``,
 ``load_state_dict``) rewinds the stream to that state, so prefetched batches are read again, not lost.
-The first batch after a (re)start is taken in the caller's thread: starting DataLoader workers draws from
-torch's global RNG, which the trainer isolates around `next()` and which must not race with training.
+The first batch after a (re)start is taken in the caller's thread: that is where the DataLoader starts its
+worker processes, and it watches them for a sudden death (a SIGCHLD handler) only when started from the main
+thread.
 """
 from __future__ import annotations
 

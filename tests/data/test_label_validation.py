@@ -5,35 +5,18 @@ from __future__ import annotations
 
 import io
 import logging
-import tarfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from lakd.data import build_eval_loader, build_shards, build_train_loader, load_manifest
-from lakd.data import pipeline as pl
+from lakd.data import train_stream
+from lakd.data.samples import check_label_values
 from lakd.data.transforms import CorruptSample
+from tests.data.shardedit import rewrite_shard
 
 BAD_KEY = "00000005"
-
-
-@pytest.fixture(autouse=True)
-def _own_warning_budget(monkeypatch):
-    """The loader's rate-limited warner is global: give these tests their own, so they neither see earlier
-    tests' budget used up nor use up the budget of later ones."""
-    monkeypatch.setattr(pl, "_warn", pl._RateLimitedWarning())
-
-
-def _rewrite(path, fn):
-    with tarfile.open(path) as tf:
-        members = [(m.name, tf.extractfile(m).read()) for m in tf]
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tf:
-        for name, data in members:
-            data = fn(name, data)
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            tf.addfile(ti, io.BytesIO(data))
 
 
 def _with_value(data: bytes, value: int) -> bytes:
@@ -50,16 +33,16 @@ def bad_label_shards(tmp_path_factory):
     m = build_shards("synthetic", "train", out, num_samples=16, image_size=24, samples_per_shard=8, workers=1,
                      progress=False)
     shard = out / load_manifest(m).shards[0]
-    _rewrite(shard, lambda n, d: _with_value(d, 200) if n == f"{BAD_KEY}.label.png" else d)  # 8 classes: 200 is bad
+    rewrite_shard(shard, lambda n, d: _with_value(d, 200) if n == f"{BAD_KEY}.label.png" else d)  # 8 classes: 200 is bad
     return m, shard
 
 
 def test_check_label_values_names_the_values():
     im = Image.fromarray(np.array([[0, 7, 255], [200, 8, 8]], np.uint8))
     with pytest.raises(CorruptSample, match=r"label value\(s\) 8, 200 \(3 pixels\).*\[0, 8\).*255"):
-        pl.check_label_values(im, 8, 255)
-    pl.check_label_values(im, 201, 255)  # all valid
-    pl.check_label_values(Image.fromarray(np.full((2, 2), 255, np.uint8)), 1, 255)
+        check_label_values(im, 8, 255)
+    check_label_values(im, 201, 255)  # all valid
+    check_label_values(Image.fromarray(np.full((2, 2), 255, np.uint8)), 1, 255)
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
@@ -105,8 +88,7 @@ def test_model_class_count_wins_over_the_manifest(bad_label_shards):
 def test_labels_are_validated_once_per_sample(bad_label_shards, monkeypatch):
     m, _ = bad_label_shards
     calls = []
-    real = pl.check_label_values
-    monkeypatch.setattr(pl, "check_label_values", lambda *a: (calls.append(1), real(*a))[1])
+    monkeypatch.setattr(train_stream, "check_label_values", lambda *a: (calls.append(1), check_label_values(*a))[1])
     s = build_train_loader(m, batch_size=4, crop_size=16, seed=0, num_classes=201)
     for _ in range(3):
         next(s)

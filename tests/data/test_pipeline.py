@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import logging
-import tarfile
 
 import numpy as np
 import pytest
@@ -11,8 +10,10 @@ import torch
 from PIL import Image
 
 from lakd.data import build_eval_loader, build_shards, build_train_loader, load_manifest
-from lakd.data import pipeline as pl
+from lakd.data import train_stream
+from lakd.data.ordering import plan_span
 from lakd.data.transforms import IMAGENET_MEAN, IMAGENET_STD, decode_label, sample_rng, scale_choices, train_transform
+from tests.data.shardedit import rewrite_shard
 
 
 @pytest.fixture(scope="module")
@@ -122,15 +123,41 @@ def test_exact_resume(shards, num_workers, world_size):
             assert r.stats["steps"] == n and r.stats["samples"] == 3 * n
 
 
+def test_loader_state_says_how_far_each_worker_got(shards):
+    """The positions live in the loader, not in the batches, in the format checkpoints hold (version 1)."""
+    s = build_train_loader(shards, batch_size=3, crop_size=16, seed=7, num_workers=2, shuffle_buffer=4)
+    batches = _take(s, 5)
+    assert all(set(b) == {"image", "label"} for b in batches)
+    counts = {"samples": 9, "corrupt": 0, "truncated_shards": 0}
+    assert s.state_dict() == {
+        "version": 1, "step": 5, "rank": 0, "world_size": 1, "num_workers": 2, "batch_size": 3, "seed": 7,
+        "total": 45, "shards": 6,
+        "workers": [{"epoch": 0, "pos": 9, "stats": counts}, {"epoch": 0, "pos": 6, "stats": {**counts, "samples": 6}}]}
+    s.close()
+
+
+def test_worker_start_leaves_torch_random_state_alone(shards):
+    """Starting worker processes draws their seed from the loader's own generator, not from torch's global one
+    that training draws from; so (re)starts do not shift the training's random stream."""
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    s = build_train_loader(shards, batch_size=3, crop_size=16, seed=7, num_workers=2, shuffle_buffer=4)
+    _take(s, 2)
+    s.load_state_dict(s.state_dict())  # restarts the workers
+    _take(s, 2)
+    s.close()
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_resume_skips_without_decoding(shards, monkeypatch):
     calls = {"n": 0}
-    real = pl.decode_image
+    real = train_stream.decode_image
 
     def counting(data):
         calls["n"] += 1
         return real(data)
 
-    monkeypatch.setattr(pl, "decode_image", counting)
+    monkeypatch.setattr(train_stream, "decode_image", counting)
     kw = dict(batch_size=4, crop_size=16, seed=1, shuffle_buffer=8)
     s = build_train_loader(shards, **kw)
     _take(s, 8)
@@ -145,15 +172,13 @@ def test_resume_skips_without_decoding(shards, monkeypatch):
 def test_runs_are_equal_and_disjoint_and_reshuffled(shards):
     m = load_manifest(shards)
     ws, W = 2, 3
-    it = pl._TrainIterable(m.shard_urls(), m.samples_per_shard, seed=0, batch_size=1, crop_size=(8, 8),
-                           scales=scale_choices((1, 1)), mean=IMAGENET_MEAN, std=IMAGENET_STD, shuffle_buffer=4,
-                           rank=0, world_size=ws, num_workers=W, states=None, rotation=0)
     offsets = m.offsets()
     per_epoch = []
     for epoch in range(2):
         seen = []
         for slot in range(ws * W):
-            segs, perm = it.plan(epoch, slot)
+            segs, perm = plan_span(m.samples_per_shard, seed=0, epoch=epoch, slot=slot, slots=ws * W,
+                                   shuffle_buffer=4)
             idx = [offsets[s.shard] + p for s in segs for p in range(s.start, s.stop)]
             assert len(idx) == 45 // 6 and sorted(perm.tolist()) == list(range(len(idx)))
             seen += idx
@@ -188,33 +213,16 @@ def test_pipe_urls_and_shard_root(shards):
     assert _same(ref, _take(r, 3))
 
 
-def _rewrite(path, fn):
-    """Rewrite a tar shard, passing (name, bytes) of each member through fn (None drops it)."""
-    with tarfile.open(path) as tf:
-        members = [(m.name, tf.extractfile(m).read()) for m in tf]
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tf:
-        for name, data in members:
-            data = fn(name, data)
-            if data is None:
-                continue
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            tf.addfile(ti, io.BytesIO(data))
-
-
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_corrupt_data_is_skipped_counted_and_warned(tmp_path, caplog, monkeypatch, num_workers):
-    import lakd.data.pipeline as pl
-
-    monkeypatch.setattr(pl, "_warn", pl._RateLimitedWarning())  # earlier tests may have used up the first warnings
+def test_corrupt_data_is_skipped_counted_and_warned(tmp_path, caplog, num_workers):
     m = build_shards("synthetic", "train", tmp_path, num_samples=40, image_size=24, samples_per_shard=10,
                      workers=1, progress=False)
     man = load_manifest(m)
     small = io.BytesIO()
     Image.fromarray(np.zeros((5, 7), np.uint8)).save(small, format="PNG")
-    _rewrite(tmp_path / man.shards[0], lambda n, d: b"\xff\xd8garbage" if n == "00000003.jpg" else d)
-    _rewrite(tmp_path / man.shards[1], lambda n, d: small.getvalue() if n == "00000012.label.png" else d)
-    _rewrite(tmp_path / man.shards[1], lambda n, d: None if n == "00000015.jpg" else d)
+    rewrite_shard(tmp_path / man.shards[0], lambda n, d: b"\xff\xd8garbage" if n == "00000003.jpg" else d)
+    rewrite_shard(tmp_path / man.shards[1], lambda n, d: small.getvalue() if n == "00000012.label.png" else d)
+    rewrite_shard(tmp_path / man.shards[1], lambda n, d: None if n == "00000015.jpg" else d)
     p = tmp_path / man.shards[2]
     p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])  # truncated: about half its samples are lost
     # evaluation skips them: 3 bad members + the lost part of the truncated shard
@@ -233,8 +241,24 @@ def test_corrupt_data_is_skipped_counted_and_warned(tmp_path, caplog, monkeypatc
     s.close()
     assert st["samples"] == 100 and st["epoch"] >= 3
     assert st["corrupt"] >= bad * 3 - 3 and st["truncated_shards"] >= 3
-    if num_workers == 0:
+    if num_workers == 0:  # worker processes warn through their own copies of the loader's warner
         assert "skipped corrupt data" in caplog.text
+        assert s.warner.reported == st["corrupt"] + st["truncated_shards"] and s.warner.logged >= 5
+    assert e.warner.reported == e.stats["corrupt"] + e.stats["truncated_shards"]
+
+
+def test_each_loader_owns_its_warning_budget(tmp_path, caplog):
+    m = build_shards("synthetic", "train", tmp_path, num_samples=12, image_size=16, samples_per_shard=6,
+                     workers=1, progress=False)
+    rewrite_shard(tmp_path / load_manifest(m).shards[0], lambda n, d: b"garbage" if n.endswith(".jpg") else d)
+    caplog.set_level(logging.WARNING, logger="lakd.data")
+    first = build_eval_loader(m)
+    assert len(list(first)) == 6
+    assert (first.warner.reported, first.warner.logged, first.warner.suppressed) == (6, 5, 1)
+    caplog.clear()
+    second = build_eval_loader(m)  # the first loader used up its budget, not this one's
+    list(second)
+    assert second.warner.logged == 5 and caplog.text.count("skipped corrupt data") == 5
 
 
 def test_eval_loader_covers_each_image_once(shards):
