@@ -51,9 +51,8 @@ def _val_manifest(results) -> Path | None:
     from lakd.config import ConfigError, config_from_yaml_text
 
     for r in results:
-        cfg_path = r.stage_dir / "config.yaml"
         try:
-            path = config_from_yaml_text(cfg_path.read_text()).manifest("val")
+            path = config_from_yaml_text(r.files.config.read_text()).manifest("val")
         except (OSError, ConfigError, ValueError, TypeError):
             continue
         if path.is_file():

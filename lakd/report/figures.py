@@ -105,7 +105,7 @@ def plot_loss_curves(results: Sequence[StageResult], out_png: str | Path, *, dpi
     axes = fig.subplots(2, 2)
     series: dict[tuple[int, int], list] = {}
     for r in results:
-        steps, _ = read_metrics(r.metrics_path)
+        steps, _ = read_metrics(r.files)
         if not steps:
             continue
         x = np.array([s["step"] for s in steps], dtype=float)
@@ -143,7 +143,7 @@ def plot_miou_curves(results: Sequence[StageResult], out_png: str | Path, *, maj
     axes = fig.subplots(1, 2)
     series = []
     for r in results:
-        _, evals = read_metrics(r.metrics_path)
+        _, evals = read_metrics(r.files)
         for role in r.roles:
             col = 0 if role.startswith("teacher") else 1
             for which in (("label", "image") if role == "teacher_label" else ("image",)):
