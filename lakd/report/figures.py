@@ -7,7 +7,6 @@ touches a display or global backend state (works on headless machines and inside
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -17,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from lakd import IGNORE_INDEX
+from lakd.io import atomic_output
 from lakd.report.checks import COLLAPSE_SHARE
 from lakd.report.results import StageResult, read_metrics
 
@@ -39,9 +39,8 @@ def _save(fig: Figure, out_png: str | Path, dpi: int) -> Path:
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    tmp = out_png.with_name(f"{out_png.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
-    tmp.replace(out_png)
+    with atomic_output(out_png) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
     return out_png
 
 

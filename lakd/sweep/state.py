@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
+from lakd.io import atomic_write_text
 from lakd.rundir import StageDir
 from lakd.sweep.plan import Job, Plan
 
@@ -30,11 +31,9 @@ ENDED_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PRE
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
-    """Write ``path.tmp-<pid>`` then rename: readers never see a half-written file."""
+    """Write ``path`` atomically (lakd.io): readers never see a half-written file; returns ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
     return path
 
 
