@@ -7,8 +7,9 @@ the target keeps its old content, and the error names the file that could not be
 
 Bytes in memory: :func:`atomic_write_bytes` / :func:`atomic_write_text`. A writer that wants a file name
 (matplotlib's ``savefig``, safetensors' ``save_file``, torch.export): ``with atomic_output(path) as tmp:``
-write to ``tmp``; the rename happens when the block ends without an exception. This module is the one home of
-that policy: no other module renames temporary files into place.
+write to ``tmp``; the rename happens when the block ends without an exception. Writers use these rather than
+renaming temporary files on their own (the two that still do stream their file: the shard builder's tar and a
+resumable download's ``.part``).
 """
 from __future__ import annotations
 
