@@ -2,8 +2,14 @@
 
 A reader never sees a half-written file: bytes go to ``<name>.tmp-<pid>`` (fsynced) and are renamed over
 the target. A failed write removes its temporary file, so a full disk is not made fuller by the attempt,
-and the error names the file that could not be written (``OSError.filename``), which the commands print
-as one line (:func:`describe_os_error`).
+the target keeps its old content, and the error names the file that could not be written
+(``OSError.filename``), which the commands print as one line (:func:`describe_os_error`).
+
+Bytes in memory: :func:`atomic_write_bytes` / :func:`atomic_write_text`. A writer that wants a file name
+(matplotlib's ``savefig``, safetensors' ``save_file``, torch.export): ``with atomic_output(path) as tmp:``
+write to ``tmp``; the rename happens when the block ends without an exception. Writers use these rather than
+renaming temporary files on their own (the two that still do stream their file: the shard builder's tar and a
+resumable download's ``.part``).
 """
 from __future__ import annotations
 
@@ -13,32 +19,51 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "describe_os_error", "is_disk_full", "tmp_path",
-           "unwritable_reason", "naming_disk_full"]
+__all__ = ["atomic_output", "atomic_write_bytes", "atomic_write_text", "describe_os_error", "is_disk_full",
+           "tmp_path", "unwritable_reason", "naming_disk_full"]
 
 
-def tmp_path(path: Path) -> Path:
-    """The temporary name ``path`` is written under before the rename (one per process)."""
+def tmp_path(path: Path, *, keep_suffix: bool = False) -> Path:
+    """The temporary name ``path`` is written under before the rename (one per process). ``keep_suffix``:
+    ``<stem>.tmp-<pid><suffix>``, for writers that pick the format from the suffix (torch.export's ``.pt2``)."""
     path = Path(path)
+    if keep_suffix:
+        return path.with_name(f"{path.stem}.tmp-{os.getpid()}{path.suffix}")
     return path.with_name(f"{path.name}.tmp-{os.getpid()}")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    tmp = tmp_path(path)
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path, *, keep_suffix: bool = False) -> Iterator[Path]:
+    """Yields the temporary file name to write ``path`` under. When the block ends normally the file is
+    fsynced and renamed over ``path``; when it raises, the temporary file is removed and ``path`` is left as
+    it was. An ``OSError`` (of the writer or of the rename) is raised again naming ``path``."""
+    path = Path(path)
+    tmp = tmp_path(path, keep_suffix=keep_suffix)
+    try:
+        yield tmp
+        _fsync(tmp)
         os.replace(tmp, path)
-    except OSError as exc:
-        try:
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             tmp.unlink()
-        except OSError:
-            pass
-        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        if isinstance(exc, OSError) and exc.filename != str(path):
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

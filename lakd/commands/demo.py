@@ -213,6 +213,8 @@ def _write(results, report_dir: Path, examples, plan, args, sweep, log, *, wall:
 
 
 def _summary(files, plan, results, missing, shard_job, out: Path, log) -> None:
+    from lakd import rundir as R
+
     rel = lambda p: os.path.relpath(p) if str(p).startswith(os.getcwd()) else str(p)  # noqa: E731
     table = files.report.read_text().split("## Results", 1)[1].split("## Per-class", 1)[0]
     lines = [l for l in table.splitlines() if l.startswith("|") or l.startswith("- ")]
@@ -227,8 +229,8 @@ def _summary(files, plan, results, missing, shard_job, out: Path, log) -> None:
         print(f"  {'figures' if i == 0 else '':<12} {rel(fig)}")
     print(f"  table        {rel(files.csv)}, {rel(files.summary)}")
     print(f"  sweep table  {rel(plan.sweep_dir / 'results.md')}")
-    print(f"  runs         {rel(plan.sweep_dir)}/<run>/<stage>/  (config.yaml, metrics.jsonl, result.json, "
-          f"checkpoints/)")
+    print(f"  runs         {rel(plan.sweep_dir)}/<run>/<stage>/  ({R.CONFIG}, {R.METRICS}, {R.RESULT}, "
+          f"{R.CHECKPOINTS}/)")
     print(f"  exports      {len(exports)} models, e.g. {rel(exports[0]) if exports else '-'}")
     print(f"  shards       {rel(Path(shard_job.shards['out_dir']))}")
     if missing:

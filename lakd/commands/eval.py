@@ -8,6 +8,8 @@ both (the default). Results use the stage-output keys: ``eval.label`` (fixed cod
 Runs on several ranks under any launcher `lakd train` knows (torchrun, srun, submitit, MPI; see
 lakd.engine.distributed): each rank evaluates its part of the set and the confusion matrices are summed;
 rank 0 prints and writes the JSON. Every option and output folder is checked before inference starts.
+A user's `folder` dataset is shown with the classes and colours of the card its shards were built with (the
+manifest records the card file).
 """
 from __future__ import annotations
 
@@ -198,6 +200,7 @@ def run(args) -> int:
 
 def _evaluate(args, manifest, crop, stride, rank, world, device) -> int:
     from lakd.cli import UsageError
+    from lakd.commands._dataset_card import FOLDER, recorded_card, use_folder_card
     from lakd.data.cards import get_card
     from lakd.data.pipeline import build_eval_loader
     from lakd.engine.progress import track
@@ -213,6 +216,10 @@ def _evaluate(args, manifest, crop, stride, rank, world, device) -> int:
     if int(manifest.num_classes) != num_classes:
         raise UsageError(f"the export predicts {num_classes} classes but {manifest.dataset} has "
                          f"{manifest.num_classes}")
+    if manifest.dataset == FOLDER:  # a user's dataset: the card its shards were built with
+        note = use_folder_card([recorded_card(manifest)], num_classes)
+        if note and rank == 0:
+            print(f"lakd eval: note: {note}", file=sys.stderr)
     try:
         card = get_card(manifest.dataset)
         class_names, palette_card = list(card.class_names), card

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -157,11 +156,34 @@ def check_against_eager(wrapper, converted, inputs, rtol: float) -> dict:
                       f"{100 * agree / total:.3f}% of pixels"}
 
 
+class _Failed(Exception):
+    """A conversion that did not produce a faithful model: nothing is written (one line, exit 1)."""
+
+
+def _convert_and_check(args, wrapper, meta: dict, doc: dict, tmp: Path, samples: list) -> dict:
+    """Convert into ``tmp``, then check the metadata and the outputs against the eager model."""
+    try:
+        converted, stored = CONVERTERS[args.format](wrapper, samples[0], tmp, json.dumps(doc))
+    except OSError:
+        raise
+    except Exception as exc:  # the exporters raise many types; say which step failed, keep the cause
+        raise _Failed(f"{args.format} conversion of {meta['model']['name']}-{meta['model']['backbone']} failed: "
+                      f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+    if json.loads(stored or "null") != doc:
+        raise _Failed(f"the {META_NAME} metadata did not survive saving")
+    check = check_against_eager(wrapper, converted, samples, args.rtol)
+    if not check["ok"]:
+        raise _Failed(f"the {args.format} model does not match the eager model: {check['detail']}; "
+                      "nothing written")
+    return check
+
+
 def run(args) -> int:
     import torch
 
     from lakd.cli import UsageError
     from lakd.commands._paths import check_output_file
+    from lakd.io import atomic_output
     from lakd.models.export import load_export
     from lakd.models.traceable import SegmentationLogits
 
@@ -186,29 +208,14 @@ def run(args) -> int:
     second = torch.randn(1, channels, max(16, h - 24), max(16, w - 40), generator=gen)
     doc = contract(meta, args.format, args.logits)
     out.absolute().parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.stem}.tmp-{os.getpid()}{out.suffix}")  # the suffix: torch.export checks it
-    try:
-        try:
-            converted, stored = CONVERTERS[args.format](wrapper, sample, tmp, json.dumps(doc))
-        except OSError as exc:
-            raise UsageError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
-        except Exception as exc:  # the exporters raise many types; say which step failed, keep the cause
-            print(f"lakd export: error: {args.format} conversion of {meta['model']['name']}-"
-                  f"{meta['model']['backbone']} failed: {type(exc).__name__}: {str(exc).splitlines()[0]}",
-                  file=sys.stderr)
-            return 1
-        if json.loads(stored or "null") != doc:
-            print(f"lakd export: error: the {META_NAME} metadata did not survive saving", file=sys.stderr)
-            return 1
-        check = check_against_eager(wrapper, converted, [sample, second], args.rtol)
-        if not check["ok"]:
-            print(f"lakd export: error: the {args.format} model does not match the eager model: "
-                  f"{check['detail']}; nothing written", file=sys.stderr)
-            return 1
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    try:  # written under a temporary name, renamed into place only once it passed every check
+        with atomic_output(out, keep_suffix=True) as tmp:  # the suffix: torch.export checks it
+            check = _convert_and_check(args, wrapper, meta, doc, tmp, [sample, second])
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
+    except _Failed as exc:
+        print(f"lakd export: error: {exc}", file=sys.stderr)
+        return 1
     print(f"lakd export: {args.format} check against eager on inputs {list(sample.shape)} and "
           f"{list(second.shape)}: {check['detail']}")
     print(f"wrote {out} (input: {doc['input']}; output: {doc['output']}; metadata in {META_NAME})")

@@ -163,7 +163,7 @@ def run(args) -> int:
 
     from lakd.cli import UsageError
     from lakd.commands._paths import check_output_dir, probe_writable
-    from lakd.data.build import atomic_write_bytes
+    from lakd.io import atomic_write_bytes
     from lakd.data.transforms import IMAGENET_MEAN, IMAGENET_STD, norm_tensors, to_normalized_chw
     from lakd.engine.progress import track
     from lakd.evaluation.inference import predict

@@ -3,7 +3,9 @@
 Every stage under the folder with a `result.json` is read (ARCHITECTURE.md "Stage outputs") and given its
 role from the contract alone (`lakd.report.find_results`); a sweep folder (with `.sweep/plan.json`) takes the
 roles its plan gave. The example grid predicts a few validation images with the stages' exports, from the
-validation manifest named by the stages' saved config.yaml, when that manifest is there.
+validation manifest named by the stages' saved config.yaml, when that manifest is there. Runs on a user's
+`folder` dataset take their class names and colours from the card that manifest was built with (else from the
+config's ``data.card``).
 """
 from __future__ import annotations
 
@@ -46,19 +48,44 @@ def _load(root: Path):
 
 
 def _val_manifest(results) -> Path | None:
-    """The validation manifest the stages were evaluated on (first stage whose config.yaml names one that
-    exists)."""
-    from lakd.config import ConfigError, config_from_yaml_text
+    """The validation manifest the stages were evaluated on: the first one a stage's config.yaml names
+    (``data.val_manifest``, else ``<data.shards_dir>/<dataset>-<val_split>.manifest.json``) that exists. The
+    config is read as plain data: one this version would refuse (a moved card file, an older lakd's keys)
+    still names its shards."""
+    from lakd.data.manifest import manifest_name
 
     for r in results:
-        cfg_path = r.stage_dir / "config.yaml"
-        try:
-            path = config_from_yaml_text(cfg_path.read_text()).manifest("val")
-        except (OSError, ConfigError, ValueError, TypeError):
+        data = r.files.read_config().get("data")
+        if not isinstance(data, dict):
             continue
-        if path.is_file():
-            return path
+        path = data.get("val_manifest")
+        if not path and data.get("shards_dir") and data.get("dataset"):  # saved configs hold val_split
+            split = str(data.get("val_split") or "val")
+            path = Path(str(data["shards_dir"])) / manifest_name(str(data["dataset"]), split)
+        if path and Path(str(path)).is_file():
+            return Path(str(path))
     return None
+
+
+def _use_folder_card(results, manifest: Path | None) -> list[str]:
+    """Runs on a user's `folder` dataset: its card (class names, palette) is the one its validation shards
+    were built with, else the stages' config.yaml ``data.card``. Returns the report's note when none is read."""
+    from lakd.commands._dataset_card import FOLDER, recorded_card, use_folder_card
+    from lakd.data.manifest import load_manifest
+
+    folder = [r for r in results if r.dataset == FOLDER]
+    if not folder:
+        return []
+    candidates = []
+    if manifest is not None:
+        try:
+            candidates.append(recorded_card(load_manifest(manifest)))
+        except (ValueError, OSError):
+            pass
+    candidates += [(r.files.read_config().get("data") or {}).get("card") for r in folder]
+    classes = max((len(r.iou() or []) for r in folder), default=0) or None
+    note = use_folder_card(candidates, classes)
+    return [f"Class names: {note}."] if note else []
 
 
 def run(args) -> int:
@@ -79,10 +106,10 @@ def run(args) -> int:
     if not results:
         raise UsageError(f"{root}: no finished stage (no result.json under it)")
 
-    notes = []
+    manifest = _val_manifest(results)
+    notes = _use_folder_card(results, manifest)
     examples = None
     if args.examples:
-        manifest = _val_manifest(results)
         if manifest is None:
             notes.append("No example grid: no stage's config.yaml names a validation manifest that exists here.")
         else:

@@ -21,7 +21,10 @@ __all__ = ["check_environment", "num_classes", "result_path"]
 
 
 def result_path(cfg: Config) -> Path:
-    return cfg.stage_dir / "result.json"
+    """The stage's result.json (``lakd.rundir.StageDir``)."""
+    from lakd.rundir import StageDir
+
+    return StageDir.of(cfg).result
 
 
 def num_classes(cfg: Config) -> int:

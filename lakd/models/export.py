@@ -1,6 +1,6 @@
 """Model exports: the files handed from one stage to the next (teacher -> student stage, -> evaluation).
 
-An export `<p>` is two files written atomically (`<p>.tmp-<pid>` then `os.replace`):
+An export `<p>` is two files, each written atomically (`lakd.io.atomic_output`: a reader never sees half a file):
 - `<p>.safetensors`: the plain state dict with bare keys (no `module.` prefixes), no pickle.
 - `<p>.json`: `{"model": model.config, "label_channels": int, "num_classes": int, "dataset": str,
   "mean": [...], "std": [...], **meta}`.
@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+
+from lakd.io import atomic_output
 
 # ImageNet statistics on the 0-255 scale, RGB (the same values as lakd.data.transforms.IMAGENET_MEAN/STD)
 _DEFAULT_MEAN = [123.675, 116.28, 103.53]
@@ -84,18 +86,10 @@ def save_export(model: nn.Module, path_without_suffix: str | os.PathLike, meta: 
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in _bare_state_dict(model).items()}
     st_path, js_path = export_paths(path_without_suffix)
     st_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_st = st_path.with_name(f"{st_path.name}.tmp-{os.getpid()}")
-    tmp_js = js_path.with_name(f"{js_path.name}.tmp-{os.getpid()}")
-    try:
+    # both files are written before either is renamed into place: a failure leaves the old export whole
+    with atomic_output(st_path) as tmp_st, atomic_output(js_path) as tmp_js:
         save_file(state, str(tmp_st), metadata={"format": "pt", "lakd": "export"})
-        with open(tmp_js, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp_st, st_path)
-        os.replace(tmp_js, js_path)
-    finally:
-        for t in (tmp_st, tmp_js):
-            if t.exists():
-                t.unlink()
+        tmp_js.write_text(text + "\n")
     return st_path, js_path
 
 

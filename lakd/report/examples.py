@@ -13,7 +13,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import yaml
 
 from lakd.report.results import STUDENT_ROLES, StageResult
 
@@ -33,9 +32,7 @@ def _noise_settings(r: StageResult, meta: dict) -> dict:
     """LabelNoiser keyword arguments of a label-assisted model: from its export meta, else its config.yaml."""
     noise = meta.get("noise")
     if not isinstance(noise, dict):
-        cfg_path = r.stage_dir / "config.yaml"
-        cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.exists() else {}
-        noise = (cfg or {}).get("noise") or {}
+        noise = r.files.read_config().get("noise") or {}
     keys = ("code_dim", "sigma", "fixed_sigma", "scale")
     return {k: noise[k] for k in keys if k in noise}
 

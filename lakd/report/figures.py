@@ -7,7 +7,6 @@ touches a display or global backend state (works on headless machines and inside
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -17,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from lakd import IGNORE_INDEX
+from lakd.io import atomic_output
 from lakd.report.checks import COLLAPSE_SHARE
 from lakd.report.results import StageResult, read_metrics
 
@@ -39,9 +39,8 @@ def _save(fig: Figure, out_png: str | Path, dpi: int) -> Path:
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    tmp = out_png.with_name(f"{out_png.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
-    tmp.replace(out_png)
+    with atomic_output(out_png) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
     return out_png
 
 
@@ -105,7 +104,7 @@ def plot_loss_curves(results: Sequence[StageResult], out_png: str | Path, *, dpi
     axes = fig.subplots(2, 2)
     series: dict[tuple[int, int], list] = {}
     for r in results:
-        steps, _ = read_metrics(r.metrics_path)
+        steps, _ = read_metrics(r.files)
         if not steps:
             continue
         x = np.array([s["step"] for s in steps], dtype=float)
@@ -143,7 +142,7 @@ def plot_miou_curves(results: Sequence[StageResult], out_png: str | Path, *, maj
     axes = fig.subplots(1, 2)
     series = []
     for r in results:
-        _, evals = read_metrics(r.metrics_path)
+        _, evals = read_metrics(r.files)
         for role in r.roles:
             col = 0 if role.startswith("teacher") else 1
             for which in (("label", "image") if role == "teacher_label" else ("image",)):

@@ -15,13 +15,12 @@ Each result gets one or more *roles*, derived from the contract alone:
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-import yaml
+from lakd.rundir import RESULT, StageDir, metrics_records
 
 ROLES = ("teacher_label", "teacher_image", "baseline", "finetune", "kd", "lad")
 ROLE_TITLES = {
@@ -71,8 +70,13 @@ class StageResult:
         return arch if width in (None, 1, 1.0) else f"{arch}-w{width:g}"
 
     @property
+    def files(self) -> StageDir:
+        """The stage folder's files (lakd.rundir)."""
+        return StageDir(self.stage_dir)
+
+    @property
     def metrics_path(self) -> Path:
-        return self.stage_dir / "metrics.jsonl"
+        return self.files.metrics
 
     def miou(self, which: str = "image") -> float | None:
         ev = (self.data.get("eval") or {}).get(which)
@@ -99,7 +103,7 @@ class StageResult:
         stage's config.yaml does not say (or this is no label-assisted teacher)."""
         if self.data.get("stage") != "teacher" or self.metrics("label") is None:
             return None
-        cfg = _read_config(self.stage_dir)
+        cfg = self.files.read_config()
         tl = cfg.get("teacher_loss") if isinstance(cfg, dict) else None
         if isinstance(tl, dict) and isinstance(tl.get("dual_path"), bool):
             return tl["dual_path"]
@@ -115,7 +119,7 @@ class StageResult:
 
     def export_path(self) -> Path | None:
         """The stage's exported model (`<stage_dir>/<stage>.safetensors`), if it was written."""
-        p = self.stage_dir / f"{self.data.get('stage', self.stage_dir.name)}.safetensors"
+        p = self.files.export_weights
         return p if p.exists() else None
 
 
@@ -136,20 +140,11 @@ def role_of(data: dict[str, Any]) -> str:
     raise ValueError(f"result.json: unknown stage {stage!r}")
 
 
-def _read_config(stage_dir: Path) -> dict:
-    """The stage's saved config.yaml as plain data ({} when missing or unreadable); never runs code."""
-    try:
-        cfg = yaml.safe_load((stage_dir / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError):
-        return {}
-    return cfg if isinstance(cfg, dict) else {}
-
-
-def _seed_of(stage_dir: Path, data: dict[str, Any]) -> int | None:
+def _seed_of(files: StageDir, data: dict[str, Any]) -> int | None:
     """The training seed: from result.json if it says, else from the stage's saved config.yaml."""
     if isinstance(data.get("seed"), int):
         return data["seed"]
-    cfg = _read_config(stage_dir)
+    cfg = files.read_config()
     if not cfg:
         return None
     stack = [cfg]
@@ -162,19 +157,12 @@ def _seed_of(stage_dir: Path, data: dict[str, Any]) -> int | None:
     return None
 
 
-def load_result(stage_dir: str | Path) -> StageResult:
-    """Read `<stage_dir>/result.json`; ValueError naming the file when it is missing or malformed."""
-    stage_dir = Path(stage_dir)
-    path = stage_dir / "result.json"
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no result.json (stage not finished?)") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(data, dict) or "eval" not in data:
-        raise ValueError(f"{path}: not a stage result (no 'eval' entry)")
-    return StageResult(stage_dir=stage_dir, data=data, role=role_of(data), seed=_seed_of(stage_dir, data))
+def load_result(stage_dir: str | Path | StageDir) -> StageResult:
+    """Read `<stage_dir>/result.json`; ValueError (`lakd.rundir.ResultError`) naming the file when it is
+    missing, cut short or malformed."""
+    files = stage_dir if isinstance(stage_dir, StageDir) else StageDir(Path(stage_dir))
+    data = files.read_result()
+    return StageResult(stage_dir=files.path, data=data, role=role_of(data), seed=_seed_of(files, data))
 
 
 def link_teachers(results: list[StageResult]) -> list[StageResult]:
@@ -200,25 +188,20 @@ def find_results(root: str | Path) -> list[StageResult]:
     """Every finished stage under `root` (any depth), sorted by role, dataset, run name, with KD teachers
     linked (`link_teachers`)."""
     root = Path(root)
-    found = link_teachers([load_result(p.parent) for p in sorted(root.rglob("result.json"))])
+    found = link_teachers([load_result(p.parent) for p in sorted(root.rglob(RESULT))])
     return sorted(found, key=lambda r: (min(ROLES.index(x) for x in r.roles), r.dataset, r.run_name))
 
 
-def read_metrics(path: str | Path) -> tuple[list[dict], list[dict]]:
-    """Split a metrics.jsonl into (training-step records, evaluation records). Unparsable lines are skipped
-    (a run killed mid-write may leave a partial last line)."""
+def read_metrics(source: str | Path | StageDir | Iterable[dict]) -> tuple[list[dict], list[dict]]:
+    """Split a stage's metrics (a StageDir, the path of a metrics.jsonl, or its records) into (training-step
+    records, evaluation records). Unparsable lines are skipped (a run killed mid-write may leave a partial
+    last line)."""
+    if isinstance(source, StageDir):
+        source = source.metrics_records()
+    elif isinstance(source, (str, Path)):
+        source = metrics_records(source)
     steps, evals = [], []
-    try:
-        lines = Path(path).read_text().splitlines()
-    except FileNotFoundError:
-        return steps, evals
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(rec, dict) or "step" not in rec:
-            continue
+    for rec in source:
         if "eval" in rec:
             evals.append(rec)
         elif "loss" in rec:

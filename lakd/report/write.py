@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from lakd import __version__
-from lakd.data.build import atomic_write_bytes
+from lakd.io import atomic_write_bytes
 from lakd.report.figures import plot_example_grid, plot_loss_curves, plot_miou_curves, plot_role_bars
 from lakd.report.results import StageResult, find_results
 from lakd.report.table import Block, build_blocks, markdown_table, per_class, per_class_markdown, rows_csv, runs_table

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lakd.rundir import StageDir
 from lakd.sweep.state import write_text_atomic
 
 RESULT_FILES = ("results.md", "results.csv", "results.json")
@@ -22,8 +23,8 @@ def planned_results(plan_summary: dict) -> tuple[list, list[str]]:
     for job in plan_summary["jobs"]:
         if job["kind"] != "stage":
             continue
-        stage_dir = Path(job["run_dir"])
-        if not (stage_dir / "result.json").exists():
+        stage_dir = StageDir(Path(job["run_dir"]))
+        if not stage_dir.finished:
             missing.append(str(stage_dir))
             continue
         r = load_result(stage_dir)

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
+from lakd.io import atomic_write_text
+from lakd.rundir import StageDir
 from lakd.sweep.plan import Job, Plan
 
 DEAD_DEPENDENCY = "DependencyNeverSatisfied"
@@ -29,11 +31,9 @@ ENDED_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PRE
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
-    """Write ``path.tmp-<pid>`` then rename: readers never see a half-written file."""
+    """Write ``path`` atomically (lakd.io): readers never see a half-written file; returns ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
     return path
 
 
@@ -171,12 +171,12 @@ class JobState:
 
 def finished_on_disk(job: Job, plan: Plan) -> bool:
     if job.kind == "stage":
-        return (job.stage_dir / "result.json").exists()
+        return StageDir(job.stage_dir).finished
     if job.kind == "shards":
         return all(p.exists() for p in job.manifests())
     if job.kind == "collect":  # a table written after every planned stage finished
         table = plan.sweep_dir / "results.csv"
-        results = [j.stage_dir / "result.json" for j in plan.jobs.values() if j.kind == "stage"]
+        results = [StageDir(j.stage_dir).result for j in plan.jobs.values() if j.kind == "stage"]
         if not table.exists() or not all(r.exists() for r in results):
             return False
         return table.stat().st_mtime >= max((r.stat().st_mtime for r in results), default=0)
@@ -184,16 +184,13 @@ def finished_on_disk(job: Job, plan: Plan) -> bool:
 
 
 def has_checkpoint(job: Job) -> bool:
-    return job.kind == "stage" and (job.stage_dir / "checkpoints" / "latest").exists()
+    return job.kind == "stage" and StageDir(job.stage_dir).latest_pointer.exists()
 
 
 def checkpoint_step(job: Job) -> Optional[int]:
     """Step of the newest complete checkpoint of a stage (its ``checkpoints/latest`` tag), None without one."""
-    if job.kind != "stage":
-        return None
-    try:
-        tag = (job.stage_dir / "checkpoints" / "latest").read_text().strip()
-    except OSError:
+    tag = StageDir(job.stage_dir).latest_checkpoint_tag() if job.kind == "stage" else None
+    if tag is None:
         return None
     digits = "".join(c for c in tag if c.isdigit())
     return int(digits) if digits else None
@@ -204,7 +201,7 @@ def redo_note(job: Job) -> Optional[str]:
     retrained: say so, and how to retrain it."""
     step = checkpoint_step(job)
     iters = ((job.config or {}).get("train") or {}).get("iters")
-    if step is None or not iters or step < iters or (job.stage_dir / "result.json").exists():
+    if step is None or not iters or step < iters or StageDir(job.stage_dir).finished:
         return None
     return (f"{job.key}: its checkpoint is at the last step ({step}/{iters}), so it is evaluated again, not "
             f"retrained; to retrain it, delete {job.stage_dir} first")
@@ -214,7 +211,7 @@ def progress(job: Job) -> str:
     """``step 120/300`` from the last line of the stage's metrics.jsonl (cheap: reads the file's tail)."""
     if job.kind != "stage":
         return ""
-    path = job.stage_dir / "metrics.jsonl"
+    path = StageDir(job.stage_dir).metrics
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -277,7 +274,7 @@ def job_states(plan: Plan, records: Optional[Records] = None, *, query_slurm: Op
                 sid not in ended or ended[sid].state == "COMPLETED"):
             st.slurm = ended.get(sid)
             st.state = "incomplete"  # it ran and wrote the table of what had finished
-            missing = [k for k, j in plan.jobs.items() if j.kind == "stage" and not (j.stage_dir / "result.json").exists()]
+            missing = [k for k, j in plan.jobs.items() if j.kind == "stage" and not StageDir(j.stage_dir).finished]
             st.detail = (f"missing: {', '.join(missing[:4])}" + (f" and {len(missing) - 4} more" if len(missing) > 4
                                                                else "")) if missing else "older than a result"
         elif sid in ended:

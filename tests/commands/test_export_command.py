@@ -74,6 +74,9 @@ def test_a_mismatching_conversion_writes_nothing(tmp_path, student, monkeypatch,
     assert main(["export", str(base), "--format", "torchscript", "--out", str(out), "--sample-size", "32"]) == 1
     assert "does not match the eager model" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+    out.write_bytes(b"an earlier, good model")  # a failed conversion leaves the file there untouched
+    assert main(["export", str(base), "--format", "torchscript", "--out", str(out), "--sample-size", "32"]) == 1
+    assert out.read_bytes() == b"an earlier, good model" and [p.name for p in tmp_path.iterdir()] == ["m.pt"]
 
 
 def test_onnx_without_its_packages_is_one_line(tmp_path, student, monkeypatch, capsys):

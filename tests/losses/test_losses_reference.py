@@ -67,7 +67,8 @@ def _np_pixel_kd(s, t, T):
 
 
 def _np_cwd(s, t, T):
-    """CWD exactly as in lad-method.md 1.3: (T^2/(N C)) sum_{n,c} sum_p phi(t/T)_p [log phi(t/T)_p - log phi(s/T)_p]."""
+    """CWD exactly as in the official LAD code (docs/method.md section 2):
+    (T^2/(N C)) sum_{n,c} sum_p phi(t/T)_p [log phi(t/T)_p - log phi(s/T)_p]."""
     n, c, h, w = s.shape
     loss, grad = 0.0, np.zeros_like(s)
     for b in range(n):

@@ -123,3 +123,36 @@ def test_report_command_example_grid_from_real_exports(tmp_path, capsys):
     grid = tmp_path / "rep/figures/examples.png"
     assert grid.stat().st_size > 5000
     assert "fixed class code (the grey map" in (tmp_path / "rep/report.md").read_text()
+
+
+@pytest.fixture
+def _no_card_left_behind():
+    from lakd.data.cards import use_card
+
+    use_card(None)
+    yield
+    use_card(None)
+
+
+@pytest.mark.parametrize("card_found", [True, False])
+def test_folder_runs_are_reported_with_the_card_of_their_shards(tmp_path, capsys, _no_card_left_behind,
+                                                                card_found):
+    """A user's dataset: the report names classes as the card the validation shards were built with does (the
+    manifest records it); a card that cannot be read is a note, and the classes are numbered."""
+    from tests.data.folder_shards import CLASS_NAMES, build_folder_val_shards
+
+    manifest, card = build_folder_val_shards(tmp_path)
+    if not card_found:
+        card.rename(tmp_path / "moved.yaml")
+    root = tmp_path / "runs"
+    write_stage(root, "base", "baseline", 0.4, dataset="folder", shards_dir=manifest.parent)
+    write_stage(root, "wide", "baseline", 0.5, dataset="folder", shards_dir=manifest.parent, width=0.25)
+    capsys.readouterr()
+    assert main(["report", str(root), "--examples", "0"]) == 0
+    text = (root / "report/report.md").read_text()
+    rows = {line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")}
+    if card_found:
+        assert set(CLASS_NAMES) <= rows and "Class names:" not in text
+    else:
+        assert {"class 0", "class 3"} <= rows and not set(CLASS_NAMES) & rows
+        assert f"Class names: dataset card {card}: file not found; classes are shown by number." in text
