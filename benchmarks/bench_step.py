@@ -105,6 +105,7 @@ def measure(args) -> dict:
 
     from lakd.engine import distributed as D
     from lakd.engine.assemble import assemble, build_model
+    from lakd.engine.callbacks import Callback
     from lakd.engine.ds_engine import poly_factor, prepare_deepspeed
     from lakd.engine.preemption import PreemptionFlag
     from lakd.engine.progress import MetricsLog, Progress
@@ -127,13 +128,22 @@ def measure(args) -> dict:
     metrics = MetricsLog(stage_dir / "metrics.jsonl")
     progress = Progress(total=10**9, start=0, desc="bench", mode="plain", print_every=1,
                         stream=open(os.devnull, "w"))
+    # time what lakd does around the model step (loader hand-off, agreement + read-back, logging), directly
+    overhead = {"loader": 0.0, "agree": 0.0, "log": 0.0}
+
+    class TimeAgreement(Callback):
+        """From this rank's step being computed to every rank agreeing on it (the loss read-back included)."""
+
+        def on_step_computed(self, trainer, step, values):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, trainer, step, loss, terms):
+            overhead["agree"] += time.perf_counter() - self.t0
+
     trainer = Trainer(cfg, engine=engine, scheduler=stage.scheduler, objective=objective, loader=loader,
                       device=device, accum=stage.accum, ckpt=stage.checkpoints,
                       evaluate=lambda n: None, average_bn=False, metrics=metrics, progress=progress,
-                      flag=PreemptionFlag(), state=TrainState())
-
-    # time what lakd does around the model step (loader hand-off, agreement + read-back, logging), directly
-    overhead = {"loader": 0.0, "agree": 0.0, "log": 0.0}
+                      flag=PreemptionFlag(), state=TrainState(), callbacks=[TimeAgreement()])
 
     class _Timed:
         def __init__(self, inner, key):
@@ -169,7 +179,6 @@ def measure(args) -> dict:
         trainer.loader = _Timed(_Repeat(), "loader")
     else:
         trainer.loader = _Timed(loader, "loader")
-    trainer._agree = timed(trainer._agree, "agree")
     metrics.write = timed(metrics.write, "log")
     progress.update = timed(progress.update, "log")
 

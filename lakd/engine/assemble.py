@@ -17,6 +17,7 @@ import torch
 from lakd.config import Config, ConfigError, batch_layout
 from lakd.engine import batchnorm, rng
 from lakd.engine import distributed as D
+from lakd.engine.callbacks import ExportBest
 from lakd.engine.checkpoint import CheckpointManager
 from lakd.engine.environment import num_classes
 from lakd.engine.trainer import EvalResult, autocast_context
@@ -247,6 +248,7 @@ class Stage:
     teacher_info: Optional[dict] = None  # student stage: {"export", "label_channels"} (result.json)
     init_report: Any = None  # LoadReport of model.pretrained
     class_names: list = field(default_factory=list)
+    callbacks: list = field(default_factory=list)  # the stage's own (best-model export)
 
     @property
     def model(self):
@@ -307,12 +309,14 @@ def assemble(cfg: Config, denv: D.DistEnv, device: torch.device) -> Stage:
     rng.seed_all(cfg.run.seed * 100003 + 7919 * (rank + 1))
     engine, scheduler = build_engine(model, cfg, world, micro, accum)
     loaders = TrainLoaderFactory(cfg, rank, world, micro, mean, std, device)
+    exporter = Exporter(cfg, mean, std, noiser)
+    callbacks = [ExportBest(exporter, engine.module, f"{cfg.stage}-best", rank=rank)] if cfg.eval.every else []
     return Stage(
         cfg=cfg, denv=denv, device=device, engine=engine, scheduler=scheduler, objective=objective,
         loaders=loaders, loader=loaders(),
         evaluator=Evaluator(cfg, engine.module, rank=rank, world=world, device=device, mean=mean, std=std,
                             noiser=noiser),
-        exporter=Exporter(cfg, mean, std, noiser), checkpoints=checkpoints_for(cfg), micro=micro, accum=accum,
+        exporter=exporter, checkpoints=checkpoints_for(cfg), micro=micro, accum=accum,
         sync_bn=sync_bn, noiser=noiser, teacher=teacher, teacher_info=teacher_info, init_report=init_report,
-        class_names=class_names(cfg),
+        class_names=class_names(cfg), callbacks=callbacks,
     )

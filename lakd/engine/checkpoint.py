@@ -23,7 +23,7 @@ import logging
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -134,8 +134,10 @@ class CheckpointManager:
         return removed
 
     # ------------------------------------------------------------------------------------------ save
-    def save(self, engine, step: int, *, rank_state: dict, meta: dict, is_best: bool = False) -> str:
-        """Collective: every rank calls this with its own ``rank_state``; returns the tag."""
+    def save(self, engine, step: int, *, rank_state: dict, meta: dict, is_best: bool = False,
+             on_written: Optional[Callable[[Path], None]] = None) -> str:
+        """Collective: every rank calls this with its own ``rank_state``; returns the tag. ``on_written(path)``
+        runs on each rank once its files are on disk, before the checkpoint is committed."""
         tag = tag_for(step)
         rank, world = D.rank(), D.world_size()
         if rank == 0:
@@ -147,6 +149,8 @@ class CheckpointManager:
         with naming_disk_full(self.dir / tag):
             engine.save_checkpoint(str(self.dir), tag=tag, client_state=client, save_latest=False)
             save_state(self.dir / tag / f"lakd_rank{rank:05d}", rank_state)
+        if on_written is not None:
+            on_written(self.dir / tag)
         D.barrier()  # every rank's files are on disk
         if rank == 0:
             doc = {**meta, "complete": True, "tag": tag, "step": int(step), "world_size": world}

@@ -31,7 +31,7 @@ import json
 import logging
 import os
 import sys
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -39,6 +39,7 @@ from lakd.config import Config, ConfigError, batch_layout
 from lakd.engine import batchnorm, rng
 from lakd.engine import distributed as D
 from lakd.engine.assemble import Stage, assemble, checkpoints_for, warn
+from lakd.engine.callbacks import Callback, MonitorLog, registered
 from lakd.engine.environment import check_environment, result_path
 from lakd.engine.monitor import Monitor
 from lakd.engine.preemption import PreemptionFlag
@@ -143,8 +144,9 @@ def resume(stage: Stage) -> TrainState:
 class _Session:
     """What one call of run_stage opens on this process (lock, console copy, logs, stream), closed once."""
 
-    def __init__(self, cfg: Config, denv: D.DistEnv, device: torch.device, created_group: bool):
+    def __init__(self, cfg: Config, denv: D.DistEnv, device: torch.device, created_group: bool, callbacks):
         self.cfg, self.denv, self.device, self.created_group = cfg, denv, device, created_group
+        self.extra_callbacks = list(callbacks)
         self.flag = PreemptionFlag().install()
         self.lock = RunLock(cfg.stage_dir)
         self.console: Optional[ConsoleLog] = None
@@ -205,18 +207,14 @@ class _Session:
             )
             if stage.init_report is not None and not state.step:
                 self.progress.message(stage.init_report.describe())  # widened / dropped / initialised, in full
-
-        def on_best(step: int) -> None:
-            if denv.rank == 0:
-                with naming_disk_full(stage_dir / f"{cfg.stage}-best.safetensors"):
-                    stage.exporter.save(stage.model, f"{cfg.stage}-best", step)
-
+        callbacks = [*stage.callbacks]
+        if self.monitor is not None:
+            callbacks.append(MonitorLog(self.monitor, stage.class_names))
         return Trainer(cfg, engine=stage.engine, scheduler=stage.scheduler, objective=stage.objective,
                        loader=stage.loader, device=self.device, accum=stage.accum, ckpt=stage.checkpoints,
                        evaluate=stage.evaluator, average_bn=stage.average_bn, metrics=self.metrics,
                        progress=self.progress, flag=self.flag, state=state,
-                       on_best=on_best if cfg.eval.every else None, monitor=self.monitor,
-                       class_names=stage.class_names)
+                       callbacks=callbacks + self.extra_callbacks)
 
     def fail(self, exc: BaseException) -> None:
         if self.console is not None:
@@ -240,7 +238,7 @@ def _finish(stage: Stage, trainer: Trainer, progress: Optional[Progress]) -> dic
     if stage.average_bn:
         batchnorm.average_(stage.model)
     final = trainer.run_eval(final=True)
-    trainer._log_eval(final)
+    trainer.log_eval(final, final=True)
     result = {
         "stage": cfg.stage, "run_name": cfg.run.name, "dataset": cfg.data.dataset,
         "model": dict(stage.model.config), "teacher": stage.teacher_info, "steps": state.step,
@@ -261,8 +259,9 @@ def _finish(stage: Stage, trainer: Trainer, progress: Optional[Progress]) -> dic
     return result
 
 
-def run_stage(cfg: Config) -> dict:
+def run_stage(cfg: Config, callbacks: Sequence[Callback] = ()) -> dict:
     """Train (or resume, or just return) one stage; returns the result dict written to ``result.json``.
+    ``callbacks`` (and those :func:`lakd.engine.callbacks.register` added) act at the train loop's events.
 
     Raises ``ConfigError`` for bad input (nothing written), ``Preempted`` after a preemption signal (every
     rank saved a checkpoint), ``NonFiniteLoss`` on a NaN/inf loss (nothing saved; the last good checkpoint
@@ -287,7 +286,7 @@ def run_stage(cfg: Config) -> dict:
     device = _pick_device(cfg, denv)
     prepare_deepspeed(device)
     created = D.init_process_group(denv, device, backend=cfg.dist.backend, timeout_s=cfg.dist.timeout_s)
-    session = _Session(cfg, denv, device, created)
+    session = _Session(cfg, denv, device, created, [*callbacks, *registered()])
     try:
         done = session.open_run_dir()
         if done is not None:

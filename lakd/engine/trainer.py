@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -18,6 +18,7 @@ import torch.distributed as dist
 from lakd.config import Config
 from lakd.engine import batchnorm, rng
 from lakd.engine import distributed as D
+from lakd.engine.callbacks import emit
 from lakd.engine.checkpoint import CheckpointManager
 from lakd.engine.preemption import Preempted, PreemptionFlag
 from lakd.engine.progress import MetricsLog, Progress, format_metric, memory_fields
@@ -75,20 +76,19 @@ def isolated_cpu_rng():
 
 
 class Trainer:
-    """Runs the loop for an assembled stage (see :mod:`lakd.engine.stage`)."""
+    """Runs the loop for an assembled stage (see :mod:`lakd.engine.assemble`); ``callbacks`` act at its events
+    (:mod:`lakd.engine.callbacks`)."""
 
     def __init__(self, cfg: Config, *, engine, scheduler, objective: Callable, loader, device: torch.device,
                  accum: int, ckpt: CheckpointManager, evaluate: Callable[[Optional[int]], EvalResult],
                  average_bn: bool, metrics: Optional[MetricsLog], progress: Optional[Progress],
-                 flag: PreemptionFlag, state: TrainState, on_best: Optional[Callable[[int], None]] = None,
-                 monitor=None, class_names: Optional[list[str]] = None):
+                 flag: PreemptionFlag, state: TrainState, callbacks: Sequence = ()):
         self.cfg = cfg
         self.engine, self.scheduler, self.objective = engine, scheduler, objective
         self.loader, self.device, self.accum = loader, device, accum
         self.ckpt, self.evaluate, self.average_bn = ckpt, evaluate, average_bn
         self.metrics, self.progress, self.flag, self.state = metrics, progress, flag, state
-        self.on_best = on_best
-        self.monitor, self.class_names = monitor, list(class_names or [])
+        self.callbacks = list(callbacks)
         self.data_seconds = 0.0  # of the last step: waiting for batches
         self.world = D.world_size()
         self.rank = D.rank()
@@ -155,7 +155,13 @@ class Trainer:
             meta = {"config_hash": self.cfg.hash(), "best": st.best, "seconds": st.seconds,
                     "history": st.history, "pending_eval": st.pending_eval,
                     "zero_stage": self.cfg.train.zero_stage}
-            return self.ckpt.save(self.engine, st.step, rank_state=rank_state, meta=meta, is_best=is_best)
+            tag = self.ckpt.save(self.engine, st.step, rank_state=rank_state, meta=meta, is_best=is_best,
+                                 on_written=self._checkpoint_written)
+        emit(self.callbacks, "on_checkpoint_saved", self, st.step, tag, is_best)
+        return tag
+
+    def _checkpoint_written(self, path) -> None:
+        emit(self.callbacks, "on_checkpoint_written", self, self.state.step, path)
 
     # ------------------------------------------------------------------------------------------ eval
     def run_eval(self, final: bool = False) -> EvalResult:
@@ -165,28 +171,27 @@ class Trainer:
                 torch.random.fork_rng(devices=devices):
             return self.evaluate(max_images)
 
-    def _log_eval(self, res: EvalResult) -> None:
+    def log_eval(self, res: EvalResult, *, final: bool = False) -> None:
+        """Record an evaluation: metrics.jsonl and the console (rank 0), then the ``on_eval`` callbacks."""
         if self.metrics is not None:
             self.metrics.write({"step": self.state.step, "eval": res.metrics, "time": time.time()})
-        if self.monitor is not None:
-            self.monitor.log_eval(self.state.step, res.metrics, self.class_names, res.previews)
         if self.progress is not None:
             parts = ", ".join(f"{k} mIoU {format_metric(v.get('miou'))}" for k, v in res.metrics.items())
             self.progress.message(f"[eval] step {self.state.step}: {parts}")
+        emit(self.callbacks, "on_eval", self, self.state.step, res, final)
 
     def eval_step(self) -> bool:
         """Periodic evaluation at the current step with best-model tracking; True if it is a new best."""
         st = self.state
         with (self.progress.paused() if self.progress is not None else contextlib.nullcontext()):
             res = self.run_eval()
-        self._log_eval(res)
+        self.log_eval(res)
         st.history.append({"step": st.step, "score": res.score})
         is_best = st.best is None or res.score > st.best["score"]
         if is_best:
             st.best = {"step": st.step, "score": res.score}
-            if self.on_best is not None:
-                with batchnorm.averaged_buffers(self.engine.module, self.average_bn):
-                    self.on_best(st.step)
+            with batchnorm.averaged_buffers(self.engine.module, self.average_bn):
+                emit(self.callbacks, "on_best", self, st.step)
         self.engine.train()
         return is_best
 
@@ -205,7 +210,9 @@ class Trainer:
         while st.step < iters:
             t0 = time.perf_counter()
             lr = self.scheduler.get_last_lr()[0]
+            emit(self.callbacks, "on_step_start", self, st.step)
             values, keys = self.train_step(st.step)
+            emit(self.callbacks, "on_step_computed", self, st.step, values)
             preempt, nonfinite, means = self._agree(values)
             st.step += 1
             dt = time.perf_counter() - t0
@@ -222,6 +229,7 @@ class Trainer:
                     f"resumes from that checkpoint)."
                 )
             loss, terms = means[0], dict(zip(keys, means[1:]))
+            emit(self.callbacks, "on_step_end", self, st.step, loss, terms)
             if self.rank == 0:
                 memory = memory_fields(self.device)
                 data_s = self.data_seconds
@@ -232,8 +240,7 @@ class Trainer:
                               **memory, **self._loss_scale(), "time": time.time()}
                     if self.metrics is not None:
                         self.metrics.write(record)
-                    if self.monitor is not None:
-                        self.monitor.log_step(st.step, record)
+                    emit(self.callbacks, "on_log", self, st.step, record)
                 if self.progress is not None:
                     mem = memory.get("gpu_mem_mb", memory["max_rss_mb"])
                     self.progress.update(st.step, {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}",
