@@ -23,7 +23,7 @@ import logging
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 import torch
 
@@ -70,6 +70,39 @@ def weights_only_load(path, map_location=None):
 def make_loads_safe(engine) -> None:
     """Route every checkpoint read of a DeepSpeed engine through :func:`weights_only_load`."""
     engine.checkpoint_engine.load = weights_only_load
+
+
+class Stateful(Protocol):
+    """A part whose state goes into a checkpoint (torch.distributed.checkpoint.stateful's protocol)."""
+
+    def state_dict(self) -> Any: ...
+
+    def load_state_dict(self, state: Any) -> None: ...
+
+
+def rank_parts(loader, module, average_bn: bool) -> dict[str, Stateful]:
+    """What every rank adds to a checkpoint beside DeepSpeed's engine state, by name: the data stream's
+    position, the BatchNorm buffers it keeps for itself and its random generators. Saving and restoring both
+    iterate this one mapping (the generators last: restoring the others must not draw from them)."""
+    from lakd.engine.batchnorm import RankBuffers
+    from lakd.engine.rng import ProcessRNG
+
+    return {"loader": loader, "buffers": RankBuffers(module, average_bn), "rng": ProcessRNG()}
+
+
+# parts that carry over to another world size or ZeRO layout (from the old rank of the same number, or the last)
+PORTABLE = ("loader",)
+
+
+def capture(parts: dict[str, Stateful]) -> dict:
+    return {name: part.state_dict() for name, part in parts.items()}
+
+
+def restore(parts: dict[str, Stateful], state: dict, names: Optional[tuple] = None) -> None:
+    """Load ``state`` (from :func:`capture`) into ``parts``, all of them or only ``names``."""
+    for name, part in parts.items():
+        if names is None or name in names:
+            part.load_state_dict(state[name])
 
 
 class CheckpointManager:

@@ -36,10 +36,11 @@ from typing import Optional, Sequence
 import torch
 
 from lakd.config import Config, ConfigError, batch_layout
-from lakd.engine import batchnorm, rng
+from lakd.engine import batchnorm
 from lakd.engine import distributed as D
 from lakd.engine.assemble import Stage, assemble, checkpoints_for, warn
 from lakd.engine.callbacks import Callback, MonitorLog, registered
+from lakd.engine.checkpoint import PORTABLE, rank_parts, restore
 from lakd.engine.environment import check_environment, result_path
 from lakd.engine.monitor import Monitor
 from lakd.engine.preemption import PreemptionFlag
@@ -99,45 +100,47 @@ def _pick_device(cfg: Config, denv: D.DistEnv) -> torch.device:
 
 # ---------------------------------------------------------------------------------------------- resume
 def resume(stage: Stage) -> TrainState:
-    """Load the newest complete checkpoint (if any) into the engine, loader and RNGs; return the state."""
-    cfg, ckpt, engine, loader = stage.cfg, stage.checkpoints, stage.engine, stage.loader
+    """Load the newest complete checkpoint (if any) into the engine and this rank's checkpoint parts (the same
+    named mapping the trainer saves, :func:`lakd.engine.checkpoint.rank_parts`); return the loop's state.
+
+    Same world size and ZeRO stage: everything, exactly. Otherwise the weights, step and schedule (plus the
+    ZeRO-0 optimizer state, one unpartitioned file) and only the portable parts (the data stream's position)."""
+    cfg, ckpt, engine = stage.cfg, stage.checkpoints, stage.engine
     # check_environment refused a different configuration and resume=false over existing checkpoints
     meta = ckpt.latest() if cfg.checkpoint.resume else None
+    state = TrainState()
     if meta is None:
-        return TrainState()
+        return state
     same_world = int(meta["world_size"]) == stage.world
     same_zero = int(meta.get("zero_stage", cfg.train.zero_stage)) == cfg.train.zero_stage
     exact = same_world and same_zero
     # ZeRO-0 optimizer state is one unpartitioned file: it survives a world-size change
     module_only = not exact and not (same_zero and cfg.train.zero_stage == 0)
-    state, path = ckpt.load(engine, meta, module_only=module_only)
-    step = int(meta["step"])
+    saved, path = ckpt.load(engine, meta, module_only=module_only)
+    state.load_state_dict(meta)
     if module_only:
         from lakd.engine.ds_engine import set_schedule_step
 
-        set_schedule_step(engine, stage.scheduler, step, cfg)
+        set_schedule_step(engine, stage.scheduler, state.step, cfg)
+    parts = rank_parts(stage.loader, stage.model, stage.average_bn)
     if exact:
-        loader.load_state_dict(state["loader"])
-        if state.get("buffers") is not None:
-            batchnorm.restore(engine.module, state["buffers"])
-        rng.restore(state["rng"])
+        restore(parts, saved)
     else:
         old = ckpt.load_rank_state(meta["tag"], min(stage.rank, int(meta["world_size"]) - 1))
         if old is not None:
-            loader.load_state_dict(old["loader"])  # the stream continues at the step, new sample order
+            restore(parts, old, PORTABLE)  # the stream continues at the step, new sample order
         if stage.rank == 0:
             what = (f"world size {meta['world_size']} -> {stage.world}" if not same_world else
                     f"ZeRO stage {meta.get('zero_stage')} -> {cfg.train.zero_stage}")
             momentum = "restarts from zero" if module_only else "is kept"
             warn(
-                f"resuming {path} with a different set-up ({what}): weights, step {step} and the learning-rate "
-                f"schedule are restored, the optimizer momentum {momentum}, and the data stream continues "
-                f"with a different sample order. The run is not bitwise reproducible from here on."
+                f"resuming {path} with a different set-up ({what}): weights, step {state.step} and the "
+                f"learning-rate schedule are restored, the optimizer momentum {momentum}, and the data stream "
+                f"continues with a different sample order. The run is not bitwise reproducible from here on."
             )
     if stage.rank == 0:
-        log.info("resumed from %s (step %d)", path, step)
-    return TrainState(step=step, best=meta.get("best"), seconds=float(meta.get("seconds", 0.0)),
-                      history=list(meta.get("history", [])), pending_eval=bool(meta.get("pending_eval")))
+        log.info("resumed from %s (step %d)", path, state.step)
+    return state
 
 
 # --------------------------------------------------------------------------------------------- session

@@ -16,10 +16,10 @@ import torch
 import torch.distributed as dist
 
 from lakd.config import Config
-from lakd.engine import batchnorm, rng
+from lakd.engine import batchnorm
 from lakd.engine import distributed as D
 from lakd.engine.callbacks import emit
-from lakd.engine.checkpoint import CheckpointManager
+from lakd.engine.checkpoint import CheckpointManager, capture, rank_parts
 from lakd.engine.preemption import Preempted, PreemptionFlag
 from lakd.engine.progress import MetricsLog, Progress, format_metric, memory_fields
 from lakd.exit_codes import DIVERGED as EXIT_DIVERGED  # the name launchers import from here
@@ -45,6 +45,18 @@ class TrainState:
     seconds: float = 0.0  # training wall time over all sessions of this stage
     history: list = field(default_factory=list)  # periodic evaluations: [{"step", "score"}]
     pending_eval: bool = False  # preempted at an evaluation step before evaluating
+
+    def state_dict(self) -> dict:
+        """The loop's position (rank 0 writes it into the checkpoint's lakd_meta.json)."""
+        return {"step": self.step, "best": self.best, "seconds": self.seconds, "history": list(self.history),
+                "pending_eval": self.pending_eval}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.best = state.get("best")
+        self.seconds = float(state.get("seconds", 0.0))
+        self.history = list(state.get("history", []))
+        self.pending_eval = bool(state.get("pending_eval"))
 
 
 def cpu_has_native_bf16() -> bool:
@@ -147,14 +159,15 @@ class Trainer:
         return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
 
     # ------------------------------------------------------------------------------------ checkpoint
+    def parts(self) -> dict:
+        """This rank's checkpoint parts beside the engine (:func:`lakd.engine.checkpoint.rank_parts`)."""
+        return rank_parts(self.loader, self.engine.module, self.average_bn)
+
     def save(self, *, is_best: bool = False) -> str:
         st = self.state
-        with batchnorm.averaged_buffers(self.engine.module, self.average_bn) as own:
-            rank_state = {"loader": self.loader.state_dict(), "rng": rng.capture(),
-                          "buffers": own if own is not None else None}
-            meta = {"config_hash": self.cfg.hash(), "best": st.best, "seconds": st.seconds,
-                    "history": st.history, "pending_eval": st.pending_eval,
-                    "zero_stage": self.cfg.train.zero_stage}
+        rank_state = capture(self.parts())  # this rank's own BatchNorm buffers, before averaging
+        meta = {**st.state_dict(), "config_hash": self.cfg.hash(), "zero_stage": self.cfg.train.zero_stage}
+        with batchnorm.averaged_buffers(self.engine.module, self.average_bn):
             tag = self.ckpt.save(self.engine, st.step, rank_state=rank_state, meta=meta, is_best=is_best,
                                  on_written=self._checkpoint_written)
         emit(self.callbacks, "on_checkpoint_saved", self, st.step, tag, is_best)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -143,6 +144,9 @@ def test_steps_logs_evaluations_best_model_and_checkpoints(tmp_path):
     assert [(s["step"], s["is_best"]) for s in f.ckpt.saves] == [(3, False), (4, True), (6, False), (9, False),
                                                                 (10, False)]
     assert f.ckpt.saves[-1]["loader"] == {"served": 20} and f.ckpt.saves[-1]["config_hash"] == trainer.cfg.hash()
+    resumed = TrainState()  # what a resume reads back from the last checkpoint's meta is the loop's state
+    resumed.load_state_dict(f.ckpt.saves[-1])
+    assert replace(resumed, seconds=st.seconds) == st and resumed.seconds <= st.seconds  # time after the save
 
 
 def test_preemption_saves_at_the_step_boundary_and_stops(tmp_path):
