@@ -20,6 +20,7 @@ from lakd.engine import distributed as D
 from lakd.engine.callbacks import ExportBest
 from lakd.engine.checkpoint import CheckpointManager
 from lakd.engine.environment import num_classes
+from lakd.engine.teacher_export import TeacherExport
 from lakd.engine.trainer import EvalResult, autocast_context
 
 __all__ = ["Stage", "assemble", "build_model", "checkpoints_for", "TrainLoaderFactory", "Evaluator", "Exporter",
@@ -174,7 +175,8 @@ class Evaluator:
 
 @dataclass
 class Exporter:
-    """Writes ``<stage_dir>/<name>.safetensors`` + ``.json``: the model with what a user of it needs to know."""
+    """Writes ``<stage_dir>/<name>.safetensors`` + ``.json``: the model (with a teacher's label noiser, as a
+    :class:`TeacherExport` a student stage loads) and what a user of it needs to know."""
 
     cfg: Config
     mean: list
@@ -182,46 +184,27 @@ class Exporter:
     noiser: Any = None  # a teacher's label noiser (stored with it)
 
     def save(self, model, name: str, step: int) -> Path:
-        from lakd.models.export import save_export
-
         cfg = self.cfg
         meta = {"dataset": cfg.data.dataset, "mean": self.mean, "std": self.std, "num_classes": num_classes(cfg),
                 "stage": cfg.stage, "run_name": cfg.run.name, "step": step, "config_hash": cfg.hash()}
-        if self.noiser is not None:
-            n = self.noiser
-            meta["label_channels"] = n.code_dim
-            meta["noise"] = {"code_dim": n.code_dim, "sigma": n.sigma, "fixed_sigma": n.fixed_sigma, "scale": n.scale}
-        else:
-            meta["label_channels"] = 0
-        st_path, _ = save_export(model, cfg.stage_dir / name, meta)
-        return st_path
+        return TeacherExport(model, self.noiser).save(cfg.stage_dir / name, meta)
 
 
-def load_teacher(cfg: Config, device: torch.device, mean, std, rank: int):
-    """The student stage's frozen teacher: (model, its label noiser or None, {"export", "label_channels"})."""
-    from lakd.method.label_noise import LabelNoiser
-    from lakd.models.export import load_export
-
+def load_teacher(cfg: Config, device: torch.device, mean, std, rank: int) -> tuple[TeacherExport, dict]:
+    """The student stage's frozen teacher with its label noiser, and {"export", "label_channels"} (result.json)."""
     path = cfg.teacher_export()
+    n = cfg.noise  # only for a label-assisted export written without its noise settings
+    default_noise = {"code_dim": n.code_dim, "sigma": n.sigma, "fixed_sigma": n.fixed_sigma, "scale": n.scale}
     try:
-        teacher, meta = load_export(path, map_location=device)
+        teacher = TeacherExport.load(path, map_location=device, default_noise=default_noise)
     except ValueError as exc:
         raise ConfigError(f"cannot load the teacher export: {exc}") from None
-    teacher.eval().requires_grad_(False)
-    k = int(meta.get("label_channels", 0))
     for key, mine in (("mean", mean), ("std", std)):
-        theirs = meta.get(key)
+        theirs = teacher.meta.get(key)
         if theirs is not None and [round(v, 4) for v in theirs] != [round(v, 4) for v in mine]:
             if rank == 0:
                 warn(f"teacher export {path} was trained with {key} {theirs}, this stage uses {mine}")
-    noiser = None
-    if k > 0:
-        n = dict(code_dim=cfg.noise.code_dim, sigma=cfg.noise.sigma, fixed_sigma=cfg.noise.fixed_sigma,
-                 scale=cfg.noise.scale)
-        n.update(meta.get("noise") or {})
-        n["code_dim"] = k
-        noiser = LabelNoiser(num_classes(cfg), **n)
-    return teacher, noiser, {"export": str(path), "label_channels": k}
+    return teacher, {"export": str(path), "label_channels": teacher.label_channels}
 
 
 # ----------------------------------------------------------------------------------------------- stage
@@ -244,7 +227,7 @@ class Stage:
     accum: int  # micro-batches per step
     sync_bn: bool
     noiser: Any = None  # teacher stage: the model's label noiser
-    teacher: Optional[torch.nn.Module] = None  # student stage: the frozen teacher
+    teacher: Optional[TeacherExport] = None  # student stage: the frozen teacher and its label noiser
     teacher_info: Optional[dict] = None  # student stage: {"export", "label_channels"} (result.json)
     init_report: Any = None  # LoadReport of model.pretrained
     class_names: list = field(default_factory=list)
@@ -268,7 +251,7 @@ class Stage:
         return self.world > 1 and not self.sync_bn
 
 
-def _objective(cfg: Config, noiser, teacher, teacher_noiser):
+def _objective(cfg: Config, noiser, teacher: Optional[TeacherExport]):
     from lakd.method.objectives import StudentObjective, TeacherObjective
 
     if cfg.stage == "teacher":
@@ -279,8 +262,9 @@ def _objective(cfg: Config, noiser, teacher, teacher_noiser):
             label_dropout=tl.label_dropout,
         )
     sl = cfg.student_loss
-    return StudentObjective(teacher, noiser=teacher_noiser, teacher_label_mode=sl.teacher_label_mode,
-                            aux_weight=sl.aux_weight, kd=sl.kd, kd_weight=sl.kd_weight, temperature=sl.temperature)
+    return StudentObjective(teacher.model if teacher else None, noiser=teacher.noiser if teacher else None,
+                            teacher_label_mode=sl.teacher_label_mode, aux_weight=sl.aux_weight, kd=sl.kd,
+                            kd_weight=sl.kd_weight, temperature=sl.temperature)
 
 
 def assemble(cfg: Config, denv: D.DistEnv, device: torch.device) -> Stage:
@@ -292,15 +276,15 @@ def assemble(cfg: Config, denv: D.DistEnv, device: torch.device) -> Stage:
     micro, accum = batch_layout(cfg, world)
     mean, std = normalisation(cfg)
     rng.seed_all(cfg.run.seed)  # identical initial weights on every rank
-    noiser = teacher = teacher_noiser = teacher_info = None
+    noiser = teacher = teacher_info = None
     if cfg.stage == "teacher":
         noiser = noiser_from_config(cfg)
         model, init_report = build_model(cfg, 3 + noiser.code_dim)
     else:
         model, init_report = build_model(cfg, 3)
         if cfg.stage == "student":
-            teacher, teacher_noiser, teacher_info = load_teacher(cfg, device, mean, std, rank)
-    objective = _objective(cfg, noiser, teacher, teacher_noiser)
+            teacher, teacher_info = load_teacher(cfg, device, mean, std, rank)
+    objective = _objective(cfg, noiser, teacher)
     sync_bn = batchnorm.use_sync_bn(cfg.train.sync_bn, device, world)
     if sync_bn:
         model = batchnorm.convert_sync_bn(model)
