@@ -122,9 +122,8 @@ class Trainer:
             with isolated_cpu_rng():  # DataLoader start-up draws from torch's RNG: keep it out of training
                 batch = self._to_device(next(self.loader))
             self.data_seconds += time.perf_counter() - t
-            batch["step"] = step
             with self._autocast():
-                out = self.objective(self.engine, batch)
+                out = self.objective(self.engine, batch, step=step)
             self.engine.backward(out.loss)
             self.engine.step()
             if self._keys is None:

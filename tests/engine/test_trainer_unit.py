@@ -74,9 +74,9 @@ class FakeCheckpoints:
 
 def objective(poison=()):
     """Squared error; the loss is NaN at the (1-based) steps in ``poison``."""
-    def fn(engine, batch):
+    def fn(engine, batch, step):
         loss = ((engine(batch["x"]) - batch["y"]) ** 2).mean()
-        if batch["step"] + 1 in poison:
+        if step + 1 in poison:
             loss = loss * float("nan")
         return SimpleNamespace(loss=loss, terms={"mse": loss.detach()})
     return fn
