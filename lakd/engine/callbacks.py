@@ -71,6 +71,12 @@ def register(callback) -> None:
     _REGISTERED.append(callback)
 
 
+def unregister(callback) -> None:
+    """Remove a callback :func:`register` added (no error when it is not there)."""
+    if callback in _REGISTERED:
+        _REGISTERED.remove(callback)
+
+
 def registered() -> list:
     return list(_REGISTERED)
 

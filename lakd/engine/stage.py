@@ -262,6 +262,12 @@ def _finish(stage: Stage, trainer: Trainer, progress: Optional[Progress]) -> dic
     return result
 
 
+def _say_finished(cfg: Config, done: dict) -> None:
+    scores = ", ".join(f"{k} mIoU {format_metric(v.get('miou'))}" for k, v in (done.get("eval") or {}).items())
+    print(f"lakd train: already finished: {result_path(cfg)}, {scores or 'no evaluation'} at step "
+          f"{done.get('steps')}; nothing to do", file=sys.stderr, flush=True)
+
+
 def run_stage(cfg: Config, callbacks: Sequence[Callback] = ()) -> dict:
     """Train (or resume, or just return) one stage; returns the result dict written to ``result.json``.
     ``callbacks`` (and those :func:`lakd.engine.callbacks.register` added) act at the train loop's events.
@@ -275,9 +281,7 @@ def run_stage(cfg: Config, callbacks: Sequence[Callback] = ()) -> dict:
     done = _read_result(cfg)
     if done is not None:
         if denv.rank == 0:
-            scores = ", ".join(f"{k} mIoU {format_metric(v.get('miou'))}" for k, v in (done.get("eval") or {}).items())
-            print(f"lakd train: already finished: {result_path(cfg)}, {scores or 'no evaluation'} at step "
-                  f"{done.get('steps')}; nothing to do", file=sys.stderr, flush=True)
+            _say_finished(cfg, done)
         return done
     from lakd.data.transforms import set_max_pixels
     from lakd.engine.ds_engine import prepare_deepspeed
