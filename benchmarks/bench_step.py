@@ -71,7 +71,8 @@ def make_config(args, shards: Path, runs: Path):
             f"model.name={args.model}", f"model.backbone={args.backbone}",
             f"model.width={args.width}", f"data.crop_size=[{ch},{cw}]",
             f"train.batch_size={args.batch}", f"train.iters={args.steps}", "eval.every=0",
-            f"checkpoint.every={10**9}", "log.every=1", "log.print_every=1", "log.progress=plain",
+            f"checkpoint.every={10**9}", "checkpoint.keep_last=1", "log.every=1", "log.print_every=1",
+            "log.progress=plain",
             f"data.num_workers={args.workers}", f"train.precision={args.precision}", f"train.device={args.device}"]
     return load_config("synthetic", over, stage="baseline")
 
@@ -103,11 +104,11 @@ def measure(args) -> dict:
         os.environ.pop(key, None)
 
     from lakd.engine import distributed as D
-    from lakd.engine.checkpoint import CheckpointManager
-    from lakd.engine.ds_engine import build_engine, poly_factor, prepare_deepspeed
+    from lakd.engine.assemble import assemble, build_model
+    from lakd.engine.callbacks import Callback
+    from lakd.engine.ds_engine import poly_factor, prepare_deepspeed
     from lakd.engine.preemption import PreemptionFlag
     from lakd.engine.progress import MetricsLog, Progress
-    from lakd.engine.stage import _build_model, _Stage
     from lakd.engine.trainer import Trainer, TrainState, autocast_context
     from lakd.optim import build_optimizer
 
@@ -120,22 +121,29 @@ def measure(args) -> dict:
     D.init_process_group(denv, device)
 
     # ---- lakd side: the stage exactly as run_stage assembles it
-    st = _Stage(cfg, denv, device)
-    model, objective = st.build()
-    engine, scheduler = build_engine(model, cfg, 1, st.micro, st.accum)
-    loader = st.train_loader()
+    stage = assemble(cfg, denv, device)
+    engine, objective, loader = stage.engine, stage.objective, stage.loader
     stage_dir = cfg.stage_dir
     stage_dir.mkdir(parents=True, exist_ok=True)
     metrics = MetricsLog(stage_dir / "metrics.jsonl")
     progress = Progress(total=10**9, start=0, desc="bench", mode="plain", print_every=1,
                         stream=open(os.devnull, "w"))
-    trainer = Trainer(cfg, engine=engine, scheduler=scheduler, objective=objective, loader=loader, device=device,
-                      accum=st.accum, ckpt=CheckpointManager(stage_dir / "checkpoints", keep_last=1),
-                      evaluate=lambda n: None, average_bn=False, metrics=metrics, progress=progress,
-                      flag=PreemptionFlag(), state=TrainState())
-
     # time what lakd does around the model step (loader hand-off, agreement + read-back, logging), directly
     overhead = {"loader": 0.0, "agree": 0.0, "log": 0.0}
+
+    class TimeAgreement(Callback):
+        """From this rank's step being computed to every rank agreeing on it (the loss read-back included)."""
+
+        def on_step_computed(self, trainer, step, values):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, trainer, step, loss, terms):
+            overhead["agree"] += time.perf_counter() - self.t0
+
+    trainer = Trainer(cfg, engine=engine, scheduler=stage.scheduler, objective=objective, loader=loader,
+                      device=device, accum=stage.accum, ckpt=stage.checkpoints,
+                      evaluate=lambda n: None, average_bn=False, metrics=metrics, progress=progress,
+                      flag=PreemptionFlag(), state=TrainState(), callbacks=[TimeAgreement()])
 
     class _Timed:
         def __init__(self, inner, key):
@@ -171,18 +179,17 @@ def measure(args) -> dict:
         trainer.loader = _Timed(_Repeat(), "loader")
     else:
         trainer.loader = _Timed(loader, "loader")
-    trainer._agree = timed(trainer._agree, "agree")
     metrics.write = timed(metrics.write, "log")
     progress.update = timed(progress.update, "log")
 
     # ---- bare side: same architecture and init, same batch, loss, optimizer, schedule
-    bare_model = _build_model(cfg, 3)[0].to(device)  # (model, load report)
+    bare_model = build_model(cfg, 3)[0].to(device)  # (model, load report)
     bare_model.load_state_dict(engine.module.state_dict())
     bare_model.train()
     opt = build_optimizer(bare_model.parameters(), name="sgd", lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                           weight_decay=cfg.optim.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, poly_factor(cfg))
-    first = st.train_loader()
+    first = stage.loaders()
     batch = {k: v.to(device) for k, v in next(first).items() if isinstance(v, torch.Tensor)}
     first.close()
 

@@ -82,3 +82,19 @@ def averaged_buffers(module: nn.Module, enabled: bool):
         yield own
     finally:
         restore(module, own)
+
+
+class RankBuffers:
+    """This rank's own floating-point buffers as a part of a checkpoint, when they are averaged across ranks
+    (plain BatchNorm on several processes): the engine's checkpoint holds the average, this part each rank's
+    own running statistics. ``None`` (nothing to keep) otherwise."""
+
+    def __init__(self, module: nn.Module, enabled: bool):
+        self.module, self.enabled = module, bool(enabled)
+
+    def state_dict(self):
+        return snapshot(self.module) if self.enabled else None
+
+    def load_state_dict(self, state) -> None:
+        if state is not None:
+            restore(self.module, state)

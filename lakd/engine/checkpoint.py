@@ -23,7 +23,7 @@ import logging
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Protocol
 
 import torch
 
@@ -70,6 +70,39 @@ def weights_only_load(path, map_location=None):
 def make_loads_safe(engine) -> None:
     """Route every checkpoint read of a DeepSpeed engine through :func:`weights_only_load`."""
     engine.checkpoint_engine.load = weights_only_load
+
+
+class Stateful(Protocol):
+    """A part whose state goes into a checkpoint (torch.distributed.checkpoint.stateful's protocol)."""
+
+    def state_dict(self) -> Any: ...
+
+    def load_state_dict(self, state: Any) -> None: ...
+
+
+def rank_parts(loader, module, average_bn: bool) -> dict[str, Stateful]:
+    """What every rank adds to a checkpoint beside DeepSpeed's engine state, by name: the data stream's
+    position, the BatchNorm buffers it keeps for itself and its random generators. Saving and restoring both
+    iterate this one mapping (the generators last: restoring the others must not draw from them)."""
+    from lakd.engine.batchnorm import RankBuffers
+    from lakd.engine.rng import ProcessRNG
+
+    return {"loader": loader, "buffers": RankBuffers(module, average_bn), "rng": ProcessRNG()}
+
+
+# parts that carry over to another world size or ZeRO layout (from the old rank of the same number, or the last)
+PORTABLE = ("loader",)
+
+
+def capture(parts: dict[str, Stateful]) -> dict:
+    return {name: part.state_dict() for name, part in parts.items()}
+
+
+def restore(parts: dict[str, Stateful], state: dict, names: Optional[tuple] = None) -> None:
+    """Load ``state`` (from :func:`capture`) into ``parts``, all of them or only ``names``."""
+    for name, part in parts.items():
+        if names is None or name in names:
+            part.load_state_dict(state[name])
 
 
 class CheckpointManager:
@@ -134,8 +167,10 @@ class CheckpointManager:
         return removed
 
     # ------------------------------------------------------------------------------------------ save
-    def save(self, engine, step: int, *, rank_state: dict, meta: dict, is_best: bool = False) -> str:
-        """Collective: every rank calls this with its own ``rank_state``; returns the tag."""
+    def save(self, engine, step: int, *, rank_state: dict, meta: dict, is_best: bool = False,
+             on_written: Optional[Callable[[Path], None]] = None) -> str:
+        """Collective: every rank calls this with its own ``rank_state``; returns the tag. ``on_written(path)``
+        runs on each rank once its files are on disk, before the checkpoint is committed."""
         tag = tag_for(step)
         rank, world = D.rank(), D.world_size()
         if rank == 0:
@@ -147,6 +182,8 @@ class CheckpointManager:
         with naming_disk_full(self.dir / tag):
             engine.save_checkpoint(str(self.dir), tag=tag, client_state=client, save_latest=False)
             save_state(self.dir / tag / f"lakd_rank{rank:05d}", rank_state)
+        if on_written is not None:
+            on_written(self.dir / tag)
         D.barrier()  # every rank's files are on disk
         if rank == 0:
             doc = {**meta, "complete": True, "tag": tag, "step": int(step), "world_size": world}

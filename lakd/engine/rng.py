@@ -30,3 +30,13 @@ def restore(state: dict) -> None:
     if "cuda" in state and torch.cuda.is_available():
         for i, s in enumerate(state["cuda"][: torch.cuda.device_count()]):
             torch.cuda.set_rng_state(s.to(torch.uint8), i)
+
+
+class ProcessRNG:
+    """This process's global generators (Python, numpy, torch CPU and CUDA) as a part of a checkpoint."""
+
+    def state_dict(self) -> dict:
+        return capture()
+
+    def load_state_dict(self, state: dict) -> None:
+        restore(state)

@@ -10,15 +10,16 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.distributed as dist
 
 from lakd.config import Config
-from lakd.engine import batchnorm, rng
+from lakd.engine import batchnorm
 from lakd.engine import distributed as D
-from lakd.engine.checkpoint import CheckpointManager
+from lakd.engine.callbacks import emit
+from lakd.engine.checkpoint import CheckpointManager, capture, rank_parts
 from lakd.engine.preemption import Preempted, PreemptionFlag
 from lakd.engine.progress import MetricsLog, Progress, format_metric, memory_fields
 from lakd.exit_codes import DIVERGED as EXIT_DIVERGED  # the name launchers import from here
@@ -44,6 +45,18 @@ class TrainState:
     seconds: float = 0.0  # training wall time over all sessions of this stage
     history: list = field(default_factory=list)  # periodic evaluations: [{"step", "score"}]
     pending_eval: bool = False  # preempted at an evaluation step before evaluating
+
+    def state_dict(self) -> dict:
+        """The loop's position (rank 0 writes it into the checkpoint's lakd_meta.json)."""
+        return {"step": self.step, "best": self.best, "seconds": self.seconds, "history": list(self.history),
+                "pending_eval": self.pending_eval}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.best = state.get("best")
+        self.seconds = float(state.get("seconds", 0.0))
+        self.history = list(state.get("history", []))
+        self.pending_eval = bool(state.get("pending_eval"))
 
 
 def cpu_has_native_bf16() -> bool:
@@ -75,20 +88,19 @@ def isolated_cpu_rng():
 
 
 class Trainer:
-    """Runs the loop for an assembled stage (see :mod:`lakd.engine.stage`)."""
+    """Runs the loop for an assembled stage (see :mod:`lakd.engine.assemble`); ``callbacks`` act at its events
+    (:mod:`lakd.engine.callbacks`)."""
 
     def __init__(self, cfg: Config, *, engine, scheduler, objective: Callable, loader, device: torch.device,
                  accum: int, ckpt: CheckpointManager, evaluate: Callable[[Optional[int]], EvalResult],
                  average_bn: bool, metrics: Optional[MetricsLog], progress: Optional[Progress],
-                 flag: PreemptionFlag, state: TrainState, on_best: Optional[Callable[[int], None]] = None,
-                 monitor=None, class_names: Optional[list[str]] = None):
+                 flag: PreemptionFlag, state: TrainState, callbacks: Sequence = ()):
         self.cfg = cfg
         self.engine, self.scheduler, self.objective = engine, scheduler, objective
         self.loader, self.device, self.accum = loader, device, accum
         self.ckpt, self.evaluate, self.average_bn = ckpt, evaluate, average_bn
         self.metrics, self.progress, self.flag, self.state = metrics, progress, flag, state
-        self.on_best = on_best
-        self.monitor, self.class_names = monitor, list(class_names or [])
+        self.callbacks = list(callbacks)
         self.data_seconds = 0.0  # of the last step: waiting for batches
         self.world = D.world_size()
         self.rank = D.rank()
@@ -110,9 +122,8 @@ class Trainer:
             with isolated_cpu_rng():  # DataLoader start-up draws from torch's RNG: keep it out of training
                 batch = self._to_device(next(self.loader))
             self.data_seconds += time.perf_counter() - t
-            batch["step"] = step
             with self._autocast():
-                out = self.objective(self.engine, batch)
+                out = self.objective(self.engine, batch, step=step)
             self.engine.backward(out.loss)
             self.engine.step()
             if self._keys is None:
@@ -147,15 +158,22 @@ class Trainer:
         return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
 
     # ------------------------------------------------------------------------------------ checkpoint
+    def parts(self) -> dict:
+        """This rank's checkpoint parts beside the engine (:func:`lakd.engine.checkpoint.rank_parts`)."""
+        return rank_parts(self.loader, self.engine.module, self.average_bn)
+
     def save(self, *, is_best: bool = False) -> str:
         st = self.state
-        with batchnorm.averaged_buffers(self.engine.module, self.average_bn) as own:
-            rank_state = {"loader": self.loader.state_dict(), "rng": rng.capture(),
-                          "buffers": own if own is not None else None}
-            meta = {"config_hash": self.cfg.hash(), "best": st.best, "seconds": st.seconds,
-                    "history": st.history, "pending_eval": st.pending_eval,
-                    "zero_stage": self.cfg.train.zero_stage}
-            return self.ckpt.save(self.engine, st.step, rank_state=rank_state, meta=meta, is_best=is_best)
+        rank_state = capture(self.parts())  # this rank's own BatchNorm buffers, before averaging
+        meta = {**st.state_dict(), "config_hash": self.cfg.hash(), "zero_stage": self.cfg.train.zero_stage}
+        with batchnorm.averaged_buffers(self.engine.module, self.average_bn):
+            tag = self.ckpt.save(self.engine, st.step, rank_state=rank_state, meta=meta, is_best=is_best,
+                                 on_written=self._checkpoint_written)
+        emit(self.callbacks, "on_checkpoint_saved", self, st.step, tag, is_best)
+        return tag
+
+    def _checkpoint_written(self, path) -> None:
+        emit(self.callbacks, "on_checkpoint_written", self, self.state.step, path)
 
     # ------------------------------------------------------------------------------------------ eval
     def run_eval(self, final: bool = False) -> EvalResult:
@@ -165,28 +183,27 @@ class Trainer:
                 torch.random.fork_rng(devices=devices):
             return self.evaluate(max_images)
 
-    def _log_eval(self, res: EvalResult) -> None:
+    def log_eval(self, res: EvalResult, *, final: bool = False) -> None:
+        """Record an evaluation: metrics.jsonl and the console (rank 0), then the ``on_eval`` callbacks."""
         if self.metrics is not None:
             self.metrics.write({"step": self.state.step, "eval": res.metrics, "time": time.time()})
-        if self.monitor is not None:
-            self.monitor.log_eval(self.state.step, res.metrics, self.class_names, res.previews)
         if self.progress is not None:
             parts = ", ".join(f"{k} mIoU {format_metric(v.get('miou'))}" for k, v in res.metrics.items())
             self.progress.message(f"[eval] step {self.state.step}: {parts}")
+        emit(self.callbacks, "on_eval", self, self.state.step, res, final)
 
     def eval_step(self) -> bool:
         """Periodic evaluation at the current step with best-model tracking; True if it is a new best."""
         st = self.state
         with (self.progress.paused() if self.progress is not None else contextlib.nullcontext()):
             res = self.run_eval()
-        self._log_eval(res)
+        self.log_eval(res)
         st.history.append({"step": st.step, "score": res.score})
         is_best = st.best is None or res.score > st.best["score"]
         if is_best:
             st.best = {"step": st.step, "score": res.score}
-            if self.on_best is not None:
-                with batchnorm.averaged_buffers(self.engine.module, self.average_bn):
-                    self.on_best(st.step)
+            with batchnorm.averaged_buffers(self.engine.module, self.average_bn):
+                emit(self.callbacks, "on_best", self, st.step)
         self.engine.train()
         return is_best
 
@@ -205,7 +222,9 @@ class Trainer:
         while st.step < iters:
             t0 = time.perf_counter()
             lr = self.scheduler.get_last_lr()[0]
+            emit(self.callbacks, "on_step_start", self, st.step)
             values, keys = self.train_step(st.step)
+            emit(self.callbacks, "on_step_computed", self, st.step, values)
             preempt, nonfinite, means = self._agree(values)
             st.step += 1
             dt = time.perf_counter() - t0
@@ -222,6 +241,7 @@ class Trainer:
                     f"resumes from that checkpoint)."
                 )
             loss, terms = means[0], dict(zip(keys, means[1:]))
+            emit(self.callbacks, "on_step_end", self, st.step, loss, terms)
             if self.rank == 0:
                 memory = memory_fields(self.device)
                 data_s = self.data_seconds
@@ -232,8 +252,7 @@ class Trainer:
                               **memory, **self._loss_scale(), "time": time.time()}
                     if self.metrics is not None:
                         self.metrics.write(record)
-                    if self.monitor is not None:
-                        self.monitor.log_step(st.step, record)
+                    emit(self.callbacks, "on_log", self, st.step, record)
                 if self.progress is not None:
                     mem = memory.get("gpu_mem_mb", memory["max_rss_mb"])
                     self.progress.update(st.step, {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}",

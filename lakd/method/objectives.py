@@ -1,7 +1,8 @@
 """Training objectives of LAD: the dual-path label-assisted teacher and the distilled student.
 
-Both are callables ``objective(model, batch) -> LossOutput`` with ``batch = {"image": FloatTensor[B,3,H,W],
-"label": LongTensor[B,H,W]}``. They hold no distributed code: the engine wraps the model (e.g. in a DeepSpeed
+Both are callables ``objective(model, batch, step=None) -> LossOutput`` with ``batch = {"image":
+FloatTensor[B,3,H,W], "label": LongTensor[B,H,W]}`` and ``step`` the optimizer steps done so far (the engine
+passes it; schedules inside an objective read it). They hold no distributed code: the engine wraps the model (e.g. in a DeepSpeed
 engine), calls the objective and back-propagates ``LossOutput.loss``.
 
 Teacher (official LAD, docs/method.md):
@@ -130,7 +131,7 @@ class TeacherObjective:
         dual_path: False = single-path ablation (one noising, no consistency term).
         consistency_start: the consistency term is off (weight 0) before this step (0 = official).
         consistency_warmup: then ramp lambda_c linearly from 0 over this many steps (0 = official, no ramp).
-            The step is read from ``batch["step"]`` when present, else from the objective's own call counter.
+            The step is the ``step`` argument of the call, else the objective's own call counter.
         label_dropout: probability per image that its label channels are zeroed (0 = official). Teaches the
             teacher to work without the label too, so a zero-channel evaluation is meaningful.
         ignore_index: unlabeled pixels, excluded from CE.
@@ -173,12 +174,12 @@ class TeacherObjective:
             extra = extra * keep.to(extra.dtype).view(-1, 1, 1, 1)
         return torch.cat([image, extra], dim=1)
 
-    def __call__(self, model: nn.Module, batch: dict) -> LossOutput:
+    def __call__(self, model: nn.Module, batch: dict, step: int | None = None) -> LossOutput:
         L = _losses()
         check = self.check_labels
         check_batch(batch, self.noiser.num_classes if check else None, self.ignore_index)
         image, label = batch["image"], batch["label"]
-        step = batch.get("step", self.calls)
+        step = self.calls if step is None else step
         self.calls += 1
         ce = aux = image.new_zeros((), dtype=torch.float32)
         mains = []
@@ -277,7 +278,8 @@ class StudentObjective:
         b, _, h, w = image.shape
         return torch.cat([image, image.new_zeros(b, k, h, w)], dim=1)
 
-    def __call__(self, model: nn.Module, batch: dict) -> LossOutput:
+    def __call__(self, model: nn.Module, batch: dict, step: int | None = None) -> LossOutput:
+        """``step`` is accepted for the engine's one calling convention; nothing in this objective depends on it."""
         L = _losses()
         check = self.check_labels
         check_batch(batch)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import signal
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from lakd.config import load_config
+from lakd.engine.callbacks import Callback
 from lakd.engine.preemption import Preempted, PreemptionFlag
 from lakd.engine.progress import MetricsLog
 from lakd.engine.trainer import EvalResult, NonFiniteLoss, Trainer, TrainState
@@ -57,7 +59,9 @@ class FakeCheckpoints:
         self.dir = tmp_path / "checkpoints"
         self.saves, self.best = [], []
 
-    def save(self, engine, step, *, rank_state, meta, is_best=False):
+    def save(self, engine, step, *, rank_state, meta, is_best=False, on_written=None):
+        if on_written is not None:
+            on_written(self.dir / f"step_{step:08d}")
         self.saves.append({"step": step, "is_best": is_best, "loader": rank_state["loader"], **meta})
         return f"step_{step:08d}"
 
@@ -70,9 +74,9 @@ class FakeCheckpoints:
 
 def objective(poison=()):
     """Squared error; the loss is NaN at the (1-based) steps in ``poison``."""
-    def fn(engine, batch):
+    def fn(engine, batch, step):
         loss = ((engine(batch["x"]) - batch["y"]) ** 2).mean()
-        if batch["step"] + 1 in poison:
+        if step + 1 in poison:
             loss = loss * float("nan")
         return SimpleNamespace(loss=loss, terms={"mse": loss.detach()})
     return fn
@@ -92,20 +96,34 @@ def make(tmp_path, *, iters=10, eval_every=4, ckpt_every=3, accum=1, scores=None
         return EvalResult({"image": {"miou": s}}, s)
 
     flag = PreemptionFlag()
+
+    class Record(Callback):
+        def on_best(self, trainer, step):
+            best_calls.append(step)
+
+        def on_step_start(self, trainer, step):
+            if on_signal_at is not None and step + 1 == on_signal_at:  # the signal arrives while the step runs
+                flag._handle(signal.SIGTERM, None)
+
+    events = EventLog()
     trainer = Trainer(cfg, engine=engine, scheduler=torch.optim.lr_scheduler.LambdaLR(engine.opt, lambda s: 1.0),
                       objective=objective(poison), loader=loader, device=torch.device("cpu"), accum=accum,
                       ckpt=ckpt, evaluate=evaluate, average_bn=False, metrics=MetricsLog(tmp_path / "m.jsonl"),
-                      progress=None, flag=flag, state=state or TrainState(), on_best=best_calls.append)
-    if on_signal_at is not None:  # the signal arrives while step `on_signal_at` runs
-        step_fn = trainer.train_step
+                      progress=None, flag=flag, state=state or TrainState(), callbacks=[Record(), events])
+    return trainer, SimpleNamespace(engine=engine, loader=loader, ckpt=ckpt, evals=evals, best=best_calls,
+                                    events=events.seen)
 
-        def train_step(step):
-            if step + 1 == on_signal_at:
-                flag._handle(signal.SIGTERM, None)
-            return step_fn(step)
 
-        trainer.train_step = train_step
-    return trainer, SimpleNamespace(engine=engine, loader=loader, ckpt=ckpt, evals=evals, best=best_calls)
+class EventLog:
+    """A duck-typed callback (no base class) recording every event it sees."""
+
+    def __init__(self):
+        self.seen = []
+
+    def __getattr__(self, event):
+        if not event.startswith("on_"):
+            raise AttributeError(event)
+        return lambda trainer, *args: self.seen.append((event, *args))
 
 
 def _log(tmp_path):
@@ -126,6 +144,9 @@ def test_steps_logs_evaluations_best_model_and_checkpoints(tmp_path):
     assert [(s["step"], s["is_best"]) for s in f.ckpt.saves] == [(3, False), (4, True), (6, False), (9, False),
                                                                 (10, False)]
     assert f.ckpt.saves[-1]["loader"] == {"served": 20} and f.ckpt.saves[-1]["config_hash"] == trainer.cfg.hash()
+    resumed = TrainState()  # what a resume reads back from the last checkpoint's meta is the loop's state
+    resumed.load_state_dict(f.ckpt.saves[-1])
+    assert replace(resumed, seconds=st.seconds) == st and resumed.seconds <= st.seconds  # time after the save
 
 
 def test_preemption_saves_at_the_step_boundary_and_stops(tmp_path):
@@ -164,3 +185,36 @@ def test_nonfinite_loss_stops_without_saving(tmp_path):
     with pytest.raises(NonFiniteLoss, match="non-finite loss at step 5.*step_00000004"):
         trainer.fit()
     assert [s["step"] for s in f.ckpt.saves] == [2, 4]
+
+
+def test_callbacks_see_the_loop_events_in_order(tmp_path):
+    trainer, f = make(tmp_path, iters=4, eval_every=2, ckpt_every=3, scores=[0.5])
+    trainer.fit()
+    names = [e[0] for e in f.events]
+    step2 = names[names.index("on_step_start", names.index("on_step_end")):]
+    # step 2: start, computed (this rank), end (agreed), log, eval, best, written + saved (a new best is saved)
+    assert step2[:9] == ["on_step_start", "on_step_computed", "on_step_end", "on_log", "on_eval", "on_best",
+                         "on_checkpoint_written", "on_checkpoint_saved", "on_step_start"]
+    starts = [e[1] for e in f.events if e[0] == "on_step_start"]
+    ends = [e[1] for e in f.events if e[0] == "on_step_end"]
+    assert starts == [0, 1, 2, 3] and ends == [1, 2, 3, 4]  # steps done before / after each step
+    loss = [e for e in f.events if e[0] == "on_step_end"][0][2]
+    assert loss == pytest.approx(_log(tmp_path)[0]["loss"])
+    evals = [e for e in f.events if e[0] == "on_eval"]
+    assert [(e[1], e[2].score, e[3]) for e in evals] == [(2, 0.5, False)]
+    saved = [(e[1], e[2], e[3]) for e in f.events if e[0] == "on_checkpoint_saved"]
+    assert saved == [(2, "step_00000002", True), (3, "step_00000003", False), (4, "step_00000004", False)]
+    written = [(e[1], e[2].name) for e in f.events if e[0] == "on_checkpoint_written"]
+    assert written == [(2, "step_00000002"), (3, "step_00000003"), (4, "step_00000004")]
+    # the stage's final evaluation goes through the same record path, marked final
+    trainer.log_eval(EvalResult({"image": {"miou": 0.7}}, 0.7), final=True)
+    assert f.events[-1][0] == "on_eval" and f.events[-1][3] is True
+    assert _log(tmp_path)[-1]["eval"] == {"image": {"miou": 0.7}}
+
+
+def test_nonfinite_step_reaches_no_step_end_callback(tmp_path):
+    trainer, f = make(tmp_path, iters=10, eval_every=0, ckpt_every=100, poison={3})
+    with pytest.raises(NonFiniteLoss):
+        trainer.fit()
+    assert [e[1] for e in f.events if e[0] == "on_step_end"] == [1, 2]
+    assert [e[1] for e in f.events if e[0] == "on_step_computed"] == [0, 1, 2]
