@@ -8,11 +8,13 @@ A configuration is built in three layers, each a plain dict merged onto the one 
    path; a file may start from a preset with ``base: <preset>``;
 3. dotted overrides ``train.iters=100 data.crop_size=[64,64] teacher.export=null`` (values are YAML).
 
-The merged dict is then converted to :class:`Config`; an unknown key or a value of the wrong type raises
-:class:`ConfigError` naming the key, before anything is written anywhere.  ``teacher.model`` is a
-*partial* model section merged onto ``model`` (empty = the teacher-stage model has the same architecture
-as the student).  Relative paths are made absolute so a resolved config works from any directory (Slurm
-jobs start elsewhere).
+The merged dict is then validated into :class:`Config` (pydantic dataclasses): every check sits next to its
+field, as a constraint of its type or in its section's ``__post_init__``; names of components are checked
+against the registries that build them (models, dataset cards, losses, optimizers, evaluation modes). Any
+problem raises one :class:`ConfigError` line naming the key, before anything is written anywhere.
+``teacher.model`` is a *partial* model section merged onto ``model`` (empty = the teacher-stage model has the
+same architecture as the student). Relative paths are made absolute so a resolved config works from any
+directory (Slurm jobs start elsewhere).
 """
 from __future__ import annotations
 
@@ -24,13 +26,16 @@ import json
 import math
 import os
 import re
-import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import field
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Iterable, Literal, Mapping, Optional, Union
 
 import yaml
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
+from pydantic import ValidationInfo
+from pydantic.dataclasses import dataclass
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 STAGES = ("teacher", "student", "baseline")
@@ -40,165 +45,295 @@ class ConfigError(ValueError):
     """A configuration that cannot be used: unknown key, wrong type, bad value. One line, names the key."""
 
 
+class _FieldError(ValueError):
+    """A section's own check failed on ``field`` (the section's place in the config is added by the caller)."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field_name
+
+
+def _require(ok: bool, field_name: str, message: str) -> None:
+    if not ok:
+        raise _FieldError(field_name, message)
+
+
+def _known(value: str, known: Iterable[str], field_name: str, of: str = "") -> None:
+    """``value`` is a name the component's registry knows."""
+    known = list(known)
+    _require(value in known, field_name, f"unknown {value!r}{of} (known: {', '.join(known)})")
+
+
+# ------------------------------------------------------------------------------------------ value types
+# Sections take mappings; their leaves are strict (YAML `1` is no `true`, `"3"` no 3) and floats are finite.
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_CATALOGUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # lakd.models.catalogue.NAME_RE
+
+
+def _yaml_number(value: Any) -> Any:
+    """YAML 1.1 reads `1e-4` (no dot) as a string: accept numeric literals written that way."""
+    return float(value) if isinstance(value, str) and _NUMBER.match(value.strip()) else value
+
+
+def _absolute(value: str, info: ValidationInfo) -> str:
+    """A relative path made absolute against the directory the config is loaded from (``context['cwd']``)."""
+    base = (info.context or {}).get("cwd")
+    if base is None or value == "" or "://" in value or value.startswith("pipe:") or Path(value).is_absolute():
+        return value
+    return str((Path(base) / os.path.expanduser(value)).resolve())
+
+
+def _weights(value: str, info: ValidationInfo) -> str:
+    """``model.pretrained``: a catalogue name stays a name, anything else is a path."""
+    return value if _CATALOGUE_NAME.fullmatch(value) else _absolute(value, info)
+
+
+def _pair(value: list[int]) -> list[int]:
+    if len(value) != 2 or not all(v > 0 for v in value):
+        raise ValueError(f"expected [height, width] > 0, got {value}")
+    return value
+
+
+Int = Annotated[int, Strict()]
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
+Float = Annotated[float, Strict(), BeforeValidator(_yaml_number)]
+Count = Annotated[Int, Field(ge=0)]
+Positive = Annotated[Int, Field(ge=1)]
+NonNeg = Annotated[Float, Field(ge=0)]
+Pos = Annotated[Float, Field(gt=0)]
+Path_ = Annotated[Str, AfterValidator(_absolute)]
+Weights = Annotated[Str, AfterValidator(_weights)]
+Size = Annotated[list[Int], AfterValidator(_pair)]  # (height, width)
+
+# validate_default: defaults go through the same types (a default relative path is made absolute too)
+section = dataclass(config=ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True,
+                                      defer_build=True))
+
+
 # ----------------------------------------------------------------------------------------------- sections
-@dataclass
+@section
 class RunConfig:
-    name: str = "default"  # run directory: <runs_dir>/<name>/<stage>/
-    runs_dir: str = "runs"
-    seed: int = 0
+    name: Str = "default"  # run directory: <runs_dir>/<name>/<stage>/
+    runs_dir: Path_ = "runs"
+    seed: Int = 0
     # where catalogue weights live (model.pretrained: <name>); None: $LAKD_WEIGHTS_DIR, else ~/.cache/lakd/weights
-    weights_dir: Optional[str] = None
+    weights_dir: Optional[Path_] = None
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name) and "/" not in self.name and self.name not in (".", ".."), "name",
+                 f"must be a non-empty folder name, got {self.name!r}")
 
 
-@dataclass
+@section
 class DataConfig:
-    dataset: str = "synthetic"
+    dataset: Str = "synthetic"  # a dataset card (lakd.data.list_cards)
     # manifests default to <shards_dir>/<dataset>-<split>.manifest.json (lakd.data.build_shards writes them)
-    shards_dir: str = "shards/out"
-    train_split: str = "train"
-    val_split: str = "val"
-    train_manifest: Optional[str] = None
-    val_manifest: Optional[str] = None
-    num_classes: Optional[int] = None  # None: the dataset card's
-    card: Optional[str] = None  # dataset folder: your dataset card file (YAML/JSON; lakd.data.user_card)
-    crop_size: list[int] = field(default_factory=lambda: [512, 512])  # (height, width)
-    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
-    mean: Optional[list[float]] = None  # None: ImageNet mean/std (0-255 scale, RGB)
-    std: Optional[list[float]] = None
-    num_workers: int = 2
-    shuffle_buffer: Optional[int] = None  # None: the loader's default
+    shards_dir: Path_ = "shards/out"
+    train_split: Str = "train"
+    val_split: Str = "val"
+    train_manifest: Optional[Path_] = None
+    val_manifest: Optional[Path_] = None
+    num_classes: Optional[Annotated[Int, Field(ge=2)]] = None  # None: the dataset card's
+    card: Optional[Path_] = None  # dataset folder: your dataset card file (YAML/JSON; lakd.data.user_card)
+    crop_size: Size = field(default_factory=lambda: [512, 512])  # (height, width)
+    scale_range: list[Pos] = field(default_factory=lambda: [0.5, 2.0])
+    mean: Optional[list[Float]] = None  # None: ImageNet mean/std (0-255 scale, RGB)
+    std: Optional[list[Pos]] = None
+    num_workers: Count = 2
+    shuffle_buffer: Optional[Int] = None  # None: the loader's default
     # a manifest is data: its `pipe:` (runs a shell command) and URL shard entries are opened only if true
-    allow_pipe: bool = False
+    allow_pipe: Bool = False
     # decoded images larger than this many pixels are skipped and counted as corrupt (bounded memory/time)
-    max_pixels: int = 64_000_000
+    max_pixels: Positive = 64_000_000
+
+    def __post_init__(self) -> None:
+        low_high = self.scale_range
+        _require(len(low_high) == 2 and low_high[0] <= low_high[1], "scale_range",
+                 f"expected [low, high] with 0 < low <= high, got {low_high}")
+        for key in ("mean", "std"):
+            v = getattr(self, key)
+            _require(v is None or len(v) == 3, key, f"expected 3 values (RGB), got {v}")
+        _require(self.dataset != "folder" or self.card is not None, "card",
+                 "data.dataset=folder needs your dataset card file (YAML or JSON)")
+        _require(self.card is None or self.dataset == "folder", "card",
+                 f"a dataset card is for data.dataset=folder, not {self.dataset}")
+        if self.card is not None:
+            from lakd.data.user_card import use_card_file
+
+            try:  # the card of dataset `folder` in this process (class count, names, palette)
+                use_card_file(self.card)
+            except ValueError as exc:
+                raise _FieldError("card", str(exc)) from None
+        from lakd.data import list_cards
+
+        _known(self.dataset, list_cards(), "dataset")
 
 
-@dataclass
+@section
 class ModelConfig:
-    name: str = "deeplabv3"
-    backbone: str = "resnet18"
-    width: float = 1.0
-    aux: bool = True
+    name: Str = "deeplabv3"  # lakd.models registry: name and backbone
+    backbone: Str = "resnet18"
+    width: Pos = 1.0
+    aux: Bool = True
     # a local weights file, or a catalogue name (`lakd weights list`) looked up in run.weights_dir
-    pretrained: Optional[str] = None
+    pretrained: Optional[Weights] = None
     options: dict[str, Any] = field(default_factory=dict)  # further build_model keyword arguments
 
+    def __post_init__(self) -> None:
+        from lakd.models import COMBINATIONS
 
-@dataclass
+        _known(self.name, COMBINATIONS, "name")
+        _known(self.backbone, COMBINATIONS[self.name], "backbone", of=f" for {self.name}")
+
+
+@section
 class TeacherConfig:
     # teacher-stage architecture: a partial model section merged onto `model` ({} = same as the student)
     model: ModelConfig = field(default_factory=ModelConfig)
     # student stage: the frozen teacher's export. None: <runs_dir>/<run>/teacher/teacher.safetensors.
     # The KD row points this at an image-only model, e.g. <runs_dir>/<other run>/baseline/baseline.safetensors
-    export: Optional[str] = None
+    export: Optional[Path_] = None
 
 
-@dataclass
+@section
 class NoiseConfig:
     """Label Noising Module (lakd.method.label_noise.LabelNoiser); defaults = the official code."""
 
-    code_dim: int = 1  # label channels fed to the teacher
-    sigma: float = 0.03  # pixel noise while training the teacher
-    fixed_sigma: float = 0.02  # pixel noise of the fixed code used at distillation / evaluation time
+    code_dim: Positive = 1  # label channels fed to the teacher
+    sigma: NonNeg = 0.03  # pixel noise while training the teacher
+    fixed_sigma: NonNeg = 0.02  # pixel noise of the fixed code used at distillation / evaluation time
     # 3, not the official 100: lakd divides images by their std, the official code does not, and x100 then
     # drowns the image in the first conv (docs/method.md section 4.2)
-    scale: float = 3.0
+    scale: NonNeg = 3.0
 
 
-@dataclass
+@section
 class TeacherLossConfig:
     """Dual-path teacher objective (lakd.method.objectives.TeacherObjective)."""
 
-    aux_weight: float = 0.4
-    consistency: Literal["cwd", "kl", "mse", "none"] = "cwd"
-    consistency_weight: float = 5.0
-    temperature: float = 4.0
-    dual_path: bool = True  # False: single-path ablation (one noising, no consistency term)
-    consistency_warmup: int = 0  # ramp the consistency weight from 0 over N steps (0: official, no ramp)
-    label_dropout: float = 0.0  # probability per image of a zeroed label channel (0: official)
+    aux_weight: NonNeg = 0.4
+    consistency: Str = "cwd"  # lakd.method.objectives.CONSISTENCY_KINDS
+    consistency_weight: NonNeg = 5.0
+    temperature: Pos = 4.0
+    dual_path: Bool = True  # False: single-path ablation (one noising, no consistency term)
+    consistency_warmup: Count = 0  # ramp the consistency weight from 0 over N steps (0: official, no ramp)
+    label_dropout: Annotated[Float, Field(ge=0, le=1)] = 0.0  # probability per image of a zeroed label channel
+
+    def __post_init__(self) -> None:
+        from lakd.method.objectives import CONSISTENCY_KINDS
+
+        _known(self.consistency, CONSISTENCY_KINDS, "consistency")
 
 
-@dataclass
+@section
 class StudentLossConfig:
     """Student / baseline objective (lakd.method.objectives.StudentObjective)."""
 
-    aux_weight: float = 0.02
-    kd: Literal["cwd", "pixel", "none"] = "cwd"
-    kd_weight: float = 3.0
-    temperature: float = 4.0
+    aux_weight: NonNeg = 0.02
+    kd: Str = "cwd"  # lakd.method.objectives.KD_KINDS
+    kd_weight: NonNeg = 3.0
+    temperature: Pos = 4.0
     teacher_label_mode: Literal["fixed", "zeros"] = "fixed"  # label code fed to a label-assisted teacher
 
+    def __post_init__(self) -> None:
+        from lakd.method.objectives import KD_KINDS
 
-@dataclass
+        _known(self.kd, KD_KINDS, "kd")
+
+
+@section
 class OptimConfig:
-    name: Literal["sgd", "adamw"] = "sgd"
-    lr: float = 0.02
-    momentum: float = 0.9  # sgd
-    weight_decay: float = 1e-4
-    nesterov: bool = False  # sgd
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw
-    eps: float = 1e-8  # adamw
-    impl: Literal["native", "apex"] = "native"  # native: torch fused/foreach; apex: NVIDIA apex fused (optional)
+    name: Str = "sgd"  # lakd.optim.OPTIMIZERS
+    lr: Pos = 0.02
+    momentum: Annotated[Float, Field(ge=0, lt=1)] = 0.9  # sgd
+    weight_decay: NonNeg = 1e-4
+    nesterov: Bool = False  # sgd
+    betas: list[Annotated[Float, Field(ge=0, lt=1)]] = field(default_factory=lambda: [0.9, 0.999])  # adamw
+    eps: Pos = 1e-8  # adamw
+    impl: Str = "native"  # lakd.optim.IMPLS; native: torch fused/foreach; apex: NVIDIA apex fused (optional)
     # poly schedule: lr = max(min_lr, base * (1 - step / iters) ** power), optional linear warm-up
-    poly_power: float = 0.9
-    warmup_iters: int = 0
-    min_lr: float = 0.0
+    poly_power: NonNeg = 0.9
+    warmup_iters: Count = 0
+    min_lr: NonNeg = 0.0
+
+    def __post_init__(self) -> None:
+        from lakd.optim import IMPLS, OPTIMIZERS
+
+        _known(self.name, OPTIMIZERS, "name")
+        _known(self.impl, IMPLS, "impl")
+        _require(self.min_lr <= self.lr, "min_lr", f"must be in [0, optim.lr], got {self.min_lr}")
+        _require(not self.nesterov or self.momentum > 0, "nesterov", "needs optim.momentum > 0")
+        _require(len(self.betas) == 2, "betas", f"expected two values in [0, 1), got {self.betas}")
 
 
-@dataclass
+@section
 class TrainConfig:
-    iters: int = 40000  # optimizer steps (one step = one global batch)
-    batch_size: int = 16  # global batch: micro_batch_size * grad_accum * world_size
-    micro_batch_size: Optional[int] = None  # per process; None: batch_size // world_size (no accumulation)
-    grad_clip: float = 0.0  # max gradient norm; 0 = off
-    zero_stage: int = 0  # DeepSpeed ZeRO stage: 0, 1 or 2
+    iters: Positive = 40000  # optimizer steps (one step = one global batch)
+    batch_size: Positive = 16  # global batch: micro_batch_size * grad_accum * world_size
+    micro_batch_size: Optional[Positive] = None  # per process; None: batch_size // world_size (no accumulation)
+    grad_clip: NonNeg = 0.0  # max gradient norm; 0 = off
+    zero_stage: Int = 0  # DeepSpeed ZeRO stage: 0, 1 or 2
     # bf16 = autocast (parameters and BatchNorm stay fp32); fp16 = DeepSpeed's fp16 block, dynamic loss scaling
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    deepspeed: Optional[str] = None  # a DeepSpeed JSON file merged over lakd's (lakd.engine.ds_engine)
-    compile: bool = False  # run the model through torch.compile
+    deepspeed: Optional[Path_] = None  # a DeepSpeed JSON file merged over lakd's (lakd.engine.ds_engine)
+    compile: Bool = False  # run the model through torch.compile
     # SyncBatchNorm: auto = on GPUs with several processes; true / false force it (true needs GPUs)
-    sync_bn: Union[Literal["auto"], bool] = "auto"
+    sync_bn: Union[Literal["auto"], Bool] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
+    def __post_init__(self) -> None:
+        _require(self.micro_batch_size is None or self.micro_batch_size <= self.batch_size, "micro_batch_size",
+                 "must be in [1, train.batch_size]")
+        _require(self.zero_stage != 3, "zero_stage", "3 is refused: with lakd's BatchNorm models ZeRO-3 trains "
+                 "different weights than stages 0-2 (which agree bitwise), so it is not trusted; use 2")
+        _require(self.zero_stage in (0, 1, 2), "zero_stage", f"must be 0, 1 or 2, got {self.zero_stage}")
 
-@dataclass
+
+@section
 class EvalConfig:
-    every: int = 4000  # periodic evaluation on the val shards every N steps (0: only at the end)
-    mode: Literal["whole", "slide", "msflip"] = "whole"
-    crop_size: Optional[list[int]] = None  # slide mode window; None: data.crop_size
-    stride: Optional[list[int]] = None  # slide mode stride; None: two thirds of the window
-    scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 1.75])  # msflip mode
-    flip: bool = True  # msflip mode
-    max_images: Optional[int] = None  # periodic evaluations only: first N val images (final: all)
+    every: Count = 4000  # periodic evaluation on the val shards every N steps (0: only at the end)
+    mode: Str = "whole"  # lakd.evaluation.inference.MODES: whole, slide, msflip
+    crop_size: Optional[Size] = None  # slide mode window; None: data.crop_size
+    stride: Optional[Size] = None  # slide mode stride; None: two thirds of the window
+    scales: list[Pos] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 1.75])  # msflip mode
+    flip: Bool = True  # msflip mode
+    max_images: Optional[Positive] = None  # periodic evaluations only: first N val images (final: all)
     best_on: Literal["label", "image"] = "label"  # teacher stage: best model by the eval with / without label
 
+    def __post_init__(self) -> None:
+        from lakd.evaluation.inference import MODES
 
-@dataclass
+        _known(self.mode, MODES, "mode")
+        _require(len(self.scales) >= 1, "scales", "expected at least one scale")
+
+
+@section
 class CheckpointConfig:
-    every: int = 1000  # steps
-    keep_last: int = 2
-    keep_best: bool = True
-    resume: bool = True  # resume from the newest complete checkpoint of the run directory
+    every: Positive = 1000  # steps
+    keep_last: Positive = 2
+    keep_best: Bool = True
+    resume: Bool = True  # resume from the newest complete checkpoint of the run directory
 
 
-@dataclass
+@section
 class LogConfig:
-    every: int = 1  # metrics.jsonl line every N steps
-    print_every: int = 50  # plain progress line every N steps when stderr is not a terminal
+    every: Positive = 1  # metrics.jsonl line every N steps
+    print_every: Positive = 50  # plain progress line every N steps when stderr is not a terminal
     progress: Literal["auto", "bar", "plain", "none"] = "auto"
-    tensorboard: bool = True  # event files in <stage dir>/tensorboard/ (lakd.engine.monitor)
-    wandb: bool = False  # also log to Weights & Biases (needs the wandb package)
-    wandb_project: str = "lakd"
-    preview_images: int = 4  # validation predictions shown per evaluation (TensorBoard / W&B images)
+    tensorboard: Bool = True  # event files in <stage dir>/tensorboard/ (lakd.engine.monitor)
+    wandb: Bool = False  # also log to Weights & Biases (needs the wandb package)
+    wandb_project: Str = "lakd"
+    preview_images: Count = 4  # validation predictions shown per evaluation (TensorBoard / W&B images)
 
 
-@dataclass
+@section
 class DistConfig:
-    timeout_s: int = 1800  # collective timeout: a dead rank ends the job instead of hanging it
+    timeout_s: Annotated[Int, Field(ge=10)] = 1800  # collective timeout: a dead rank ends the job, not hangs it
     backend: Literal["auto", "gloo", "nccl"] = "auto"
 
 
-@dataclass
+@section
 class Config:
     stage: Literal["teacher", "student", "baseline"] = "teacher"
     run: RunConfig = field(default_factory=RunConfig)
@@ -269,108 +404,77 @@ class _Dumper(yaml.SafeDumper):
 _Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
 
 
-# ------------------------------------------------------------------------------------- dict <-> typed
-_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+# ----------------------------------------------------------------------------------- one-line errors
+_PHRASES = {
+    "int_type": "expected an integer", "bool_type": "expected true or false", "float_type": "expected a number",
+    "finite_number": "expected a finite number", "string_type": "expected a string",
+    "dict_type": "expected a mapping", "dataclass_type": "expected a mapping", "invalid_key": "keys must be strings",
+    "literal_error": "expected one of {expected}", "list_type": "expected a list of {item}",
+    "greater_than": "must be > {gt}", "greater_than_equal": "must be >= {ge}", "less_than": "must be < {lt}",
+    "less_than_equal": "must be <= {le}",
+}
 
 
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is list:
-        (arg,) = typing.get_args(tp)
-        return f"list of {_type_name(arg)}"
-    if origin is dict:
-        return "mapping"
-    if tp is type(None):
-        return "null"
-    if dataclasses.is_dataclass(tp):
-        return "mapping"
-    return getattr(tp, "__name__", str(tp))
+def _place(loc: tuple) -> tuple[str, Any]:
+    """An error location as a dotted key (``data.crop_size[0]``) and the annotation found there (None when the
+    location leaves the dataclasses); stops at a name that is no field (an unknown key, a union member's tag)."""
+    key, tp = "", Config
+    for part in loc:
+        hints = typing.get_type_hints(tp) if dataclasses.is_dataclass(tp) else {}
+        if isinstance(part, int) and typing.get_origin(tp) is list:
+            key, tp = f"{key}[{part}]", None
+        elif part in hints:
+            tp = hints[part]
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            tp = args[0] if typing.get_origin(tp) is Union and len(args) == 1 else tp  # Optional[X] -> X
+            key = f"{key}.{part}" if key else part
+        else:
+            break
+    return key, tp
 
 
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; return it converted (int -> float, dict -> dataclass)."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
-        return _from_dict(tp, value, key)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg, key)
-            except ConfigError as exc:
-                errors.append(exc)
-        if len(errors) == 1:
-            raise errors[0]
-        raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            raise ConfigError(f"config key '{key}': expected one of {', '.join(map(repr, choices))}, got {value!r}")
-        return value
-    if origin is list:
-        (arg,) = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key '{key}': expected a list of {_type_name(arg)}, got {value!r}")
-        return [_convert(v, arg, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
-        return copy.deepcopy(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"config key '{key}': expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        # YAML 1.1 reads `1e-4` (no dot) as a string: accept numeric literals written that way
-        if isinstance(value, str) and _NUMBER.match(value.strip()):
-            value = float(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
-        if not math.isfinite(value):  # YAML reads .inf / .nan as floats; no setting means them
-            raise ConfigError(f"config key '{key}': expected a finite number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
-        return value
-    if tp is Any:
-        return copy.deepcopy(value)
-    raise TypeError(f"unsupported annotation {tp!r} for {key}")  # a bug in this module, not user input
+def _phrase(err: dict, tp: Any) -> str:
+    item = typing.get_args(tp)[0] if typing.get_origin(tp) is list else Any
+    text = _PHRASES.get(err["type"], err["msg"])
+    return text.format(item=getattr(item, "__name__", item), **(err.get("ctx") or {}))
 
 
-def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in names:
-            full = f"{prefix}.{key}" if prefix else str(key)
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean '{(prefix + '.') if prefix else ''}{close[0]}'?)" if close else ""
-            where = f"'{prefix}'" if prefix else "the top level"
-            raise ConfigError(
-                f"unknown config key '{full}'{hint}; valid keys in {where}: {', '.join(names)}"
-            )
-    kwargs = {}
-    for name in names:
-        if name in data:
-            full = f"{prefix}.{name}" if prefix else name
-            kwargs[name] = _convert(data[name], hints[name], full)
-    return cls(**kwargs)
+def _one_line(exc: ValidationError) -> ConfigError:
+    """pydantic's report -> one line naming the key (the first problem; a union's members joined)."""
+    errors = exc.errors()
+    first = errors[0]
+    key, tp = _place(first["loc"])
+    if first["type"] == "unexpected_keyword_argument":
+        names = [f.name for f in dataclasses.fields(tp)]
+        bad = str(first["loc"][-1])
+        close = difflib.get_close_matches(bad, names, n=1)
+        hint = f" (did you mean '{key + '.' if key else ''}{close[0]}'?)" if close else ""
+        where = f"'{key}'" if key else "the top level"
+        return ConfigError(f"unknown config key '{key + '.' if key else ''}{bad}'{hint}; "
+                           f"valid keys in {where}: {', '.join(names)}")
+    if first["type"] == "value_error":  # a section's own check, or a field's validator
+        cause = first["ctx"]["error"]
+        if isinstance(cause, _FieldError):
+            key = f"{key}.{cause.field}" if key else cause.field
+        return ConfigError(f"config key '{key}': {cause}")
+    if "[key]" in first["loc"]:
+        return ConfigError(f"config key '{key or '(top level)'}': keys must be strings, got {first['input']!r}")
+    same = [_phrase(e, tp) for e in errors if _place(e["loc"])[0] == key]
+    if len(same) > 1:  # a union: each member refused the value
+        same = ["expected " + " or ".join(p.removeprefix("expected ").removeprefix("one of ") for p in same)]
+    return ConfigError(f"config key '{key or '(top level)'}': {same[0]}, got {first['input']!r}")
+
+
+@cache
+def _adapter() -> TypeAdapter:
+    return TypeAdapter(Config)
+
+
+def _validated(raw: dict, cwd: Optional[Path]) -> Config:
+    try:
+        return _adapter().validate_python(raw, context={"cwd": cwd})
+    except ValidationError as exc:
+        raise _one_line(exc) from None
 
 
 # ----------------------------------------------------------------------------------- loading + merging
@@ -378,7 +482,8 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml(path: Path, what: str = "a config file") -> dict:
+    """A YAML file holding a mapping (configs and sweep files); ``{}`` when empty."""
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -386,7 +491,7 @@ def _read_yaml(path: Path) -> dict:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config file must be a mapping of sections")
+        raise ConfigError(f"{path}: {what} must be a mapping of sections")
     return data
 
 
@@ -403,7 +508,7 @@ def _load_layer(source: str, seen: tuple = ()) -> dict:
         raise ConfigError(f"config file not found: {source}")
     if path.resolve() in seen:
         raise ConfigError(f"{path}: 'base' chain loops back to itself")
-    data = _read_yaml(path)
+    data = read_yaml(path)
     base = data.pop("base", None)
     if base is None:
         return data
@@ -452,28 +557,10 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def _absolute_paths(cfg: Config, base: Path) -> None:
-    def absolute(p: Optional[str]) -> Optional[str]:
-        if p is None or p == "" or "://" in p or p.startswith("pipe:"):
-            return p
-        return str((base / os.path.expanduser(p)).resolve()) if not Path(p).is_absolute() else p
-
-    cfg.run.runs_dir = absolute(cfg.run.runs_dir)
-    cfg.data.shards_dir = absolute(cfg.data.shards_dir)
-    cfg.data.train_manifest = absolute(cfg.data.train_manifest)
-    cfg.data.val_manifest = absolute(cfg.data.val_manifest)
-    cfg.teacher.export = absolute(cfg.teacher.export)
-    cfg.run.weights_dir = absolute(cfg.run.weights_dir)
-    cfg.data.card = absolute(cfg.data.card)
-    cfg.train.deepspeed = absolute(cfg.train.deepspeed)
-    for m in (cfg.model, cfg.teacher.model):
-        # a catalogue name (letters, digits, '-', '_'; lakd.models.catalogue.NAME_RE) stays a name
-        if not (m.pretrained and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", m.pretrained)):
-            m.pretrained = absolute(m.pretrained)
-
-
+# ------------------------------------------------------------------------------------------- building
 def build_config(raw: dict, *, cwd: Optional[Path] = None) -> Config:
-    """Typed, validated :class:`Config` from a merged raw dict (defaults fill what is missing)."""
+    """Typed, validated :class:`Config` from a merged raw dict (defaults fill what is missing); relative paths
+    are taken from ``cwd`` (default: the current directory)."""
     raw = copy.deepcopy(raw)
     model = raw.get("model", {})
     teacher = raw.get("teacher")
@@ -486,13 +573,13 @@ def build_config(raw: dict, *, cwd: Optional[Path] = None) -> Config:
         bad = "model" if not isinstance(model, dict) else "teacher.model"
         raise ConfigError(f"config key '{bad}': expected a mapping")
     teacher["model"] = merge(model, partial)
-    cfg = _from_dict(Config, raw)
-    _absolute_paths(cfg, cwd or Path.cwd())
-    validate(cfg)
-    return cfg
+    for f in dataclasses.fields(Config):  # every section validated with the context (its default paths too)
+        if f.name != "stage":
+            raw.setdefault(f.name, {})
+    return _validated(raw, Path(cwd or Path.cwd()))
 
 
-def load_config(source: Optional[str], overrides: list[str] = (), *, stage: Optional[str] = None,
+def load_config(source: Optional[str], overrides: Iterable[str] = (), *, stage: Optional[str] = None,
                 cwd: Optional[Path] = None) -> Config:
     """Defaults <- preset/file ``source`` (None: defaults only) <- ``overrides``; ``stage`` wins over both."""
     raw = _load_layer(source) if source else {}
@@ -510,91 +597,14 @@ def config_from_yaml_text(text: str) -> Config:
     return build_config(data)
 
 
-# ------------------------------------------------------------------------------------------ validation
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ConfigError(msg)
-
-
 def validate(cfg: Config) -> None:
-    """Value checks beyond types. Raises :class:`ConfigError` naming the key."""
-    _check(bool(cfg.run.name) and "/" not in cfg.run.name and cfg.run.name not in (".", ".."),
-           f"config key 'run.name': must be a non-empty folder name, got {cfg.run.name!r}")
-    d = cfg.data
-    _check(len(d.crop_size) == 2 and all(v > 0 for v in d.crop_size),
-           f"config key 'data.crop_size': expected [height, width] > 0, got {d.crop_size}")
-    _check(len(d.scale_range) == 2 and 0 < d.scale_range[0] <= d.scale_range[1],
-           f"config key 'data.scale_range': expected [low, high] with 0 < low <= high, got {d.scale_range}")
-    for key in ("mean", "std"):
-        v = getattr(d, key)
-        _check(v is None or len(v) == 3, f"config key 'data.{key}': expected 3 values (RGB), got {v}")
-    _check(d.std is None or all(s > 0 for s in d.std), "config key 'data.std': values must be > 0")
-    _check(d.num_classes is None or d.num_classes >= 2,
-           f"config key 'data.num_classes': must be >= 2, got {d.num_classes}")
-    _check(d.num_workers >= 0, "config key 'data.num_workers': must be >= 0")
-    _check(d.max_pixels >= 1, "config key 'data.max_pixels': must be >= 1")
-    _check(d.dataset != "folder" or d.card is not None,
-           "config key 'data.card': data.dataset=folder needs your dataset card file (YAML or JSON)")
-    _check(d.card is None or d.dataset == "folder",
-           f"config key 'data.card': a dataset card is for data.dataset=folder, not {d.dataset}")
-    if d.card is not None:
-        from lakd.data.user_card import use_card_file
-
-        try:  # the card of dataset `folder` in this process (class count, names, palette)
-            use_card_file(d.card)
-        except ValueError as exc:
-            raise ConfigError(f"config key 'data.card': {exc}") from None
-    for prefix, m in (("model", cfg.model), ("teacher.model", cfg.teacher.model)):
-        _check(m.width > 0, f"config key '{prefix}.width': must be > 0, got {m.width}")
-    _check(cfg.noise.code_dim >= 1, f"config key 'noise.code_dim': must be >= 1, got {cfg.noise.code_dim}")
-    for key in ("sigma", "fixed_sigma", "scale"):
-        _check(getattr(cfg.noise, key) >= 0, f"config key 'noise.{key}': must be >= 0")
-    for key in ("aux_weight", "consistency_weight", "consistency_warmup"):
-        _check(getattr(cfg.teacher_loss, key) >= 0, f"config key 'teacher_loss.{key}': must be >= 0")
-    _check(0 <= cfg.teacher_loss.label_dropout <= 1, "config key 'teacher_loss.label_dropout': must be in [0, 1]")
-    _check(cfg.teacher_loss.temperature > 0, "config key 'teacher_loss.temperature': must be > 0")
-    for key in ("aux_weight", "kd_weight"):
-        _check(getattr(cfg.student_loss, key) >= 0, f"config key 'student_loss.{key}': must be >= 0")
-    _check(cfg.student_loss.temperature > 0, "config key 'student_loss.temperature': must be > 0")
-    o = cfg.optim
-    _check(o.lr > 0, f"config key 'optim.lr': must be > 0, got {o.lr}")
-    _check(0 <= o.momentum < 1, f"config key 'optim.momentum': must be in [0, 1), got {o.momentum}")
-    _check(o.weight_decay >= 0, "config key 'optim.weight_decay': must be >= 0")
-    _check(o.poly_power >= 0, "config key 'optim.poly_power': must be >= 0")
-    _check(o.warmup_iters >= 0, "config key 'optim.warmup_iters': must be >= 0")
-    _check(0 <= o.min_lr <= o.lr, "config key 'optim.min_lr': must be in [0, optim.lr]")
-    _check(not o.nesterov or o.momentum > 0, "config key 'optim.nesterov': needs optim.momentum > 0")
-    _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
-           f"config key 'optim.betas': expected two values in [0, 1), got {o.betas}")
-    _check(o.eps > 0, "config key 'optim.eps': must be > 0")
-    t = cfg.train
-    _check(t.iters >= 1, f"config key 'train.iters': must be >= 1, got {t.iters}")
-    _check(t.batch_size >= 1, f"config key 'train.batch_size': must be >= 1, got {t.batch_size}")
-    _check(t.micro_batch_size is None or 1 <= t.micro_batch_size <= t.batch_size,
-           "config key 'train.micro_batch_size': must be in [1, train.batch_size]")
-    _check(t.grad_clip >= 0, "config key 'train.grad_clip': must be >= 0 (0 = off)")
-    _check(t.zero_stage != 3, "config key 'train.zero_stage': 3 is refused: with lakd's BatchNorm models ZeRO-3 "
-           "trains different weights than stages 0-2 (which agree bitwise), so it is not trusted; use 2")
-    _check(t.zero_stage in (0, 1, 2), f"config key 'train.zero_stage': must be 0, 1 or 2, got {t.zero_stage}")
-    e = cfg.eval
-    _check(e.every >= 0, "config key 'eval.every': must be >= 0 (0 = only at the end)")
-    for key in ("crop_size", "stride"):
-        v = getattr(e, key)
-        _check(v is None or (len(v) == 2 and all(x > 0 for x in v)),
-               f"config key 'eval.{key}': expected [height, width] > 0, got {v}")
-    _check(len(e.scales) >= 1 and all(s > 0 for s in e.scales), "config key 'eval.scales': values must be > 0")
-    _check(e.max_images is None or e.max_images >= 1, "config key 'eval.max_images': must be >= 1")
-    c = cfg.checkpoint
-    _check(c.every >= 1, f"config key 'checkpoint.every': must be >= 1, got {c.every}")
-    _check(c.keep_last >= 1, f"config key 'checkpoint.keep_last': must be >= 1, got {c.keep_last}")
-    _check(cfg.log.every >= 1, "config key 'log.every': must be >= 1")
-    _check(cfg.log.print_every >= 1, "config key 'log.print_every': must be >= 1")
-    _check(cfg.log.preview_images >= 0, "config key 'log.preview_images': must be >= 0")
-    _check(cfg.dist.timeout_s >= 10, "config key 'dist.timeout_s': must be >= 10 seconds")
+    """Checks a :class:`Config` changed after it was built (building one checks it already)."""
+    _validated(dataclasses.asdict(cfg), None)
 
 
 def batch_layout(cfg: Config, world_size: int) -> tuple[int, int]:
-    """``(micro_batch_size, grad_accum)`` per process for ``world_size`` processes; the global batch is fixed."""
+    """``(micro_batch_size, grad_accum)`` per process for ``world_size`` processes; the global batch is fixed.
+    The config-level check that needs the process count, so it runs where that is known."""
     t = cfg.train
     micro = t.micro_batch_size
     if micro is None:
