@@ -6,7 +6,8 @@ A configuration is built in three layers, each a plain dict merged onto the one 
    poly 0.9, global batch 16, DeepLabV3-ResNet18, ...);
 2. a YAML file: a preset name (``lakd/presets/<name>.yaml``, e.g. ``cityscapes`` or ``synthetic``) or a
    path; a file may start from a preset with ``base: <preset>``;
-3. dotted overrides ``train.iters=100 data.crop_size=[64,64] teacher.export=null`` (values are YAML).
+3. dotted overrides ``train.iters=100 data.crop_size=[64,64] teacher.export=null`` (values are YAML; the
+   sweep files' ``overrides`` are read by the same :func:`parse_override` / :func:`nest_overrides`).
 
 The merged dict is then validated into :class:`Config` (pydantic dataclasses): every check sits next to its
 field, as a constraint of its type or in its section's ``__post_init__``; names of components are checked
@@ -530,6 +531,9 @@ def merge(base: dict, top: dict) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------------------ overrides
+# One parser for `section.key=value`: `lakd train`, `lakd sweep --set`, `lakd demo --set` and the sweep files'
+# `overrides` mappings (lakd.sweep.spec) all go through parse_override / dotted_overrides / nest_overrides.
 def parse_value(text: str) -> Any:
     """An override's value: YAML (numbers, true/false, null, [lists], {maps}, strings)."""
     try:
@@ -538,23 +542,58 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def parse_overrides(items: list[str]) -> dict:
-    """``["train.iters=100", "data.crop_size=[64,64]"]`` -> nested dict."""
-    out: dict = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"override '{item}' is not of the form section.key=value")
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            nxt = node.setdefault(part, {})
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"override '{item}' conflicts with an earlier override of '{part}'")
-            node = nxt
-        node[parts[-1]] = parse_value(value)
+def format_value(value: Any) -> str:
+    """The text :func:`parse_value` reads back as ``value`` (a float stays a float: YAML, not JSON)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=math.inf, allow_unicode=True)
+    return text.removesuffix("\n...\n").removesuffix("\n")
+
+
+def _check_key(key: Any, item: Any) -> str:
+    if not isinstance(key, str) or not key.strip() or any(not part for part in key.strip().split(".")):
+        raise ConfigError(f"override '{item}' is not of the form section.key=value")
+    return key.strip()
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"train.iters=100"`` -> ``("train.iters", 100)``."""
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise ConfigError(f"override '{item}' is not of the form section.key=value")
+    return _check_key(key, item), parse_value(value)
+
+
+def dotted_overrides(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """Overrides written as a mapping (a sweep file's ``overrides``): dotted keys, nested sections or both ->
+    ``{"train.iters": 40}`` (an empty mapping is a value: ``model.options: {}``)."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        key = _check_key(key, f"{key}: {value!r}")
+        if isinstance(value, dict) and value:
+            out.update({f"{key}.{k}": v for k, v in dotted_overrides(value).items()})
+        else:
+            out[key] = copy.deepcopy(value)
     return out
+
+
+def nest_overrides(pairs: Iterable[tuple[str, Any]] | Mapping[str, Any]) -> dict:
+    """Dotted overrides -> the nested dict merged onto a config, in order (a later one wins; a mapping value
+    merges like a config layer)."""
+    out: dict = {}
+    for key, value in (pairs.items() if isinstance(pairs, Mapping) else pairs):
+        *parents, leaf = _check_key(key, key).split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{key}' conflicts with an earlier override of '{part}'")
+        old = node.get(leaf)
+        node[leaf] = merge(old, value) if isinstance(old, dict) and isinstance(value, dict) else copy.deepcopy(value)
+    return out
+
+
+def parse_overrides(items: Iterable[str]) -> dict:
+    """``["train.iters=100", "data.crop_size=[64,64]"]`` -> nested dict."""
+    return nest_overrides(parse_override(item) for item in items)
 
 
 # ------------------------------------------------------------------------------------------- building
@@ -583,7 +622,7 @@ def load_config(source: Optional[str], overrides: Iterable[str] = (), *, stage: 
                 cwd: Optional[Path] = None) -> Config:
     """Defaults <- preset/file ``source`` (None: defaults only) <- ``overrides``; ``stage`` wins over both."""
     raw = _load_layer(source) if source else {}
-    raw = merge(raw, parse_overrides(list(overrides)))
+    raw = merge(raw, parse_overrides(overrides))
     if stage is not None:
         raw["stage"] = stage
     return build_config(raw, cwd=cwd)
