@@ -286,6 +286,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _require(self.micro_batch_size is None or self.micro_batch_size <= self.batch_size, "micro_batch_size",
                  "must be in [1, train.batch_size]")
+        _require(self.sync_bn is not True or self.device != "cpu", "sync_bn",
+                 "true needs GPUs (torch's SyncBatchNorm refuses CPU tensors), train.device is cpu")
+        _require(self.precision != "fp16" or self.zero_stage in (1, 2), "precision",
+                 "fp16 needs train.zero_stage 1 or 2; at stage 0 DeepSpeed wraps torch's SGD/AdamW in its unfused "
+                 "fp16 optimizer, whose steps left the weights unchanged in lakd's checks")
         _require(self.zero_stage != 3, "zero_stage", "3 is refused: with lakd's BatchNorm models ZeRO-3 trains "
                  "different weights than stages 0-2 (which agree bitwise), so it is not trusted; use 2")
         _require(self.zero_stage in (0, 1, 2), "zero_stage", f"must be 0, 1 or 2, got {self.zero_stage}")
@@ -350,6 +355,14 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
     dist: DistConfig = field(default_factory=DistConfig)
+
+    def __post_init__(self) -> None:
+        """Checks across sections (the one that needs the process count is :func:`batch_layout`)."""
+        on_cpu = self.train.device == "cpu"
+        _require(not on_cpu or self.dist.backend != "nccl", "dist.backend",
+                 "nccl needs CUDA devices, train.device is cpu (use gloo or auto)")
+        _require(not on_cpu or self.optim.impl != "apex", "optim.impl",
+                 "apex's fused optimizers need CUDA devices, train.device is cpu (use native)")
 
     # ---- derived values -------------------------------------------------------------------------
     @property

@@ -63,6 +63,19 @@ def test_each_section_checks_its_fields(override, message):
     assert message in _refused([override])
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (["train.device=cpu", "dist.backend=nccl"], "config key 'dist.backend': nccl needs CUDA devices"),
+    (["train.device=cpu", "optim.impl=apex"], "config key 'optim.impl': apex's fused optimizers need CUDA"),
+    (["train.device=cpu", "train.sync_bn=true"], "config key 'train.sync_bn': true needs GPUs"),
+    (["train.precision=fp16"], "config key 'train.precision': fp16 needs train.zero_stage 1 or 2"),
+])
+def test_contradicting_settings_are_refused_at_config_time(overrides, message):
+    assert message in _refused(overrides)
+    for ok in (["train.device=auto", "dist.backend=nccl", "optim.impl=apex", "train.sync_bn=true"],
+               ["train.precision=fp16", "train.zero_stage=1"]):
+        load_config("synthetic", ok)  # the same values without the contradiction are accepted here
+
+
 @pytest.mark.parametrize("override, key, known", [
     ("model.name=unet", "model.name", list(COMBINATIONS)),
     ("model.backbone=stdc1", "model.backbone", list(COMBINATIONS["fcn"])),  # a backbone, but not for fcn
