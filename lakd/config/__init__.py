@@ -2,7 +2,7 @@
 
 A configuration is built in three layers, each a plain dict merged onto the one before:
 
-1. the dataclass defaults below (the paper's common settings: SGD momentum 0.9, weight decay 1e-4,
+1. the dataclass defaults of ``sections`` (the paper's common settings: SGD momentum 0.9, weight decay 1e-4,
    poly 0.9, global batch 16, DeepLabV3-ResNet18, ...);
 2. a YAML file: a preset name (``lakd/presets/<name>.yaml``, e.g. ``cityscapes`` or ``synthetic``) or a
    path; a file may start from a preset with ``base: <preset>``;

@@ -31,7 +31,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         require(bool(self.name) and "/" not in self.name and self.name not in (".", ".."), "name",
-                 f"must be a non-empty folder name, got {self.name!r}")
+                f"must be a non-empty folder name, got {self.name!r}")
 
 
 @section
@@ -59,14 +59,14 @@ class DataConfig:
     def __post_init__(self) -> None:
         low_high = self.scale_range
         require(len(low_high) == 2 and low_high[0] <= low_high[1], "scale_range",
-                 f"expected [low, high] with 0 < low <= high, got {low_high}")
+                f"expected [low, high] with 0 < low <= high, got {low_high}")
         for key in ("mean", "std"):
             v = getattr(self, key)
             require(v is None or len(v) == 3, key, f"expected 3 values (RGB), got {v}")
         require(self.dataset != "folder" or self.card is not None, "card",
-                 "data.dataset=folder needs your dataset card file (YAML or JSON)")
+                "data.dataset=folder needs your dataset card file (YAML or JSON)")
         require(self.card is None or self.dataset == "folder", "card",
-                 f"a dataset card is for data.dataset=folder, not {self.dataset}")
+                f"a dataset card is for data.dataset=folder, not {self.dataset}")
         if self.card is not None:
             from lakd.data.user_card import use_card_file
 
@@ -193,14 +193,14 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         require(self.micro_batch_size is None or self.micro_batch_size <= self.batch_size, "micro_batch_size",
-                 "must be in [1, train.batch_size]")
+                "must be in [1, train.batch_size]")
         require(self.sync_bn is not True or self.device != "cpu", "sync_bn",
-                 "true needs GPUs (torch's SyncBatchNorm refuses CPU tensors), train.device is cpu")
+                "true needs GPUs (torch's SyncBatchNorm refuses CPU tensors), train.device is cpu")
         require(self.precision != "fp16" or self.zero_stage in (1, 2), "precision",
-                 "fp16 needs train.zero_stage 1 or 2; at stage 0 DeepSpeed wraps torch's SGD/AdamW in its unfused "
-                 "fp16 optimizer, whose steps left the weights unchanged in lakd's checks")
+                "fp16 needs train.zero_stage 1 or 2; at stage 0 DeepSpeed wraps torch's SGD/AdamW in its unfused "
+                "fp16 optimizer, whose steps left the weights unchanged in lakd's checks")
         require(self.zero_stage != 3, "zero_stage", "3 is refused: with lakd's BatchNorm models ZeRO-3 trains "
-                 "different weights than stages 0-2 (which agree bitwise), so it is not trusted; use 2")
+                "different weights than stages 0-2 (which agree bitwise), so it is not trusted; use 2")
         require(self.zero_stage in (0, 1, 2), "zero_stage", f"must be 0, 1 or 2, got {self.zero_stage}")
 
 
@@ -268,9 +268,9 @@ class Config:
         """Checks across sections (the one that needs the process count is :func:`batch_layout`)."""
         on_cpu = self.train.device == "cpu"
         require(not on_cpu or self.dist.backend != "nccl", "dist.backend",
-                 "nccl needs CUDA devices, train.device is cpu (use gloo or auto)")
+                "nccl needs CUDA devices, train.device is cpu (use gloo or auto)")
         require(not on_cpu or self.optim.impl != "apex", "optim.impl",
-                 "apex's fused optimizers need CUDA devices, train.device is cpu (use native)")
+                "apex's fused optimizers need CUDA devices, train.device is cpu (use native)")
 
     # ---- derived values -------------------------------------------------------------------------
     @property
