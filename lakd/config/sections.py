@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import Field
 
+from lakd.components import COMBINATIONS, CONSISTENCY_KINDS, EVAL_MODES, IMPLS, KD_KINDS, OPTIMIZERS
 from lakd.config.errors import ConfigError, FieldError, known_name, require
 from lakd.config.values import (Bool, Count, Float, Int, NonNeg, Path_, Pos, Positive, Size, Str, Weights,
                                 section)
@@ -81,7 +82,7 @@ class DataConfig:
 
 @section
 class ModelConfig:
-    name: Str = "deeplabv3"  # lakd.models registry: name and backbone
+    name: Str = "deeplabv3"  # a model of lakd.components.COMBINATIONS, with one of its backbones
     backbone: Str = "resnet18"
     width: Pos = 1.0
     aux: Bool = True
@@ -90,8 +91,6 @@ class ModelConfig:
     options: dict[str, Any] = field(default_factory=dict)  # further build_model keyword arguments
 
     def __post_init__(self) -> None:
-        from lakd.models import COMBINATIONS
-
         known_name(self.name, COMBINATIONS, "name")
         known_name(self.backbone, COMBINATIONS[self.name], "backbone", of=f" for {self.name}")
 
@@ -122,7 +121,7 @@ class TeacherLossConfig:
     """Dual-path teacher objective (lakd.method.objectives.TeacherObjective)."""
 
     aux_weight: NonNeg = 0.4
-    consistency: Str = "cwd"  # lakd.method.objectives.CONSISTENCY_KINDS
+    consistency: Str = "cwd"  # lakd.components.CONSISTENCY_KINDS
     consistency_weight: NonNeg = 5.0
     temperature: Pos = 4.0
     dual_path: Bool = True  # False: single-path ablation (one noising, no consistency term)
@@ -130,8 +129,6 @@ class TeacherLossConfig:
     label_dropout: Annotated[Float, Field(ge=0, le=1)] = 0.0  # probability per image of a zeroed label channel
 
     def __post_init__(self) -> None:
-        from lakd.method.objectives import CONSISTENCY_KINDS
-
         known_name(self.consistency, CONSISTENCY_KINDS, "consistency")
 
 
@@ -140,35 +137,31 @@ class StudentLossConfig:
     """Student / baseline objective (lakd.method.objectives.StudentObjective)."""
 
     aux_weight: NonNeg = 0.02
-    kd: Str = "cwd"  # lakd.method.objectives.KD_KINDS
+    kd: Str = "cwd"  # lakd.components.KD_KINDS
     kd_weight: NonNeg = 3.0
     temperature: Pos = 4.0
     teacher_label_mode: Literal["fixed", "zeros"] = "fixed"  # label code fed to a label-assisted teacher
 
     def __post_init__(self) -> None:
-        from lakd.method.objectives import KD_KINDS
-
         known_name(self.kd, KD_KINDS, "kd")
 
 
 @section
 class OptimConfig:
-    name: Str = "sgd"  # lakd.optim.OPTIMIZERS
+    name: Str = "sgd"  # lakd.components.OPTIMIZERS
     lr: Pos = 0.02
     momentum: Annotated[Float, Field(ge=0, lt=1)] = 0.9  # sgd
     weight_decay: NonNeg = 1e-4
     nesterov: Bool = False  # sgd
     betas: list[Annotated[Float, Field(ge=0, lt=1)]] = field(default_factory=lambda: [0.9, 0.999])  # adamw
     eps: Pos = 1e-8  # adamw
-    impl: Str = "native"  # lakd.optim.IMPLS; native: torch fused/foreach; apex: NVIDIA apex fused (optional)
+    impl: Str = "native"  # lakd.components.IMPLS; native: torch fused/foreach; apex: NVIDIA apex fused (optional)
     # poly schedule: lr = max(min_lr, base * (1 - step / iters) ** power), optional linear warm-up
     poly_power: NonNeg = 0.9
     warmup_iters: Count = 0
     min_lr: NonNeg = 0.0
 
     def __post_init__(self) -> None:
-        from lakd.optim import IMPLS, OPTIMIZERS
-
         known_name(self.name, OPTIMIZERS, "name")
         known_name(self.impl, IMPLS, "impl")
         require(self.min_lr <= self.lr, "min_lr", f"must be in [0, optim.lr], got {self.min_lr}")
@@ -207,7 +200,7 @@ class TrainConfig:
 @section
 class EvalConfig:
     every: Count = 4000  # periodic evaluation on the val shards every N steps (0: only at the end)
-    mode: Str = "whole"  # lakd.evaluation.inference.MODES: whole, slide, msflip
+    mode: Str = "whole"  # lakd.components.EVAL_MODES: whole, slide, msflip
     crop_size: Optional[Size] = None  # slide mode window; None: data.crop_size
     stride: Optional[Size] = None  # slide mode stride; None: two thirds of the window
     scales: list[Pos] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 1.75])  # msflip mode
@@ -216,9 +209,7 @@ class EvalConfig:
     best_on: Literal["label", "image"] = "label"  # teacher stage: best model by the eval with / without label
 
     def __post_init__(self) -> None:
-        from lakd.evaluation.inference import MODES
-
-        known_name(self.mode, MODES, "mode")
+        known_name(self.mode, EVAL_MODES, "mode")
         require(len(self.scales) >= 1, "scales", "expected at least one scale")
 
 

@@ -2,6 +2,9 @@
 names checked against the registries that build them, and values that must come out of validation unchanged."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from lakd.cli import main
@@ -144,3 +147,17 @@ def test_validate_checks_a_config_changed_after_it_was_built():
     cfg.optim.lr = -1.0
     with pytest.raises(ConfigError, match=r"config key 'optim.lr': must be > 0, got -1.0"):
         validate(cfg)
+
+
+def test_loading_a_config_and_planning_a_sweep_do_not_import_torch(tmp_path):
+    # the registries' names live in lakd.components (torch-free): `--show-config`, sweep planning and
+    # reports stay fast on a login node; the modules that build the components use the same tuples
+    code = ("import sys; from lakd.config import load_config; from lakd.sweep import make_plan; "
+            f"load_config('synthetic'); make_plan('tiny', runs_dir={str(tmp_path)!r}); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'triton', 'deepspeed')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    import lakd.components as names
+
+    assert COMBINATIONS is names.COMBINATIONS and OPTIMIZERS is names.OPTIMIZERS and MODES is names.EVAL_MODES
+    assert CONSISTENCY_KINDS is names.CONSISTENCY_KINDS and KD_KINDS is names.KD_KINDS and IMPLS is names.IMPLS
