@@ -116,8 +116,9 @@ def test_registry_errors_exit_2_before_anything_is_written(tmp_path, capsys):
 
 
 def test_validation_keeps_the_values_and_the_hash():
-    # values pass through unchanged (an int for a float field becomes that float, nothing else moves):
-    # the hashes of main before the checks moved into the sections
+    # values pass through validation unchanged (an int for a float field becomes that float, nothing else moves):
+    # these are the hashes configs had before the checks moved into the sections; a run resumes only when its
+    # config hash is unchanged, so runs made before must keep theirs
     assert load_config("synthetic", stage="teacher").hash() == "8b0d4677d52cebce"
     assert load_config("synthetic", stage="student").hash() == "d73a92dd3889fde7"
     cfg = load_config("synthetic", ["optim.momentum=0", "optim.lr=1e-3", "model.options={a: 1}"])
