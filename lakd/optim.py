@@ -15,10 +15,9 @@ import math
 
 import torch
 
-__all__ = ["build_optimizer", "ApexUnavailable", "OPTIMIZERS", "IMPLS", "APEX_BUILD_HELP"]
+from lakd.components import IMPLS, OPTIMIZERS  # torch-free: the config checks names against them
 
-OPTIMIZERS = ("sgd", "adamw")
-IMPLS = ("native", "apex")
+__all__ = ["build_optimizer", "ApexUnavailable", "OPTIMIZERS", "IMPLS", "APEX_BUILD_HELP"]
 
 APEX_BUILD_HELP = (
     "NVIDIA apex is not a pip dependency of lakd (`pip install apex` installs an unrelated package). Build it "

@@ -74,19 +74,17 @@ class _Clock:
 
 
 def _parse_overrides(items: list[str]) -> dict:
-    import yaml
-
+    """``--set`` items as the sweep's flat overrides, read by lakd train's parser."""
     from lakd.cli import UsageError
+    from lakd.config import ConfigError, parse_override
 
     out = {}
     for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. noise.scale=10")
         try:
-            out[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise UsageError(f"--set {item!r}: the value is not valid YAML") from None
+            key, value = parse_override(item)
+        except ConfigError:
+            raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. noise.scale=10") from None
+        out[key] = value
     return out
 
 

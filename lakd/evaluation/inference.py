@@ -23,7 +23,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-MODES = ("whole", "slide", "msflip")
+from lakd.components import EVAL_MODES as MODES  # torch-free: the config checks names against them
+
 DEFAULT_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
 

@@ -32,10 +32,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lakd import IGNORE_INDEX
+from lakd.components import CONSISTENCY_KINDS, KD_KINDS  # torch-free: the config checks names against them
 from lakd.method.label_noise import LabelNoiser, label_checks_enabled
-
-CONSISTENCY_KINDS = ("cwd", "kl", "mse", "none")
-KD_KINDS = ("cwd", "pixel", "none")
 
 
 @dataclass

@@ -18,21 +18,12 @@ import json
 import math
 from typing import Any, Callable
 
-
+from lakd.components import COMBINATIONS, MODELS  # torch-free: the config checks names against them
 from lakd.models.backbones import BACKBONES, build_backbone
 from lakd.models.heads import ASPPHead, FCNHead, PSPHead
 from lakd.models.layers import scale_channels
 from lakd.models.segmentor import Segmentor
 
-MODELS = ("fcn", "pspnet", "deeplabv3", "stdc", "ocrnet")
-_DILATED = ("resnet18", "resnet50", "resnet101", "mobilenetv2", "hrnetv2_w18")
-COMBINATIONS: dict[str, tuple[str, ...]] = {
-    "fcn": _DILATED + ("plaincnn",),
-    "pspnet": _DILATED + ("plaincnn",),
-    "deeplabv3": _DILATED + ("plaincnn",),
-    "stdc": ("stdc1", "stdc2"),
-    "ocrnet": _DILATED,
-}
 # keyword arguments accepted by the backbones (forwarded to them)
 _BACKBONE_KW = {
     "resnet18": {"deep_stem", "stem_width"}, "resnet50": {"deep_stem", "stem_width"},

@@ -113,15 +113,16 @@ def parse_slurm_items(items: list[str]) -> dict:
 
 
 def _spec(args):
-    from lakd.config import parse_value
+    from lakd.config import ConfigError, parse_override
     from lakd.sweep.spec import load_spec
 
     spec = load_spec(args.sweep, {"runs_dir": args.runs_dir} if args.runs_dir else None)
     for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. train.iters=1000")
-        spec.overrides[key.strip()] = parse_value(value)
+        try:
+            key, value = parse_override(item)  # lakd train's parser
+        except ConfigError:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. train.iters=1000") from None
+        spec.overrides[key] = value
     return spec
 
 

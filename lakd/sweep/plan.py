@@ -14,7 +14,6 @@ submitted. Nothing here knows about Slurm: :mod:`lakd.sweep.slurm` and :mod:`lak
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -100,8 +99,10 @@ class Plan:
 
 
 def _value(v: Any) -> str:
-    """An override value as lakd.config parses it (YAML; JSON is YAML)."""
-    return json.dumps(v)
+    """An override value as lakd.config parses it back (YAML: `1e-05` in JSON would come back a string)."""
+    from lakd.config import format_value
+
+    return format_value(v)
 
 
 def _overrides(*layers: dict[str, Any]) -> list[str]:

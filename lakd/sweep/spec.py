@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
+from lakd.config import ConfigError, dotted_overrides, read_yaml
 
 SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
 STAGES = ("teacher", "student", "baseline")
@@ -209,19 +209,12 @@ def _check_types(obj: Any, where: str) -> None:
 
 
 def _overrides(value: Any, where: str) -> dict[str, Any]:
-    """Dotted overrides as a flat mapping ``{"train.iters": 40}`` (a nested mapping is flattened)."""
-    out: dict[str, Any] = {}
-
-    def walk(node: dict, prefix: str) -> None:
-        for key, val in node.items():
-            full = f"{prefix}{key}"
-            if isinstance(val, dict) and val:
-                walk(val, full + ".")
-            else:
-                out[full] = val
-
-    walk(_mapping(value, where), "")
-    return out
+    """Dotted overrides as a flat mapping ``{"train.iters": 40}`` (a nested mapping is flattened), read by
+    lakd.config's override parser, the one ``lakd train key=value`` uses."""
+    try:
+        return dotted_overrides(_mapping(value, where))
+    except ConfigError as exc:
+        _fail(where, str(exc))
 
 
 def resolve_source(source: str | Path) -> Path:
@@ -253,10 +246,9 @@ def load_spec(source: str | Path | dict, overrides: Optional[dict[str, Any]] = N
         path = resolve_source(source)
         where = str(path)
         try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ValueError(f"sweep file {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        raw = _mapping(raw, where)
+            raw = read_yaml(path, "a sweep file")  # the loader of config files
+        except ConfigError as exc:
+            raise ValueError(f"sweep file {exc}") from None
     for key, value in (overrides or {}).items():
         raw[key] = copy.deepcopy(value)
     spec = parse_spec(raw, where)
