@@ -35,6 +35,8 @@ import sys
 import time
 from typing import Optional
 
+from lakd import exit_codes
+
 FORWARDED = (signal.SIGUSR1, signal.SIGUSR2)
 # launcher variables left in the submitting shell (sbatch exports its environment) would make every task think
 # it is rank 0 of 1: inside the job, Slurm is the launcher
@@ -139,7 +141,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     else:
         build_parser().print_usage(sys.stderr)
         _log("expected `train ARGS...` or `-- COMMAND...`")
-        return 2
+        return exit_codes.USAGE
     args = build_parser().parse_args(opts)
     env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
     if mode == "train":
@@ -148,7 +150,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     else:
         if not rest:
             _log("nothing to run after `--`")
-            return 2
+            return exit_codes.USAGE
         cmd = rest
         what = os.environ.get("SLURM_JOB_NAME") or rest[0]
     if cmd[0] == "srun" and shutil.which("srun") is None:

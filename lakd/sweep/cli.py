@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from lakd import exit_codes
 from lakd.sweep.spec import list_sweeps
 
 STATE_ORDER = ("running", "pending", "blocked", "failed", "incomplete", "partial", "todo", "done")
@@ -222,13 +223,13 @@ def run(args: argparse.Namespace) -> int:
                            probe=args.probe, **resources)
     except (ValueError, RuntimeError, FileNotFoundError) as exc:
         print(f"sweep: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
     if args.dry_run:
         return 0
     if hasattr(report, "ok"):  # local executor
         for f in report.results.values():
             print(f"written: {f}")
-        return 0 if report.ok else 1
+        return exit_codes.OK if report.ok else exit_codes.FAILED
     if args.wait:
         plan = make_plan(spec, sweep_dir=args.sweep_dir, **resources)
         ok = wait(plan, args.wait_timeout)
@@ -236,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
         print_status(states)
         if not ok:
             summary(states)
-        return 0 if ok else 1
+        return exit_codes.OK if ok else exit_codes.FAILED
     return 0
 
 

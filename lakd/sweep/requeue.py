@@ -6,10 +6,10 @@ lakd.sweep.batch (the batch step of the shipped batch script and of the sweep's 
 :func:`after_step` with srun's exit status:
 
 - ``0``: the stage finished; nothing to do.
-- ``EXIT_REQUEUE`` (75, lakd.engine.preemption): every rank saved a checkpoint after a preemption or
+- ``exit_codes.REQUEUE`` (75): every rank saved a checkpoint after a preemption or
   pre-timeout signal; the job is requeued (same job id, so jobs that depend on it keep waiting) until it has been
   requeued ``--max-requeues`` times for that reason.
-- 2 (bad input) or 3 (non-finite loss, lakd.engine.trainer.EXIT_DIVERGED): reported, not retried.
+- ``exit_codes.USAGE`` (bad input) or ``exit_codes.DIVERGED`` (non-finite loss): reported, not retried.
 - anything else: a failure, e.g. a rank that crashed or a node that died (srun's ``--wait`` ends the other ranks
   in bounded time). The failing node and rank are taken from srun's messages in the job's stderr and reported;
   the job is requeued up to ``--retries`` times and then left failed. Every restart resumes from the newest
@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from lakd.engine.preemption import EXIT_REQUEUE
+from lakd import exit_codes
 
 _SRUN_ERROR = re.compile(r"srun: error: (\S+): tasks? ([0-9][0-9,\-]*): (.+)$")
 _NODE_FAILURE = re.compile(r"(?:srun: error: Node failure on (\S+)|\*\*\* (?:JOB|STEP) \S+ ON (\S+) CANCELLED AT \S+ "
@@ -102,22 +102,17 @@ def _append_event(path: Optional[str], event: dict) -> None:
         append_event(Path(path), event)
 
 
-def final_statuses() -> set[int]:
-    """Exit statuses a retry cannot mend: bad input (2) and a diverged loss (lakd.engine.trainer)."""
-    from lakd.engine.trainer import EXIT_DIVERGED
-
-    return {2, EXIT_DIVERGED}
+# exit statuses a retry cannot mend: bad input and a diverged loss
+FINAL_STATUSES = frozenset({exit_codes.USAGE, exit_codes.DIVERGED})
 
 
 def decide(rc: int, *, restarts: int, failures: int, max_requeues: int, retries: int) -> str:
     """``done`` | ``requeue`` | ``retry`` | ``give_up``."""
-    if rc == 0:
+    if rc == exit_codes.OK:
         return "done"
-    if rc == EXIT_REQUEUE:
+    if rc == exit_codes.REQUEUE:
         return "requeue" if restarts - failures < max_requeues else "give_up"
-    # a status above 128 is a death by signal, never a final one (and then the engine, i.e. torch, is not imported:
-    # the decision stays quick on a loaded node)
-    if rc < 128 and rc in final_statuses():
+    if rc in FINAL_STATUSES:
         return "give_up"
     return "retry" if failures < retries else "give_up"
 
@@ -229,7 +224,7 @@ def after_step(rc: int, *, max_requeues: int, retries: int, events: Optional[str
                                "cause": "ended by Slurm (SIGTERM)", "message": msg})
         return rc
     action = decide(rc, restarts=restarts, failures=failures, max_requeues=max_requeues, retries=retries)
-    causes = _failure_causes(info, rc) if action in ("retry", "give_up") and rc != EXIT_REQUEUE else []
+    causes = _failure_causes(info, rc) if action in ("retry", "give_up") and rc != exit_codes.REQUEUE else []
     event = {"time": time.time(), "job": job, "rc": rc, "action": action, "restarts": restarts,
              "failures": failures, "nodes": info.get("NodeList"), "cause": causes[0] if causes else None,
              "causes": causes}
@@ -246,9 +241,9 @@ def after_step(rc: int, *, max_requeues: int, retries: int, events: Optional[str
         msg = (f"lakd: job {job} failed with status {rc}{cause}: retry {failures + 1} of {retries}; "
                "it resumes from the newest complete checkpoint")
     else:
-        if rc == EXIT_REQUEUE:
+        if rc == exit_codes.REQUEUE:
             reason = f"requeued {restarts - failures} times already"
-        elif rc < 128 and rc in final_statuses():
+        elif rc in FINAL_STATUSES:
             reason = "a retry would fail the same way (bad input or diverged loss, see the log)"
         else:
             reason = f"failed {failures + 1} times ({retries} retries)"
