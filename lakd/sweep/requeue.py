@@ -16,8 +16,11 @@ lakd.sweep.batch (the batch step of the shipped batch script and of the sweep's 
   complete checkpoint on disk. When a whole node died, that node is named (srun's "Node failure on ...", or
   the job's node that Slurm marks down), not the surviving rank srun ended afterwards.
 - a sweep job that gives up cancels the sweep's jobs that wait for it (lakd.sweep.state.block_dependants).
-- SIGTERM to the batch step (Slurm ends the whole job: scancel, hard time limit, end of a preemption grace
-  time): never requeued from here; a user's scancel stays a cancel.
+- SIGTERM to the batch step (Slurm ends the whole job): at a hard time limit (``Reason=TimeLimit``: a job
+  without ``--signal``, or whose signal came too late) :func:`requeue_at_time_limit` requeues it at once,
+  counted like a signal requeue (the tasks save a checkpoint on their SIGTERM; the next attempt resumes from the
+  newest one). Otherwise (scancel, end of a preemption grace time) never requeued from here: a user's scancel
+  stays a cancel.
 
 The failure count lives in the job's Slurm comment (``lakd_failures=N``, kept across requeues, visible in
 ``squeue -o %k``); events are appended to ``--events`` (JSON lines) when given. Exit status: 0 when the job was
@@ -104,6 +107,55 @@ def _append_event(path: Optional[str], event: dict) -> None:
 
 # exit statuses a retry cannot mend: bad input and a diverged loss
 FINAL_STATUSES = frozenset({exit_codes.USAGE, exit_codes.DIVERGED})
+
+
+def _failure_count(info: dict) -> tuple[str, int]:
+    """The job's comment and the failure count lakd keeps in it."""
+    comment = info.get("Comment", "")
+    comment = "" if comment == "(null)" else comment
+    m = _FAILURES.search(comment)
+    return comment, int(m.group(1)) if m else 0
+
+
+def at_time_limit(info: dict) -> bool:
+    """Slurm is ending (or ended) the job because its time limit passed."""
+    return info.get("Reason") == "TimeLimit" or info.get("JobState", "").startswith("TIMEOUT")
+
+
+def requeue_at_time_limit(*, max_requeues: int, events: Optional[str] = None) -> bool:
+    """Called by the batch step as soon as it gets SIGTERM: when Slurm is ending the job at its time limit,
+    requeue it now (before KillWait runs out) and return True; otherwise (scancel, preemption) do nothing."""
+    job = job_id_from_env()
+    if job is None:
+        return False
+    info = show_job(job)
+    if not at_time_limit(info):
+        return False
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    _, failures = _failure_count(info)
+    event = {"time": time.time(), "job": job, "rc": None, "restarts": restarts, "failures": failures,
+             "nodes": info.get("NodeList"), "cause": "time limit (SIGTERM from Slurm)"}
+    if info.get("Requeue") == "0":
+        event["action"], why = "give_up", "it was submitted with --no-requeue"
+    elif decide(exit_codes.REQUEUE, restarts=restarts, failures=failures, max_requeues=max_requeues,
+                retries=0) != "requeue":
+        event["action"], why = "give_up", f"requeued {restarts - failures} times already"
+    else:
+        r = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+        if r.returncode == 0:
+            event["action"] = "requeue"
+            event["message"] = (f"lakd: job {job} reached its time limit: requeued at once (requeue "
+                                f"{restarts - failures + 1} of at most {max_requeues}); the tasks save a checkpoint "
+                                "on Slurm's SIGTERM and the next attempt resumes from the newest one")
+        else:
+            event["action"], why = "give_up", f"scontrol requeue failed: {(r.stderr or r.stdout).strip()}"
+    if event["action"] == "give_up":
+        event["message"] = f"lakd: job {job} reached its time limit; {why}: not requeued"
+    print(event["message"], file=sys.stderr, flush=True)
+    _append_event(events, event)
+    if event["action"] == "give_up":
+        _block_dependants(job, events, "reached its time limit and was not requeued")
+    return event["action"] == "requeue"
 
 
 def decide(rc: int, *, restarts: int, failures: int, max_requeues: int, retries: int) -> str:
@@ -200,18 +252,20 @@ def note_restart(job: str, restarts: int, events: Optional[str]) -> None:
 
 
 def after_step(rc: int, *, max_requeues: int, retries: int, events: Optional[str] = None,
-               terminated: bool = False) -> int:
-    """Act on the exit status of the job step (see the module docstring); returns the batch step's status."""
+               terminated: bool = False, requeued: bool = False) -> int:
+    """Act on the exit status of the job step (see the module docstring); returns the batch step's status.
+    ``requeued``: the job was already requeued at its time limit (:func:`requeue_at_time_limit`)."""
     job = job_id_from_env()
     if job is None:
         print("lakd requeue: not inside a Slurm job; nothing to do", file=sys.stderr)
         return rc
+    if requeued:
+        print(f"lakd: job {job}: the step ended with status {rc} after the time limit; the job is requeued",
+              file=sys.stderr, flush=True)
+        return exit_codes.OK
     restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
     info = show_job(job)
-    comment = info.get("Comment", "")
-    comment = "" if comment == "(null)" else comment
-    m = _FAILURES.search(comment)
-    failures = int(m.group(1)) if m else 0
+    comment, failures = _failure_count(info)
     if terminated:  # Slurm ends the job (scancel, hard time limit, preemption): requeueing is Slurm's call
         if rc == 0:
             return 0
