@@ -56,8 +56,9 @@ def run_sweep(spec: SpecLike, executor: str = "local", *, dry_run: bool = False,
               **resources: Any):
     """Run or submit a sweep. ``executor``: ``local`` (this machine, returns a LocalReport when done),
     ``slurm`` (submit with submitit and return a SubmitReport at once) or ``auto`` (slurm when sbatch is on
-    PATH). ``dry_run`` prints the plan and changes nothing. Slurm: nothing is submitted unless every job can run
-    (lakd.sweep.preflight; ``probe=False`` skips its check from a compute node). Local: ``procs`` processes per
+    PATH). ``dry_run`` runs the checks (Slurm: all but the probe from a compute node), prints the plan and changes
+    nothing. Slurm: nothing is submitted unless every job can run (lakd.sweep.preflight; ``probe=False`` skips
+    its check from a compute node). Local: ``procs`` processes per
     stage, ``parallel`` stages at a time (default: as many as the CPU cores hold at ``procs`` each)."""
     from lakd.sweep.state import slurm_available
 
@@ -69,7 +70,7 @@ def run_sweep(spec: SpecLike, executor: str = "local", *, dry_run: bool = False,
     if executor == "slurm" or dry_run:
         from lakd.sweep.slurm import submit_plan
 
-        return submit_plan(plan, dry_run=dry_run, log=log, probe=probe)
+        return submit_plan(plan, dry_run=dry_run, log=log, probe=probe, cluster=executor == "slurm")
     from lakd.sweep.local import default_parallel, run_local
 
     if parallel is None:

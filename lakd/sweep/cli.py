@@ -38,8 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--executor", default="auto", choices=("auto", "slurm", "local"),
                    help="slurm: submit with submitit; local: run here without Slurm; auto (default): slurm "
                         "when sbatch is on PATH")
-    p.add_argument("--dry-run", action="store_true", help="print the plan (jobs, arrays, dependencies, "
-                                                          "resources) and submit nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check that every job can run (the checks before submitting, except the probe step on a "
+                        "compute node), print the plan (jobs, arrays, dependencies, resources); write and submit "
+                        "nothing")
     p.add_argument("--wait", action="store_true", help="slurm: wait until the sweep's jobs ended; jobs blocked "
                                                        "behind a job that failed for good are cancelled; the exit "
                                                        "status says whether everything finished")
