@@ -230,25 +230,96 @@ def note_restart(job: str, restarts: int, events: Optional[str]) -> None:
     requeue``, a node failure, preemption, submitit's own requeue), say so in the log and the events."""
     if not events:
         return
-    ours = 0
-    try:
-        for line in Path(events).read_text().splitlines():
-            try:
-                ev = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if str(ev.get("job")) == job and ev.get("action") in ("requeue", "retry", "slurm_requeue"):
-                ours += 1
-    except OSError:
-        pass
+    ours = sum(1 for ev in _job_events(events, job) if ev.get("action") in ("requeue", "retry", "slurm_requeue"))
     if ours >= restarts:
         return
-    msg = (f"lakd: job {job} was restarted by Slurm (restart {restarts}; scontrol requeue, node failure, "
-           f"preemption or submitit's requeue); it resumes from the newest complete checkpoint")
+    prev = previous_attempt(job)
+    cause = restart_cause(prev)
+    if "node failure on" not in cause:  # no accounting here: what the previous attempt's batch step saw
+        seen = [ev.get("cause") or "" for ev in _job_events(events, job) if ev.get("action") == "ended"
+                and ev.get("restarts") == restarts - 1]
+        dead = [c for c in seen if c.startswith("node failure on")]
+        if dead:
+            cause = f"{dead[-1].split(' (')[0]}, requeued by Slurm"
+    msg = (f"lakd: job {job} was restarted by Slurm (restart {restarts}: {cause}); it resumes from the newest "
+           "complete checkpoint")
     print(msg, file=sys.stderr, flush=True)
     for _ in range(restarts - ours):
         _append_event(events, {"time": time.time(), "job": job, "action": "slurm_requeue", "restarts": restarts,
-                               "cause": "requeued by Slurm", "message": msg})
+                               "nodes": (prev or {}).get("NodeList"), "state": (prev or {}).get("State"),
+                               "cause": cause, "message": msg})
+
+
+def _job_events(events: str, job: str) -> list[dict]:
+    """The events of ``job`` in the events file, oldest first."""
+    out = []
+    try:
+        lines = Path(events).read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            ev = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(ev, dict) and str(ev.get("job")) == job:
+            out.append(ev)
+    return out
+
+
+def previous_attempt(job: str) -> Optional[dict]:
+    """The job's attempt before this one, from accounting (``sacct --duplicates``): State, NodeList, Start, End;
+    None without accounting."""
+    fields = ["JobID", "State", "Start", "End", "NodeList"]
+    try:
+        out = subprocess.run(["sacct", "-n", "-P", "-X", "-D", "-j", job, "-o", ",".join(fields)],
+                             capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    rows = [dict(zip(fields, line.split("|"))) for line in out.splitlines() if line.count("|") == len(fields) - 1]
+    ended = [r for r in rows if r["JobID"] == job and r["End"] not in ("", "Unknown")
+             and not r["State"].startswith(("RUNNING", "PENDING"))]
+    return max(ended, key=lambda r: r["End"]) if ended else None
+
+
+def _nodes_down_during(nodelist: str, start: str, end: str) -> list[str]:
+    """Nodes of ``nodelist`` that went down while an attempt ran (the cluster's node events in accounting,
+    ``sacctmgr show event``), else those Slurm marks dead now."""
+    try:
+        out = subprocess.run(["sacctmgr", "-n", "-P", "show", "event", "Event=Node", f"Nodes={nodelist}",
+                              f"Start={start}", "format=NodeName,Start,State"], capture_output=True, text=True,
+                             timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        out = ""
+    dead = set()
+    for line in out.splitlines():
+        node, t, state = (line.split("|") + ["", "", ""])[:3]
+        # ISO times compare as strings; the node's failure is noticed at most a little after the attempt ended
+        if node and state.upper().startswith(("DOWN", "FAIL", "DRAIN")) and start <= t <= _plus_minutes(end, 10):
+            dead.add(node)
+    return sorted(dead) or _down_nodes(nodelist)
+
+
+def _plus_minutes(iso: str, minutes: int) -> str:
+    try:
+        from datetime import datetime, timedelta
+
+        return (datetime.fromisoformat(iso) + timedelta(minutes=minutes)).isoformat(timespec="seconds")
+    except ValueError:
+        return iso
+
+
+def restart_cause(prev: Optional[dict]) -> str:
+    """Why Slurm restarted the job, from its previous attempt: the node that died for a node failure."""
+    if prev is None:
+        return "requeued by Slurm"
+    state = prev["State"].split()[0]
+    if state == "NODE_FAIL":
+        dead = _nodes_down_during(prev["NodeList"], prev["Start"], prev["End"])
+        where = f" on {','.join(dead)}" if dead else f" (one of {prev['NodeList']})"
+        return f"node failure{where}, requeued by Slurm"
+    what = {"REQUEUED": "scontrol requeue or submitit", "PREEMPTED": "preempted"}.get(state, state.lower())
+    return f"requeued by Slurm ({what})"
 
 
 def after_step(rc: int, *, max_requeues: int, retries: int, events: Optional[str] = None,
@@ -266,16 +337,23 @@ def after_step(rc: int, *, max_requeues: int, retries: int, events: Optional[str
     restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
     info = show_job(job)
     comment, failures = _failure_count(info)
-    if terminated:  # Slurm ends the job (scancel, hard time limit, preemption): requeueing is Slurm's call
+    if terminated:  # Slurm ends the job (scancel, preemption, node failure): requeueing is Slurm's call
         if rc == 0:
             return 0
-        msg = (f"lakd: job {job} ended by Slurm (SIGTERM to the batch step: scancel, time limit or preemption) "
-               f"with status {rc}; not requeued here (a preempted job is requeued by Slurm itself; otherwise "
-               "the next run of the sweep resumes it from its checkpoint)")
+        why, cause = "SIGTERM to the batch step: scancel, node failure or preemption", "ended by Slurm (SIGTERM)"
+        # a node failure: srun names the dead node ("Node failure on n2"); by now Slurm may have requeued the job
+        dead = [c for c in srun_failures(info.get("StdErr")) if c.startswith("node failure")]
+        if not dead and (info.get("JobState", "").startswith("NODE_FAIL") or info.get("Reason") == "NodeDown"):
+            dead = [f"node failure on {n}" for n in _down_nodes(info.get("NodeList"))] or ["node failure"]
+        if dead:
+            why, cause = dead[0], f"{dead[0]} (ended by Slurm)"
+        msg = (f"lakd: job {job} ended by Slurm ({why}) with status {rc}; not requeued here (Slurm requeues a "
+               "preempted job, and one on a failed node when it may; otherwise the next run of the sweep resumes "
+               "it from its checkpoint)")
         print(msg, file=sys.stderr, flush=True)
         _append_event(events, {"time": time.time(), "job": job, "rc": rc, "action": "ended", "restarts": restarts,
-                               "failures": failures, "nodes": info.get("NodeList"),
-                               "cause": "ended by Slurm (SIGTERM)", "message": msg})
+                               "failures": failures, "nodes": info.get("NodeList"), "cause": cause,
+                               "message": msg})
         return rc
     action = decide(rc, restarts=restarts, failures=failures, max_requeues=max_requeues, retries=retries)
     causes = _failure_causes(info, rc) if action in ("retry", "give_up") and rc != exit_codes.REQUEUE else []
