@@ -162,7 +162,8 @@ def _callable(plan: Plan, job: Job):
 
 
 def write_plan_files(plan: Plan) -> None:
-    """``.sweep/plan.json`` and one resolved config per stage (``.sweep/configs/<run>.<stage>.yaml``)."""
+    """``.sweep/plan.json``, ``.sweep/source.json`` (how to build the plan again, lakd.sweep.locate) and one
+    resolved config per stage (``.sweep/configs/<run>.<stage>.yaml``)."""
     import yaml
 
     for job in plan.jobs.values():
@@ -171,6 +172,8 @@ def write_plan_files(plan: Plan) -> None:
             text = yaml.safe_dump(job.config, sort_keys=False, default_flow_style=None)
             if not path.exists() or path.read_text() != text:
                 write_text_atomic(path, text)
+    if plan.source is not None:
+        write_text_atomic(plan.state_dir / "source.json", json.dumps(plan.source, indent=1, default=str))
     write_text_atomic(plan.state_dir / "plan.json", json.dumps(plan.describe(), indent=1))
 
 
