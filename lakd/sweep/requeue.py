@@ -41,8 +41,9 @@ from typing import Optional
 from lakd import exit_codes
 
 _SRUN_ERROR = re.compile(r"srun: error: (\S+): tasks? ([0-9][0-9,\-]*): (.+)$")
-_NODE_FAILURE = re.compile(r"(?:srun: error: Node failure on (\S+)|\*\*\* (?:JOB|STEP) \S+ ON (\S+) CANCELLED AT \S+ "
-                           r"DUE TO NODE FAILURE)")
+_NODE_FAILURE = re.compile(r"srun: error: Node failure on (\S+)")
+# printed by the slurmstepd of a node that is still alive ("ON n1"): a node failed, but not which one
+_CANCELLED_BY_NODE_FAILURE = re.compile(r"\*\*\* (?:JOB|STEP) \S+ ON \S+ CANCELLED AT \S+ DUE TO NODE FAILURE")
 # the start of one attempt in a job's stderr (sbatch scripts, lakd.sweep.tasks): srun errors before it are older
 _ATTEMPT_START = re.compile(r"lakd: attempt \d+ of job")
 _FAILURES = re.compile(r"lakd_failures=(\d+)")
@@ -69,8 +70,10 @@ def show_job(job_id: str) -> dict[str, str]:
     return fields
 
 
-def srun_failures(stderr_path: Optional[str], max_bytes: int = 256 * 1024) -> list[str]:
-    """srun's ``error: NODE: task N: WHAT`` lines of the latest attempt, as ``"NODE rank N: WHAT"``."""
+def srun_failures(stderr_path: Optional[str], max_bytes: int = 256 * 1024, attempt: int = -1) -> list[str]:
+    """srun's ``error: NODE: task N: WHAT`` lines of the latest attempt (``attempt=-2``: the one before), as
+    ``"NODE rank N: WHAT"``; ``"node failure on NODE"`` for a node srun saw fail, ``"node failure"`` when
+    Slurm cancelled the step for a node failure without saying which node."""
     if not stderr_path:
         return []
     try:
@@ -81,12 +84,14 @@ def srun_failures(stderr_path: Optional[str], max_bytes: int = 256 * 1024) -> li
             lines = f.read().decode("utf-8", "replace").splitlines()
     except OSError:
         return []
-    start = max((i for i, line in enumerate(lines) if _ATTEMPT_START.search(line)), default=-1)
+    starts = [-1] + [i for i, line in enumerate(lines) if _ATTEMPT_START.search(line)] + [len(lines)]
+    if len(starts) < 1 - attempt:
+        return []
     out = []
-    for line in lines[start + 1:]:
+    for line in lines[starts[attempt - 1] + 1:starts[attempt]]:
         f = _NODE_FAILURE.search(line)
-        if f:
-            node = f"node failure on {f.group(1) or f.group(2)}"
+        node = f"node failure on {f.group(1)}" if f else "node failure" if _CANCELLED_BY_NODE_FAILURE.search(line) else None
+        if node:
             if node not in out:
                 out.append(node)
             continue
@@ -216,7 +221,7 @@ def _failure_causes(info: dict, rc: int) -> list[str]:
     surviving ranks it ended afterwards): srun's "Node failure on", else nodes Slurm marks down, else nodes
     that answer no test step."""
     causes = srun_failures(info.get("StdErr"))
-    dead = [c for c in causes if c.startswith("node failure")]
+    dead = [c for c in causes if c.startswith("node failure on")]
     if not dead:
         dead = [f"node failure on {n}" for n in _down_nodes(info.get("NodeList"))]
     if not dead:
@@ -235,12 +240,13 @@ def note_restart(job: str, restarts: int, events: Optional[str]) -> None:
         return
     prev = previous_attempt(job)
     cause = restart_cause(prev)
-    if "node failure on" not in cause:  # no accounting here: what the previous attempt's batch step saw
-        seen = [ev.get("cause") or "" for ev in _job_events(events, job) if ev.get("action") == "ended"
-                and ev.get("restarts") == restarts - 1]
+    if "node failure on" not in cause:  # no accounting here: what srun and the batch step saw in that attempt
+        seen = srun_failures(show_job(job).get("StdErr"), attempt=-2)
+        seen += [ev.get("cause") or "" for ev in _job_events(events, job) if ev.get("action") == "ended"
+                 and ev.get("restarts") == restarts - 1]
         dead = [c for c in seen if c.startswith("node failure on")]
         if dead:
-            cause = f"{dead[-1].split(' (')[0]}, requeued by Slurm"
+            cause = f"{dead[0].split(' (')[0]}, requeued by Slurm"
     msg = (f"lakd: job {job} was restarted by Slurm (restart {restarts}: {cause}); it resumes from the newest "
            "complete checkpoint")
     print(msg, file=sys.stderr, flush=True)
@@ -342,8 +348,10 @@ def after_step(rc: int, *, max_requeues: int, retries: int, events: Optional[str
             return 0
         why, cause = "SIGTERM to the batch step: scancel, node failure or preemption", "ended by Slurm (SIGTERM)"
         # a node failure: srun names the dead node ("Node failure on n2"); by now Slurm may have requeued the job
-        dead = [c for c in srun_failures(info.get("StdErr")) if c.startswith("node failure")]
-        if not dead and (info.get("JobState", "").startswith("NODE_FAIL") or info.get("Reason") == "NodeDown"):
+        seen = srun_failures(info.get("StdErr"))
+        dead = [c for c in seen if c.startswith("node failure on")]
+        if not dead and ("node failure" in seen or info.get("JobState", "").startswith("NODE_FAIL")
+                         or info.get("Reason") == "NodeDown"):
             dead = [f"node failure on {n}" for n in _down_nodes(info.get("NodeList"))] or ["node failure"]
         if dead:
             why, cause = dead[0], f"{dead[0]} (ended by Slurm)"

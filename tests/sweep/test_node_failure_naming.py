@@ -79,3 +79,22 @@ def test_the_restart_names_the_dead_node_from_accounting(monkeypatch):
 def test_other_restarts_by_slurm(state, cause):
     prev = {"JobID": "77", "State": state, "Start": "a", "End": "b", "NodeList": "n1"}
     assert requeue.restart_cause(prev) == cause and requeue.restart_cause(None) == "requeued by Slurm"
+
+
+def test_the_stepd_of_the_survivor_is_not_taken_for_the_dead_node(tmp_path):
+    """`*** STEP 77.0 ON n1 CANCELLED ... DUE TO NODE FAILURE` comes from n1, which is alive: a node failed, not n1."""
+    log = tmp_path / "job.err"
+    log.write_text("\n".join(x for x in LOG.splitlines() if "Node failure on" not in x) + "\n")
+    assert requeue.srun_failures(str(log)) == ["node failure", "n1 rank 0: Terminated"]
+
+
+def test_the_restart_reads_the_previous_attempt_of_the_log(job, monkeypatch, tmp_path):
+    """The ended attempt's batch step was killed before it could record anything: srun's line in the previous
+    attempt's part of the log names the node."""
+    monkeypatch.setattr(requeue, "previous_attempt", lambda j: None)
+    err = tmp_path / "job.err"
+    err.write_text(LOG.split("lakd: the batch step")[0] + "lakd: attempt 2 of job 77: teacher stage\n")
+    assert requeue.srun_failures(str(err)) == []  # the current attempt: nothing yet
+    assert requeue.srun_failures(str(err), attempt=-2)[0] == "node failure on n2"
+    requeue.note_restart("77", 1, str(job))
+    assert json.loads(job.read_text())["cause"] == "node failure on n2, requeued by Slurm"
