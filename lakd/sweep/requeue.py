@@ -90,7 +90,9 @@ def srun_failures(stderr_path: Optional[str], max_bytes: int = 256 * 1024, attem
     out = []
     for line in lines[starts[attempt - 1] + 1:starts[attempt]]:
         f = _NODE_FAILURE.search(line)
-        node = f"node failure on {f.group(1)}" if f else "node failure" if _CANCELLED_BY_NODE_FAILURE.search(line) else None
+        node = f"node failure on {f.group(1)}" if f else None
+        if node is None and _CANCELLED_BY_NODE_FAILURE.search(line):
+            node = "node failure"
         if node:
             if node not in out:
                 out.append(node)

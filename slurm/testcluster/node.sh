@@ -73,7 +73,8 @@ start)
     st=$(node_state)
     case $st in idle|mixed|allocated|completing) break ;; esac
     # a node set DOWN by hand: ReturnToService=2 brings it back when slurmd registers; resume it if not
-    if [ "$resumed" = 0 ] && [[ "$st" == down* ]] && [ "$(cat "/proc/$(cat "$pidfile")/comm" 2>/dev/null)" = slurmd ]; then
+    alive=$(cat "/proc/$(cat "$pidfile")/comm" 2>/dev/null || true)
+    if [ "$resumed" = 0 ] && [[ "$st" == down* ]] && [ "$alive" = slurmd ]; then
       sleep 2; st=$(node_state)
       case $st in idle|mixed|allocated|completing) break ;; esac
       scontrol update NodeName="$node" State=RESUME >/dev/null 2>&1 || true

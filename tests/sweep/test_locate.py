@@ -69,7 +69,8 @@ def test_no_sweep_there_is_one_line_and_exit_2(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     cases = [((empty, "status"), f"no sweep 'paper' at {empty}/runs/paper, and none in {empty} or a folder above it"),
-             ((empty, "collect", str(tmp_path / "project")), f"no sweep at {tmp_path / 'project'} (no .sweep/plan.json"),
+             ((empty, "collect", str(tmp_path / "project")),
+              f"no sweep at {tmp_path / 'project'} (no .sweep/plan.json"),
              ((empty, "status", "--sweep", "tiny"), f"no sweep 'tiny' at {empty}/runs/tiny: pass the sweep directory")]
     for (cwd, *args), message in cases:
         r = _lakd(cwd, *args)
