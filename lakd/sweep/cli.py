@@ -203,7 +203,7 @@ def summary(states: dict, out=print) -> None:
 def write_script(out: Optional[str]) -> int:
     if out is None:
         print(STAGE_SCRIPT)
-        return 0
+        return exit_codes.OK
     target = Path(out)
     if target.is_dir():
         target = target / STAGE_SCRIPT.name
@@ -212,7 +212,7 @@ def write_script(out: Optional[str]) -> int:
     shutil.copyfile(STAGE_SCRIPT, target)
     target.chmod(0o755)
     print(target)
-    return 0
+    return exit_codes.OK
 
 
 def run(args: argparse.Namespace) -> int:
@@ -237,11 +237,11 @@ def run(args: argparse.Namespace) -> int:
                 states = job_states(plan)
                 print(f"sweep {spec.name} in {plan.sweep_dir}")
                 print_status(states)
-                return 0
+                return exit_codes.OK
             files = write_results(plan.describe(), plan.sweep_dir)
             print((plan.sweep_dir / "results.md").read_text())
             print("written: " + ", ".join(str(p) for p in files.values()))
-            return 0
+            return exit_codes.OK
         from lakd.sweep.locate import recipe
 
         spec = _spec(args)
@@ -254,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"sweep: error: {exc}", file=sys.stderr)
         return exit_codes.USAGE
     if args.dry_run:
-        return 0
+        return exit_codes.OK
     if hasattr(report, "ok"):  # local executor
         for f in report.results.values():
             print(f"written: {f}")
@@ -267,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
         if not ok:
             summary(states)
         return exit_codes.OK if ok else exit_codes.FAILED
-    return 0
+    return exit_codes.OK
 
 
 def main(argv: Optional[list[str]] = None) -> int:

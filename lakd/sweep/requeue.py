@@ -346,8 +346,8 @@ def after_step(rc: int, *, max_requeues: int, retries: int, events: Optional[str
     info = show_job(job)
     comment, failures = _failure_count(info)
     if terminated:  # Slurm ends the job (scancel, preemption, node failure): requeueing is Slurm's call
-        if rc == 0:
-            return 0
+        if rc == exit_codes.OK:
+            return exit_codes.OK
         why, cause = "SIGTERM to the batch step: scancel, node failure or preemption", "ended by Slurm (SIGTERM)"
         # a node failure: srun names the dead node ("Node failure on n2"); by now Slurm may have requeued the job
         seen = srun_failures(info.get("StdErr"))
@@ -371,7 +371,7 @@ def after_step(rc: int, *, max_requeues: int, retries: int, events: Optional[str
              "failures": failures, "nodes": info.get("NodeList"), "cause": causes[0] if causes else None,
              "causes": causes}
     if action == "done":
-        return 0
+        return exit_codes.OK
     cause = f" ({'; '.join(causes)})" if causes else ""
     if action == "requeue":
         msg = (f"lakd: job {job} checkpointed after a preemption/time-limit signal: requeue "
@@ -400,7 +400,7 @@ def after_step(rc: int, *, max_requeues: int, retries: int, events: Optional[str
     if r.returncode != 0:
         print(f"lakd: scontrol requeue {job} failed: {r.stderr.strip()}", file=sys.stderr, flush=True)
         return rc
-    return 0
+    return exit_codes.OK
 
 
 def _block_dependants(job: str, events: Optional[str], why: str) -> None:
