@@ -46,6 +46,7 @@ _NODE_FAILURE = re.compile(r"srun: error: Node failure on (\S+)")
 _CANCELLED_BY_NODE_FAILURE = re.compile(r"\*\*\* (?:JOB|STEP) \S+ ON \S+ CANCELLED AT \S+ DUE TO NODE FAILURE")
 # the start of one attempt in a job's stderr (sbatch scripts, lakd.sweep.tasks): srun errors before it are older
 _ATTEMPT_START = re.compile(r"lakd: attempt \d+ of job")
+_ATTEMPT_NODES = re.compile(r"lakd: attempt \d+ of job .*, nodes (\S+), batch step on ")
 _FAILURES = re.compile(r"lakd_failures=(\d+)")
 
 
@@ -70,25 +71,40 @@ def show_job(job_id: str) -> dict[str, str]:
     return fields
 
 
+def _tail_lines(path: Optional[str], max_bytes: int = 256 * 1024) -> list[str]:
+    if not path:
+        return []
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - max_bytes))
+            return f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return []
+
+
+def _attempt_lines(stderr_path: Optional[str], attempt: int = -1, max_bytes: int = 256 * 1024) -> list[str]:
+    """The lines of one attempt in the job's stderr after its last ``lakd: attempt N of job`` line (``attempt=-1``:
+    the latest, ``-2``: the one before)."""
+    lines = _tail_lines(stderr_path, max_bytes)
+    starts = [-1] + [i for i, line in enumerate(lines) if _ATTEMPT_START.search(line)] + [len(lines)]
+    if len(starts) < 1 - attempt:
+        return []
+    return lines[starts[attempt - 1] + 1:starts[attempt]]
+
+
+def _previous_attempt_nodes(stderr_path: Optional[str]) -> Optional[str]:
+    """The node list the batch step printed at the start of the attempt before this one."""
+    found = [m.group(1) for m in map(_ATTEMPT_NODES.search, _tail_lines(stderr_path)) if m]
+    return found[-2] if len(found) >= 2 else None
+
+
 def srun_failures(stderr_path: Optional[str], max_bytes: int = 256 * 1024, attempt: int = -1) -> list[str]:
     """srun's ``error: NODE: task N: WHAT`` lines of the latest attempt (``attempt=-2``: the one before), as
     ``"NODE rank N: WHAT"``; ``"node failure on NODE"`` for a node srun saw fail, ``"node failure"`` when
     Slurm cancelled the step for a node failure without saying which node."""
-    if not stderr_path:
-        return []
-    try:
-        with open(stderr_path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            lines = f.read().decode("utf-8", "replace").splitlines()
-    except OSError:
-        return []
-    starts = [-1] + [i for i, line in enumerate(lines) if _ATTEMPT_START.search(line)] + [len(lines)]
-    if len(starts) < 1 - attempt:
-        return []
     out = []
-    for line in lines[starts[attempt - 1] + 1:starts[attempt]]:
+    for line in _attempt_lines(stderr_path, attempt, max_bytes):
         f = _NODE_FAILURE.search(line)
         node = f"node failure on {f.group(1)}" if f else None
         if node is None and _CANCELLED_BY_NODE_FAILURE.search(line):
@@ -243,10 +259,14 @@ def note_restart(job: str, restarts: int, events: Optional[str]) -> None:
     prev = previous_attempt(job)
     cause = restart_cause(prev)
     if "node failure on" not in cause:  # no accounting here: what srun and the batch step saw in that attempt
-        seen = srun_failures(show_job(job).get("StdErr"), attempt=-2)
+        stderr = show_job(job).get("StdErr")
+        seen = srun_failures(stderr, attempt=-2)
         seen += [ev.get("cause") or "" for ev in _job_events(events, job) if ev.get("action") == "ended"
                  and ev.get("restarts") == restarts - 1]
         dead = [c for c in seen if c.startswith("node failure on")]
+        if not dead and (prev is None or prev["State"].startswith("NODE_FAIL")):
+            # nothing recorded (the batch host itself died): the nodes of that attempt Slurm marks dead now
+            dead = [f"node failure on {n}" for n in _down_nodes(_previous_attempt_nodes(stderr))]
         if dead:
             cause = f"{dead[0].split(' (')[0]}, requeued by Slurm"
     msg = (f"lakd: job {job} was restarted by Slurm (restart {restarts}: {cause}); it resumes from the newest "

@@ -98,3 +98,18 @@ def test_the_restart_reads_the_previous_attempt_of_the_log(job, monkeypatch, tmp
     assert requeue.srun_failures(str(err), attempt=-2)[0] == "node failure on n2"
     requeue.note_restart("77", 1, str(job))
     assert json.loads(job.read_text())["cause"] == "node failure on n2, requeued by Slurm"
+
+
+def test_a_dead_batch_host_is_named_from_the_nodes_slurm_marks_down(job, monkeypatch, tmp_path):
+    """The batch host itself died (nothing in the log, no accounting): the previous attempt's nodes that Slurm
+    marks down now."""
+    monkeypatch.setattr(requeue, "previous_attempt", lambda j: None)
+    asked = []
+    monkeypatch.setattr(requeue, "_down_nodes", lambda nodes: asked.append(nodes) or ["n1"])
+    err = tmp_path / "job.err"
+    err.write_text("lakd: attempt 1 of job 77: teacher stage, nodes n[1-3], batch step on n1, 2026-12-05T10:22:37\n"
+                   "lakd: attempt 1 of job 77: teacher in /runs/x, rank 0/3 on n1\n"   # task 0 (submitit jobs)
+                   "lakd: attempt 2 of job 77: teacher stage, nodes n[2-4], batch step on n2, 2026-12-05T10:30:00\n")
+    requeue.note_restart("77", 1, str(job))
+    assert asked == ["n[1-3]"]
+    assert json.loads(job.read_text())["cause"] == "node failure on n1, requeued by Slurm"
