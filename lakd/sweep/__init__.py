@@ -29,10 +29,13 @@ __all__ = ["Job", "Plan", "Resources", "SweepSpec", "build_plan", "collect", "li
 
 
 def make_plan(spec: SpecLike, *, sweep_dir: Optional[Union[str, Path]] = None, runs_dir: Optional[str] = None,
-              executor: str = "slurm", procs: int = 1, **resources: Any) -> Plan:
+              executor: str = "slurm", procs: int = 1, cwd: Optional[Union[str, Path]] = None,
+              source: Optional[dict] = None, **resources: Any) -> Plan:
     """Load ``spec`` (a SweepSpec, a shipped sweep name, a path or a mapping), apply resource overrides
     (``partition``, ``nodes``, ``gpus_per_node``, ``time``, ... : they win over the file, ``per_stage``
-    included) and build its plan. ``executor="local"`` sizes the stages for ``procs`` local processes."""
+    included) and build its plan. ``executor="local"`` sizes the stages for ``procs`` local processes.
+    Relative paths of the sweep are taken from ``cwd`` (default: the current directory). ``source``: how to
+    build the plan again (lakd.sweep.locate), recorded with the sweep's state."""
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec, {"runs_dir": runs_dir} if runs_dir else None)
     elif runs_dir:
@@ -47,17 +50,21 @@ def make_plan(spec: SpecLike, *, sweep_dir: Optional[Union[str, Path]] = None, r
         check_resources(res, "resources")
         spec = dataclasses.replace(spec, resources=res)
     world = (lambda r: procs) if executor == "local" else None
-    return build_plan(spec, sweep_dir=Path(sweep_dir) if sweep_dir else None, world_size=world)
+    plan = build_plan(spec, sweep_dir=Path(sweep_dir) if sweep_dir else None, world_size=world,
+                      cwd=Path(cwd) if cwd else None)
+    plan.source = source
+    return plan
 
 
 def run_sweep(spec: SpecLike, executor: str = "local", *, dry_run: bool = False, procs: int = 1,
               parallel: Optional[int] = None, sweep_dir: Optional[Union[str, Path]] = None,
               runs_dir: Optional[str] = None, log: Callable[[str], None] = print, probe: bool = True,
-              **resources: Any):
+              source: Optional[dict] = None, **resources: Any):
     """Run or submit a sweep. ``executor``: ``local`` (this machine, returns a LocalReport when done),
     ``slurm`` (submit with submitit and return a SubmitReport at once) or ``auto`` (slurm when sbatch is on
-    PATH). ``dry_run`` prints the plan and changes nothing. Slurm: nothing is submitted unless every job can run
-    (lakd.sweep.preflight; ``probe=False`` skips its check from a compute node). Local: ``procs`` processes per
+    PATH). ``dry_run`` runs the checks (Slurm: all but the probe from a compute node), prints the plan and changes
+    nothing. Slurm: nothing is submitted unless every job can run (lakd.sweep.preflight; ``probe=False`` skips
+    its check from a compute node). Local: ``procs`` processes per
     stage, ``parallel`` stages at a time (default: as many as the CPU cores hold at ``procs`` each)."""
     from lakd.sweep.state import slurm_available
 
@@ -65,11 +72,12 @@ def run_sweep(spec: SpecLike, executor: str = "local", *, dry_run: bool = False,
         executor = "slurm" if slurm_available() else "local"
     if executor not in ("local", "slurm"):
         raise ValueError(f"executor must be local, slurm or auto, got {executor!r}")
-    plan = make_plan(spec, sweep_dir=sweep_dir, runs_dir=runs_dir, executor=executor, procs=procs, **resources)
+    plan = make_plan(spec, sweep_dir=sweep_dir, runs_dir=runs_dir, executor=executor, procs=procs, source=source,
+                     **resources)
     if executor == "slurm" or dry_run:
         from lakd.sweep.slurm import submit_plan
 
-        return submit_plan(plan, dry_run=dry_run, log=log, probe=probe)
+        return submit_plan(plan, dry_run=dry_run, log=log, probe=probe, cluster=executor == "slurm")
     from lakd.sweep.local import default_parallel, run_local
 
     if parallel is None:

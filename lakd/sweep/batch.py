@@ -12,11 +12,14 @@ then the job's batch step, and:
   are passed on to srun, which passes them to every task: the ranks checkpoint and exit with 75, exactly as
   when the signal goes to the tasks directly (``--signal=USR2@N``, ``scancel --signal=USR2``). A shell would
   die of USR2 (its default action), and ``trap '' USR2`` would make srun ignore it too.
-- **SIGTERM to the batch step** means Slurm is ending the whole job (``scancel``, a hard time limit, the end
-  of a preemption grace time): the job is not requeued from here. A preempted job is requeued by Slurm itself
-  (``PreemptMode=REQUEUE``); everything else resumes from its checkpoint on the next run of the sweep.
-  (Preemption with a grace time first sends SIGTERM to the tasks only: they checkpoint and exit 75, and the
-  job is requeued below.)
+- **SIGTERM to the batch step** means Slurm is ending the whole job. At once (Slurm sends SIGKILL KillWait
+  seconds later) the batch step asks Slurm why: at a **hard time limit** (a job without ``--signal``, or one
+  whose signal came too late) it requeues the job right away (``scontrol requeue`` works on a job that is
+  being completed); the tasks got SIGTERM too, save a checkpoint and exit, and the next attempt resumes from
+  the newest one (lakd.sweep.requeue.requeue_at_time_limit). Otherwise (``scancel``, the end of a preemption
+  grace time) the job is not requeued from here: a user's cancel stays a cancel, and a preempted job is
+  requeued by Slurm itself (``PreemptMode=REQUEUE``). (Preemption with a grace time first sends SIGTERM to
+  the tasks only: they checkpoint and exit 75, and the job is requeued below.)
 - when srun has ended, :func:`lakd.sweep.requeue.after_step` decides on its exit status: requeue after a
   checkpoint, retry after a failure, or give up (and then cancel the sweep jobs that wait for this one).
 
@@ -33,7 +36,9 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Optional
+from typing import Callable, Optional
+
+from lakd import exit_codes
 
 FORWARDED = (signal.SIGUSR1, signal.SIGUSR2)
 # launcher variables left in the submitting shell (sbatch exports its environment) would make every task think
@@ -47,14 +52,36 @@ def _log(msg: str) -> None:
 
 
 class StepRunner:
-    """Run the job step as a child; forward USR1/USR2 to it; remember a SIGTERM to ourselves."""
+    """Run the job step as a child; forward USR1/USR2 to it; remember a SIGTERM to ourselves and call
+    ``on_terminate`` once, soon after it (outside the signal handler), while the step is still ending."""
 
-    def __init__(self, cmd: list[str], env: Optional[dict] = None) -> None:
+    POLL_S = 0.2  # how soon after a SIGTERM on_terminate runs (Slurm's KillWait is 30 s by default)
+
+    def __init__(self, cmd: list[str], env: Optional[dict] = None,
+                 on_terminate: Optional[Callable[[], None]] = None) -> None:
         self.cmd = cmd
         self.env = env
+        self.on_terminate = on_terminate
         self.child: Optional[subprocess.Popen] = None
         self.pending: list[int] = []  # signals that arrived before the step started
         self.terminated = False  # SIGTERM reached the batch step: Slurm is ending the job
+        self._told = False  # on_terminate ran
+
+    def _tell(self) -> None:
+        if self.terminated and not self._told:
+            self._told = True
+            if self.on_terminate is not None:
+                self.on_terminate()
+
+    def _wait(self) -> int:
+        while True:
+            try:
+                rc = self.child.wait(timeout=self.POLL_S)
+            except subprocess.TimeoutExpired:
+                self._tell()
+                continue
+            self._tell()
+            return rc
 
     def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
         name = signal.Signals(signum).name
@@ -79,7 +106,7 @@ class StepRunner:
             for signum in self.pending:
                 _log(f"the batch step got {signal.Signals(signum).name} before the step started: passing it on")
                 self.child.send_signal(signum)
-            rc = self.child.wait()  # retried after each handled signal (PEP 475)
+            rc = self._wait()
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -127,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from lakd.sweep.requeue import after_step, job_id_from_env, note_restart
+    from lakd.sweep.requeue import after_step, job_id_from_env, note_restart, requeue_at_time_limit
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if "train" in argv and ("--" not in argv or argv.index("train") < argv.index("--")):
@@ -139,7 +166,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     else:
         build_parser().print_usage(sys.stderr)
         _log("expected `train ARGS...` or `-- COMMAND...`")
-        return 2
+        return exit_codes.USAGE
     args = build_parser().parse_args(opts)
     env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
     if mode == "train":
@@ -148,7 +175,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     else:
         if not rest:
             _log("nothing to run after `--`")
-            return 2
+            return exit_codes.USAGE
         cmd = rest
         what = os.environ.get("SLURM_JOB_NAME") or rest[0]
     if cmd[0] == "srun" and shutil.which("srun") is None:
@@ -161,10 +188,15 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}", file=sys.stderr, flush=True)
     if job and restarts:
         note_restart(job, restarts, args.events)
-    runner = StepRunner(cmd, env)
+    at_limit: list[bool] = []
+
+    def on_terminate() -> None:  # Slurm ends the job: requeue now when it is the time limit (module docstring)
+        at_limit.append(requeue_at_time_limit(max_requeues=args.max_requeues, events=args.events))
+
+    runner = StepRunner(cmd, env, on_terminate=on_terminate)
     rc = runner.run()
     return after_step(rc, max_requeues=args.max_requeues, retries=args.retries, events=args.events,
-                      terminated=runner.terminated)
+                      terminated=runner.terminated, requeued=any(at_limit))
 
 
 if __name__ == "__main__":

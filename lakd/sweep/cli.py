@@ -2,12 +2,15 @@
 
     lakd sweep [run] --partition gpu [--sweep FILE|NAME] [--nodes N] [--gpus-per-node G] [--time T]
                      [--slurm KEY=VALUE ...] [--dry-run] [--executor slurm|local|auto] [--wait]
-    lakd sweep status  [--sweep ...]
-    lakd sweep collect [--sweep ...]
+    lakd sweep status  [PATH] [--sweep ...]   # PATH: the sweep directory or a folder in it (default: see below)
+    lakd sweep collect [PATH] [--sweep ...]
     lakd sweep script [--out FILE]      # the stage batch script: sbatch "$(lakd sweep script)" --stage ...
 
 Running the same sweep again skips finished jobs, resumes unfinished ones and never submits a second copy of
-a job that is still queued or running.
+a job that is still queued or running. ``status`` and ``collect`` find the sweep from any directory: in PATH
+(or ``--sweep-dir``) or a folder above it; else, without ``--sweep``/``--runs-dir``, in the current directory or a
+folder above it; else at ``--sweep``'s place (runs_dir/name, default paper). Otherwise they say that there is no
+sweep there (exit 2). The plan is built again from what the sweep's run recorded (lakd.sweep.locate).
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from lakd import exit_codes
 from lakd.sweep.spec import list_sweeps
 
 STATE_ORDER = ("running", "pending", "blocked", "failed", "incomplete", "partial", "todo", "done")
@@ -29,7 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("command", nargs="?", default="run", choices=COMMANDS,
                    help="run (default): submit or run the sweep; status: the state of every job; collect: write "
                         "results.md/.csv now; script: print the path of the stage batch script")
-    p.add_argument("--sweep", default="paper", help="sweep file or shipped sweep name (default: paper)")
+    p.add_argument("path", nargs="?", default=None,
+                   help="status, collect: the sweep directory or a folder inside it (default: --sweep's directory, "
+                        "else the current directory or a folder above it)")
+    p.add_argument("--sweep", default=None, help="sweep file or shipped sweep name (default: paper)")
     p.add_argument("--runs-dir", default=None, help="override the sweep file's runs_dir (sweep dir = RUNS/NAME)")
     p.add_argument("--sweep-dir", default=None, help="put the sweep exactly here instead")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -37,8 +44,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--executor", default="auto", choices=("auto", "slurm", "local"),
                    help="slurm: submit with submitit; local: run here without Slurm; auto (default): slurm "
                         "when sbatch is on PATH")
-    p.add_argument("--dry-run", action="store_true", help="print the plan (jobs, arrays, dependencies, "
-                                                          "resources) and submit nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check that every job can run (the checks before submitting, except the probe step on a "
+                        "compute node), print the plan (jobs, arrays, dependencies, resources); write and submit "
+                        "nothing")
     p.add_argument("--wait", action="store_true", help="slurm: wait until the sweep's jobs ended; jobs blocked "
                                                        "behind a job that failed for good are cancelled; the exit "
                                                        "status says whether everything finished")
@@ -90,6 +99,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+DEFAULT_SWEEP = "paper"
 RESOURCE_ARGS = ("partition", "cpu_partition", "nodes", "gpus_per_node", "tasks_per_node", "cpus_per_task",
                  "mem_gb", "time", "signal_delay_s", "array_parallelism", "retries", "max_requeues", "account", "qos")
 
@@ -113,17 +123,34 @@ def parse_slurm_items(items: list[str]) -> dict:
 
 
 def _spec(args):
-    from lakd.config import ConfigError, parse_override
-    from lakd.sweep.spec import load_spec
+    from lakd.sweep.locate import spec_of
 
-    spec = load_spec(args.sweep, {"runs_dir": args.runs_dir} if args.runs_dir else None)
-    for item in args.set:
-        try:
-            key, value = parse_override(item)  # lakd train's parser
-        except ConfigError:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. train.iters=1000") from None
-        spec.overrides[key] = value
-    return spec
+    return spec_of(args.sweep or DEFAULT_SWEEP, args.runs_dir, tuple(args.set))
+
+
+def existing_plan(args, resources: dict):
+    """The plan of the sweep ``status``/``collect`` read (see the module docstring); ValueError when none."""
+    from lakd.sweep import make_plan
+    from lakd.sweep.locate import find_sweep_dir, has_sweep, plan_at
+
+    where = args.path or args.sweep_dir
+    if where:
+        found = find_sweep_dir(where)
+        if found is None:
+            raise ValueError(f"no sweep at {Path(where).absolute()} (no .sweep/plan.json there or in a folder "
+                             "above it)")
+        return plan_at(found, args.sweep, **resources)
+    named = args.sweep is not None or args.runs_dir is not None
+    if not named:
+        here = find_sweep_dir(Path.cwd())
+        if here is not None:
+            return plan_at(here, **resources)
+    plan = make_plan(_spec(args), **resources)
+    if has_sweep(plan.sweep_dir):
+        return plan_at(plan.sweep_dir, args.sweep, **resources)
+    raise ValueError(f"no sweep {plan.spec.name!r} at {plan.sweep_dir}"
+                     + ("" if named else f", and none in {Path.cwd()} or a folder above it")
+                     + ": pass the sweep directory (lakd sweep status DIR)")
 
 
 def print_status(states: dict, out=print) -> dict[str, int]:
@@ -173,14 +200,10 @@ def summary(states: dict, out=print) -> None:
             "then run the same command again: it resubmits exactly these jobs, behind their dependencies")
 
 
-def _has_sweep(plan) -> bool:
-    return (plan.state_dir / "plan.json").exists() or (plan.sweep_dir / "results.csv").exists()
-
-
 def write_script(out: Optional[str]) -> int:
     if out is None:
         print(STAGE_SCRIPT)
-        return 0
+        return exit_codes.OK
     target = Path(out)
     if target.is_dir():
         target = target / STAGE_SCRIPT.name
@@ -189,7 +212,7 @@ def write_script(out: Optional[str]) -> int:
     shutil.copyfile(STAGE_SCRIPT, target)
     target.chmod(0o755)
     print(target)
-    return 0
+    return exit_codes.OK
 
 
 def run(args: argparse.Namespace) -> int:
@@ -200,36 +223,42 @@ def run(args: argparse.Namespace) -> int:
 
     resources = {k: getattr(args, k) for k in RESOURCE_ARGS}
     try:
+        if args.path and args.command not in ("status", "collect"):
+            raise ValueError(f"{args.path!r}: a sweep directory is given to status and collect only (run takes "
+                             "--sweep-dir)")
         if args.command == "script":
             return write_script(args.out)
-        spec = _spec(args)
         if args.slurm:
-            resources["additional"] = {**spec.resources.additional, **parse_slurm_items(args.slurm)}
+            resources["additional"] = parse_slurm_items(args.slurm)
         if args.command in ("status", "collect"):
-            plan = make_plan(spec, sweep_dir=args.sweep_dir, **resources)
-            if not _has_sweep(plan):
-                raise ValueError(f"no sweep {spec.name!r} at {plan.sweep_dir} (nothing was run there; a relative "
-                                 "runs_dir is taken from the current directory: pass --runs-dir or --sweep-dir)")
+            plan = existing_plan(args, resources)
+            spec = plan.spec
             if args.command == "status":
                 states = job_states(plan)
                 print(f"sweep {spec.name} in {plan.sweep_dir}")
                 print_status(states)
-                return 0
+                return exit_codes.OK
             files = write_results(plan.describe(), plan.sweep_dir)
             print((plan.sweep_dir / "results.md").read_text())
             print("written: " + ", ".join(str(p) for p in files.values()))
-            return 0
+            return exit_codes.OK
+        from lakd.sweep.locate import recipe
+
+        spec = _spec(args)
+        if args.slurm:
+            resources["additional"] = {**spec.resources.additional, **resources["additional"]}
         report = run_sweep(spec, args.executor, dry_run=args.dry_run, procs=args.procs, sweep_dir=args.sweep_dir,
-                           probe=args.probe, **resources)
+                           probe=args.probe, source=recipe(args.sweep or DEFAULT_SWEEP, args.runs_dir,
+                                                           tuple(args.set)), **resources)
     except (ValueError, RuntimeError, FileNotFoundError) as exc:
         print(f"sweep: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
     if args.dry_run:
-        return 0
+        return exit_codes.OK
     if hasattr(report, "ok"):  # local executor
         for f in report.results.values():
             print(f"written: {f}")
-        return 0 if report.ok else 1
+        return exit_codes.OK if report.ok else exit_codes.FAILED
     if args.wait:
         plan = make_plan(spec, sweep_dir=args.sweep_dir, **resources)
         ok = wait(plan, args.wait_timeout)
@@ -237,8 +266,8 @@ def run(args: argparse.Namespace) -> int:
         print_status(states)
         if not ok:
             summary(states)
-        return 0 if ok else 1
-    return 0
+        return exit_codes.OK if ok else exit_codes.FAILED
+    return exit_codes.OK
 
 
 def main(argv: Optional[list[str]] = None) -> int:

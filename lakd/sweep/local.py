@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from lakd import exit_codes
 from lakd.sweep.plan import Plan
 from lakd.sweep.slurm import config_path, write_plan_files
 from lakd.sweep.state import finished_on_disk, sweep_lock
@@ -79,12 +80,10 @@ class StageProcesses:
                     c.kill()
         if any(c is None for c in codes):
             return None
-        from lakd.engine.preemption import EXIT_REQUEUE
-
-        failures = [c for c in codes if c not in (0, EXIT_REQUEUE)]
+        failures = [c for c in codes if c not in (exit_codes.OK, exit_codes.REQUEUE)]
         if failures:
             return failures[0]
-        return EXIT_REQUEUE if EXIT_REQUEUE in codes else 0
+        return exit_codes.REQUEUE if exit_codes.REQUEUE in codes else exit_codes.OK
 
     def terminate(self) -> None:
         """Ask every rank to checkpoint and stop (SIGTERM)."""

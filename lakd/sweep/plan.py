@@ -69,6 +69,8 @@ class Plan:
     spec: SweepSpec
     sweep_dir: Path
     jobs: dict[str, Job]  # in topological order (dependencies first)
+    # how to build this plan again from any directory (lakd.sweep.locate): written to .sweep/source.json
+    source: Optional[dict] = None
 
     @property
     def state_dir(self) -> Path:

@@ -162,7 +162,8 @@ def _callable(plan: Plan, job: Job):
 
 
 def write_plan_files(plan: Plan) -> None:
-    """``.sweep/plan.json`` and one resolved config per stage (``.sweep/configs/<run>.<stage>.yaml``)."""
+    """``.sweep/plan.json``, ``.sweep/source.json`` (how to build the plan again, lakd.sweep.locate) and one
+    resolved config per stage (``.sweep/configs/<run>.<stage>.yaml``)."""
     import yaml
 
     for job in plan.jobs.values():
@@ -171,6 +172,8 @@ def write_plan_files(plan: Plan) -> None:
             text = yaml.safe_dump(job.config, sort_keys=False, default_flow_style=None)
             if not path.exists() or path.read_text() != text:
                 write_text_atomic(path, text)
+    if plan.source is not None:
+        write_text_atomic(plan.state_dir / "source.json", json.dumps(plan.source, indent=1, default=str))
     write_text_atomic(plan.state_dir / "plan.json", json.dumps(plan.describe(), indent=1))
 
 
@@ -200,16 +203,24 @@ def check_plan(plan: Plan, records: Records, *, query: bool, probe: bool, python
 
 
 def submit_plan(plan: Plan, *, dry_run: bool = False, log: Callable[[str], None] = print,
-                python: str = sys.executable, probe: bool = True) -> SubmitReport:
-    """Submit what is neither finished nor queued/running (see module docstring). ``dry_run``: print the
-    plan (jobs, arrays, dependencies, resources) and submit nothing. Before anything is written, cancelled or
-    submitted, every job to submit is checked against the cluster (lakd.sweep.preflight; ``probe``: also
-    from a compute node); a problem raises PreflightError (a ValueError)."""
+                python: str = sys.executable, probe: bool = True, cluster: bool = True) -> SubmitReport:
+    """Submit what is neither finished nor queued/running (see module docstring). Before anything is written,
+    cancelled or submitted, every job to submit is checked against the cluster (lakd.sweep.preflight;
+    ``probe``: also from a compute node); a problem raises PreflightError (a ValueError). ``dry_run``: the
+    same checks except the probe (it would start a job step), then print the plan (jobs, arrays, dependencies,
+    resources); nothing is written or submitted. A dry run without Slurm here, or with ``cluster=False`` (the plan
+    of the local executor), checks only the runs directory."""
+    from lakd.sweep.preflight import check_runs_dir
+
     query = slurm_available()
     if not dry_run and not query:
         raise RuntimeError("sbatch/squeue not found: is this a Slurm login node? (use --executor local otherwise)")
     records = Records(plan.state_dir)
     if dry_run:
+        if query and cluster:
+            check_plan(plan, records, query=query, probe=False, python=python, log=log)
+        else:
+            check_runs_dir(plan.sweep_dir)
         return _submit(plan, records, query=query, dry_run=True, log=log, python=python)
     check_plan(plan, records, query=query, probe=probe, python=python, log=log)
     with sweep_lock(plan.state_dir, "submit"):

@@ -14,7 +14,8 @@
 # The batch step is `python -m lakd.sweep.batch`: USR1/USR2 sent to it (`scancel --batch --signal=USR2`,
 # `--signal=B:USR2@N`) are passed on to every task, like those Slurm sends to the tasks (`--signal=USR2@N`,
 # `scancel --signal=USR2`); the ranks save a checkpoint and exit with 75, and the job is requeued (same id)
-# up to LAKD_MAX_REQUEUES (50) times. A failed attempt (a rank crashed, a node died) is requeued up to
+# up to LAKD_MAX_REQUEUES (50) times; so is a job that reaches its time limit without such a signal (the batch
+# step requeues it when Slurm's SIGTERM comes). A failed attempt (a rank crashed, a node died) is requeued up to
 # LAKD_RETRIES (2) times. Every attempt resumes from the newest complete checkpoint of the run directory.
 # Environment: LAKD_PYTHON (python with lakd installed; default python3 on PATH), LAKD_RETRIES,
 # LAKD_MAX_REQUEUES, LAKD_SRUN_WAIT (seconds the other ranks get once one ended; 120), LAKD_EVENTS (a file

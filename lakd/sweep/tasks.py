@@ -56,7 +56,7 @@ class StageTask(submitit.helpers.Checkpointable):
 
     Rank, world size and master address come from submitit's ``JobEnvironment`` (lakd.engine.distributed).
     On preemption / time limit the engine's signal flag makes every rank save at the next step boundary and
-    raise ``Preempted``; every rank then exits with ``EXIT_REQUEUE`` and the job's batch step requeues it
+    raise ``Preempted``; every rank then exits with ``exit_codes.REQUEUE`` and the job's batch step requeues it
     (lakd.sweep.requeue). Should the signal arrive before the engine installed its handler, submitit's own
     handler calls :meth:`checkpoint`, which resubmits this same stateless task: it resumes from disk too.
     """
@@ -70,9 +70,9 @@ class StageTask(submitit.helpers.Checkpointable):
         from lakd.engine.preemption import Preempted
         from lakd.engine.stage import run_stage
 
+        from lakd import exit_codes
         from lakd.config import ConfigError
-        from lakd.engine.preemption import EXIT_REQUEUE
-        from lakd.engine.trainer import EXIT_DIVERGED, NonFiniteLoss
+        from lakd.engine.trainer import NonFiniteLoss
 
         cfg = build_config(self.config)
         print(_attempt_line(f"{self.label or cfg.stage} in {cfg.stage_dir}"), file=sys.stderr, flush=True)
@@ -81,14 +81,14 @@ class StageTask(submitit.helpers.Checkpointable):
         try:
             result = run_stage(cfg)
         except Preempted as exc:
-            _log(f"{exc}; exiting with status {EXIT_REQUEUE} so that the job is requeued")
-            sys.exit(EXIT_REQUEUE)
+            _log(f"{exc}; exiting with status {exit_codes.REQUEUE} so that the job is requeued")
+            sys.exit(exit_codes.REQUEUE)
         except NonFiniteLoss as exc:
             _log(f"error: {exc}")
-            sys.exit(EXIT_DIVERGED)
+            sys.exit(exit_codes.DIVERGED)
         except ConfigError as exc:
             _log(f"error: {exc}")
-            sys.exit(2)
+            sys.exit(exit_codes.USAGE)
         return summarize(result)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 
 import pytest
 
@@ -199,3 +200,36 @@ def test_real_time_limit_signal_requeues(slurm, shards_dir):
     assert "the batch step got SIGUSR2: passing it on to the job step" in text, text[-3000:]
     assert re.search(r"preempted by SIGUSR2 at step \d+", text), text[-3000:]
     assert "checkpointed after a preemption/time-limit signal: requeue 1" in text
+
+
+def test_hard_time_limit_without_signal_requeues(slurm, shards_dir):
+    """The stage batch script without any `--signal` and a 1-minute limit: at the limit Slurm sends SIGTERM to the
+    batch step and the tasks (SIGKILL KillWait later); the batch step sees Reason=TimeLimit and requeues the job at
+    once, the ranks save a checkpoint on their SIGTERM, and the next attempt resumes from the newest one."""
+    script = slurm.workdir / "nosignal.sh"
+    r = slurm.run([sys.executable, "-m", "lakd.cli", "sweep", "script", "--out", str(script)])
+    assert r.returncode == 0, r.stderr
+    script.write_text("".join(ln for ln in script.read_text().splitlines(True) if "--signal" not in ln))
+    runs, events = slurm.workdir / "runs", slurm.workdir / "events.jsonl"
+    env = dict(slurm.with_step_delay(2.0), LAKD_EVENTS=str(events))
+    job = slurm.sbatch(str(script), ["-N1", "--ntasks-per-node=1", "--gpus-per-node=1", "--cpus-per-task=1",
+                                     "--time=1", f"--output={slurm.workdir}/hardlimit-%j.out"],
+                       ["--stage", "teacher", "--config", "synthetic",
+                        *stage_args(shards_dir, runs, "hardlimit", **{"train.iters": 60})], env=env)
+    log, stage_dir = slurm.workdir / f"hardlimit-{job}.out", runs / "hardlimit" / "teacher"
+    attempt2 = re.compile(r"lakd: attempt 2 of job[\s\S]*resuming at step (\d+)")
+    try:
+        m = slurm.wait_for(lambda: log.exists() and attempt2.search(log.read_text()), 300,
+                           "the second attempt after the time limit")
+    finally:
+        slurm.run(["scancel", job])
+    text = log.read_text()
+    assert "DUE TO TIME LIMIT" in text, text[-3000:]
+    assert f"lakd: job {job} reached its time limit: requeued at once (requeue 1 of at most" in text, text[-3000:]
+    saved = re.search(r"preempted by SIGTERM at step (\d+)", text)
+    resumed = int(m.group(1))
+    assert resumed >= 4 and (saved is None or resumed == int(saved.group(1))), text[-3000:]
+    evs = [json.loads(x) for x in events.read_text().splitlines()]
+    assert evs[0]["action"] == "requeue" and evs[0]["cause"].startswith("time limit"), evs
+    assert not any(e["action"] == "slurm_requeue" for e in evs), "the requeue was lakd's, not a surprise"
+    assert latest_step(stage_dir) >= resumed

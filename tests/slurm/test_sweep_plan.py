@@ -106,6 +106,19 @@ def test_dry_run_prints_the_dag_and_submits_nothing(tmp_path):
     assert not (tmp_path / "runs").exists(), "a dry run writes nothing"
 
 
+def test_dry_run_runs_the_checks(tmp_path):
+    """A dry run checks what a real run checks (here: a runs_dir that is a file) before printing the plan."""
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump(tiny_raw(tmp_path)))
+    (tmp_path / "runs").write_text("not a folder")
+    r = subprocess.run([sys.executable, str(REPO / "launchers/sweep.py"), "--sweep", str(sweep), "--partition",
+                        "gpu", "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.strip().startswith(f"sweep: error: runs_dir: {tmp_path / 'runs'} is not a directory"), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert "would submit" not in r.stdout
+
+
 def test_requeue_policy():
     kw = dict(max_requeues=2, retries=1)
     assert decide(0, restarts=0, failures=0, **kw) == "done"

@@ -162,7 +162,7 @@ def _our_jobs_since(t0: str) -> list[str]:
 
 def test_nothing_is_submitted_unless_everything_can_run(slurm, two_nodes, shards_dir):
     """Each request the cluster cannot satisfy: one line naming it, exit 2, nothing submitted or written (the
-    shard job of a valid --cpu-partition included)."""
+    shard job of a valid --cpu-partition included), with and without --dry-run."""
     sweep = write_sweep(slurm, shards_dir)
     not_a_dir = slurm.workdir / "a-file"
     not_a_dir.write_text("x")
@@ -176,11 +176,12 @@ def test_nothing_is_submitted_unless_everything_can_run(slurm, two_nodes, shards
         (["--partition", "gpu", "--runs-dir", str(not_a_dir)], f"runs_dir: {not_a_dir} is not a directory"),
     ]
     for args, message in cases:
-        r = slurm.run(sweep_cmd(sweep, "--executor", "slurm", *args), timeout=120)
-        assert r.returncode == 2, (args, r.stdout, r.stderr)
-        assert r.stderr.strip().splitlines() == [f"sweep: error: {r.stderr.strip()[len('sweep: error: '):]}"]
-        assert message in r.stderr, (args, r.stderr)
-        assert not (slurm.workdir / "runs").exists(), f"{args}: something was written"
+        for dry in ([], ["--dry-run"]):  # a dry run checks the same, and says so the same way
+            r = slurm.run(sweep_cmd(sweep, "--executor", "slurm", *args, *dry), timeout=120)
+            assert r.returncode == 2, (args, dry, r.stdout, r.stderr)
+            assert r.stderr.strip().splitlines() == [f"sweep: error: {r.stderr.strip()[len('sweep: error: '):]}"]
+            assert message in r.stderr, (args, dry, r.stderr)
+            assert not (slurm.workdir / "runs").exists(), f"{args}: something was written"
     time.sleep(2)
     assert _our_jobs_since(t0) == [], "a job was submitted"
 
