@@ -84,9 +84,9 @@ class ConsoleHandler(logging.Handler):
 
 
 def setup_logging(rank: Optional[int] = None, world_size: Optional[int] = None) -> logging.Logger:
-    """Give the ``lakd`` logger its console handler (once per process) at level INFO; ``rank``/``world_size``
-    fix who speaks (None: from the environment, see :class:`RankFilter`). Records still propagate to the
-    root logger, so an application's (or pytest's) handlers see them too."""
+    """Give the ``lakd`` logger its console handler (once per process) and level INFO (unless a level was set
+    on it before); ``rank``/``world_size`` fix who speaks (None: from the environment, see :class:`RankFilter`).
+    Records still propagate to the root logger, so an application's (or pytest's) handlers see them too."""
     logger = logging.getLogger(ROOT)
     handler = next((h for h in logger.handlers if isinstance(h, ConsoleHandler)), None)
     if handler is None:
@@ -97,7 +97,8 @@ def setup_logging(rank: Optional[int] = None, world_size: Optional[int] = None) 
     for f in handler.filters:
         if isinstance(f, RankFilter):
             f.rank, f.world_size = rank, world_size
-    logger.setLevel(logging.INFO)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
     return logger
 
 

@@ -87,6 +87,20 @@ def test_one_format_for_progress_warnings_corrupt_data_and_eval_progress(lakd_lo
     assert STAMPED.match(out.getvalue().strip()).group(1) == "to the stream" and _said(capsys) == []
 
 
+def test_a_log_line_is_written_above_a_progress_bar(lakd_logging, capsys):
+    import sys
+
+    from tqdm import tqdm
+
+    lakd_logging()
+    bar = tqdm(total=3, file=sys.stderr, desc="bar")
+    logging.getLogger("lakd.test_logging").info("over the bar")
+    bar.close()
+    err = capsys.readouterr().err
+    # the bar is cleared first (a carriage return), the line gets a line of its own, the bar is drawn again
+    assert re.search(r"\r\d\d:\d\d:\d\d over the bar\n", err) and err.rstrip().endswith("0/3 [00:00<?, ?it/s]")
+
+
 def test_progress_mode_none_and_info_below_the_level_say_nothing(lakd_logging, capsys):
     from lakd.engine.progress import Progress
 
