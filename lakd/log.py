@@ -204,14 +204,13 @@ def keep_console():
     then gets the traceback of an exception that ends it (the one the interpreter prints next)."""
     global _keeping
     _keeping += 1
+    ended_by = None
     try:
         yield
     except BaseException as exc:
-        _keeping -= 1
-        if not _keeping:
-            _close_kept(exc)
+        ended_by = exc
         raise
-    else:
+    finally:
         _keeping -= 1
         if not _keeping:
-            _close_kept(None)
+            _close_kept(ended_by)
