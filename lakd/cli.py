@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-from lakd.exit_codes import INTERRUPTED, USAGE
+from lakd.exit_codes import INTERRUPTED, OK, USAGE
 
 # sub-command name -> module implementing it (module.register(subparsers) adds the parser,
 # and sets `func` on it; func(args) returns the exit status)
@@ -57,14 +57,19 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return USAGE
-    try:
-        return int(args.func(args) or 0)
-    except UsageError as exc:
-        print(f"lakd {args.command}: error: {exc}", file=sys.stderr)
-        return USAGE
-    except KeyboardInterrupt:  # Ctrl-C outside the places that save first: one line, not a traceback
-        print(f"lakd {args.command}: interrupted", file=sys.stderr)
-        return INTERRUPTED
+    from lakd.log import keep_console, setup_logging
+
+    setup_logging()
+    # a run's console.log stays open until the last line below (or the traceback of what ends the command)
+    with keep_console():
+        try:
+            return int(args.func(args) or OK)
+        except UsageError as exc:
+            print(f"lakd {args.command}: error: {exc}", file=sys.stderr)
+            return USAGE
+        except KeyboardInterrupt:  # Ctrl-C outside the places that save first: one line, not a traceback
+            print(f"lakd {args.command}: interrupted", file=sys.stderr)
+            return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import os
 import time
 from pathlib import Path
 
+from lakd.exit_codes import FAILED, INTERRUPTED, OK
+
 # Per size: shard sizes and extra overrides (for every stage, and for the fine-tuned students and control).
 # `default` is the sweep file as shipped (docs/results.md has its measured times); `tiny` is the smoke-test size
 # (tests/demo).
@@ -153,7 +155,7 @@ def run(args) -> int:
         sweep = run_local(plan, parallel=parallel, log=log)
     except Interrupted as exc:
         log(f"interrupted: {exc}")
-        return 130
+        return INTERRUPTED
     if not sweep.ok:
         log(f"stages failed: {', '.join(sweep.failed) or '-'}; not run: {', '.join(sweep.blocked) or '-'}")
 
@@ -163,7 +165,7 @@ def run(args) -> int:
     results, missing = planned_results(plan.describe())
     if not results:
         log("no stage finished; no report written")
-        return 1
+        return FAILED
     log(f"report: {len(results)} finished stage(s); predicting {args.examples} example images")
     (shard_job,) = [j for j in plan.ordered() if j.kind == "shards"]
     examples = None
@@ -173,7 +175,7 @@ def run(args) -> int:
     files = _write(results, report_dir, examples, plan, args, sweep, log, wall=time.monotonic() - log.t0,
                    parallel=parallel)
     _summary(files, plan, results, missing, shard_job, out, log)
-    return 0 if sweep.ok and not missing else 1
+    return OK if sweep.ok and not missing else FAILED
 
 
 def _write(results, report_dir: Path, examples, plan, args, sweep, log, *, wall: float, parallel: int):

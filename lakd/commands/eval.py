@@ -20,6 +20,7 @@ import re
 import sys
 from pathlib import Path
 
+from lakd.exit_codes import OK
 from lakd.io import atomic_write_bytes
 
 LABEL_INPUT_CHOICES = ("fixed", "zero", "both")
@@ -294,7 +295,7 @@ def _evaluate(args, manifest, crop, stride, rank, world, device) -> int:
                    "label_channels": label_channels, "class_names": class_names, "eval": results}
             _write_json(Path(args.out), doc)
             print(f"wrote {args.out}")
-    return 0
+    return OK
 
 
 def _default_crop(meta: dict, dataset: str):

@@ -22,6 +22,8 @@ import json
 import sys
 from pathlib import Path
 
+from lakd.exit_codes import FAILED, OK
+
 FORMATS = ("torchscript", "exported-program", "onnx")
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
 META_NAME = "lakd.json"
@@ -215,8 +217,8 @@ def run(args) -> int:
         raise UsageError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
     except _Failed as exc:
         print(f"lakd export: error: {exc}", file=sys.stderr)
-        return 1
+        return FAILED
     print(f"lakd export: {args.format} check against eager on inputs {list(sample.shape)} and "
           f"{list(second.shape)}: {check['detail']}")
     print(f"wrote {out} (input: {doc['input']}; output: {doc['output']}; metadata in {META_NAME})")
-    return 0
+    return OK

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from lakd.exit_codes import OK
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -60,7 +62,7 @@ def run(args) -> int:
         if args.json:
             print(json.dumps(prof.as_dict()), flush=True)
     if args.json:
-        return 0
+        return OK
     print(f"lakd models: {args.num_classes} classes, {args.in_channels} input channels, width {args.width:g}, "
           f"FLOPs for one {h}x{w} image (eval mode; multiply-add = 2 FLOPs)")
     header = f"{'model':<10} {'backbone':<12} {'params (M)':>11} {'GFLOPs':>9} {'logits':>11} {'aux':>4}"
@@ -71,4 +73,4 @@ def run(args) -> int:
         out = f"{r.output_size[0]}x{r.output_size[1]}"
         print(f"{r.name:<10} {r.backbone:<12} {r.params / 1e6:>11.3f} {gflops:>9} {out:>11} "
               f"{'yes' if r.aux else 'no':>4}")
-    return 0
+    return OK

@@ -22,6 +22,8 @@ import io
 import sys
 from pathlib import Path
 
+from lakd.exit_codes import OK
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
 
@@ -224,4 +226,4 @@ def run(args) -> int:
             atomic_write_bytes(target, data)
     print(f"lakd predict: {len(images)} image(s) -> {out / 'ids'}" +
           ("" if args.no_overlay else f" and {out / 'overlay'}"), file=sys.stderr)
-    return 0
+    return OK

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lakd.exit_codes import OK
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -134,4 +136,4 @@ def run(args) -> int:
     print("  figures  " + ", ".join(str(p) for p in figs))
     for line in notes:
         print(f"  note     {line}")
-    return 0
+    return OK

@@ -4,6 +4,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from lakd.exit_codes import FAILED, OK
+
 
 def register(subparsers) -> None:
     from lakd.commands._help import DefaultsHelpFormatter
@@ -86,7 +88,7 @@ def run_build(args) -> int:
         raise UsageError(str(exc)) from None
     m = load_manifest(path)
     print(f"wrote {m.total} samples in {len(m.shards)} shards ({m.skipped} skipped) -> {path}")
-    return 0
+    return OK
 
 
 def brace_url(urls: list[str]) -> str:
@@ -124,7 +126,7 @@ def run_info(args) -> int:
             # described, not opened: a manifest's pipe:/URL entries are shown as they are
             print(f"webdataset URL: {brace_url([m.resolve(s) for s in m.shards])}  (see shards/README.md: reading "
                   f"with webdataset)")
-    return 0
+    return OK
 
 
 def run_verify(args) -> int:
@@ -143,4 +145,4 @@ def run_verify(args) -> int:
         print(p)
     # "ok" only when every shard was read and found complete
     print("ok" if not problems else f"{len(problems)} problem(s)")
-    return 0 if not problems else 1
+    return OK if not problems else FAILED

@@ -9,6 +9,8 @@ from __future__ import annotations
 import signal
 import sys
 
+from lakd import exit_codes
+
 EPILOG = """\
 examples:
   lakd train --stage teacher --config synthetic run.name=demo train.iters=200
@@ -90,9 +92,8 @@ def _run(args) -> int:
         raise UsageError(str(exc)) from None
     if args.show_config:
         print(cfg.to_yaml(), end="")
-        return 0
+        return exit_codes.OK
 
-    from lakd import exit_codes
     from lakd.engine.checkpoint import CheckpointError
     from lakd.engine.preemption import Preempted
     from lakd.engine.stage import run_stage

@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from lakd.exit_codes import FAILED, INTERRUPTED, OK
+
 EPILOG = """\
 examples:
   lakd weights list
@@ -51,7 +53,7 @@ def run_list(args) -> int:
     if args.json:
         for r in rows:
             print(json.dumps(r))
-        return 0
+        return OK
     print(f"weights folder: {folder}")
     head = f"{'name':<26} {'backbone':<12} {'layout':<12} {'options':<30} {'here':<5} sha256"
     print(head)
@@ -62,7 +64,7 @@ def run_list(args) -> int:
     print("\nsources:")
     for r in rows:
         print(f"  {r['name']}: {r['url']} ({r['source']})" + (f" {r['note']}" if r["note"] else ""))
-    return 0
+    return OK
 
 
 def run_fetch(args) -> int:
@@ -82,14 +84,14 @@ def run_fetch(args) -> int:
             result = fetch_entry(entry, folder, progress=not args.no_progress)
         except FetchError as exc:
             print(f"lakd weights: error: {exc}", file=sys.stderr, flush=True)
-            return 1
+            return FAILED
         except KeyboardInterrupt:
             print(f"\nlakd weights: interrupted; run the same command again to resume {entry.name}",
                   file=sys.stderr, flush=True)
-            return 130
+            return INTERRUPTED
         except OSError as exc:
             raise UsageError(f"cannot write to {folder}: {exc.strerror or exc}") from None
         how = ("already present, checksum ok" if not result.downloaded else
                f"resumed at {result.resumed_from} bytes" if result.resumed_from else "downloaded")
         print(f"{entry.name}: {result.path} ({result.bytes} bytes, sha256 {result.sha256}; {how})")
-    return 0
+    return OK

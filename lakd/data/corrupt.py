@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
-log = logging.getLogger("lakd.data")
+log = logging.getLogger(__name__)
 
 COUNTERS = ("samples", "corrupt", "truncated_shards")
 

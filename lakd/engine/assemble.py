@@ -7,7 +7,7 @@ Benchmarks build the same parts through this function, so they measure the stage
 """
 from __future__ import annotations
 
-import time
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -23,15 +23,15 @@ from lakd.engine.environment import num_classes
 from lakd.engine.teacher_export import TeacherExport
 from lakd.engine.trainer import EvalResult, autocast_context
 
+log = logging.getLogger(__name__)
+
 __all__ = ["Stage", "assemble", "build_model", "checkpoints_for", "TrainLoaderFactory", "Evaluator", "Exporter",
            "warn"]
 
 
 def warn(text: str) -> None:
-    """A one-line warning on stderr (rank 0 decides whether to call it)."""
-    import sys
-
-    print(f"lakd train: warning: {text}", file=sys.stderr, flush=True)
+    """A one-line warning (rank 0 decides whether to call it)."""
+    log.warning("lakd train: warning: %s", text)
 
 
 # ------------------------------------------------------------------------------------------ settings
@@ -159,7 +159,7 @@ class Evaluator:
                                    std=self.std, num_workers=cfg.data.num_workers, allow_pipe=cfg.data.allow_pipe)
         per_rank = None if max_images is None else max(1, -(-max_images // self.world))
         total = len(loader) if per_rank is None else min(per_rank, len(loader))
-        shown = track(loader, total=total, desc=f"{time.strftime('%H:%M:%S')} [eval {variant}]", unit="images",
+        shown = track(loader, total=total, desc=f"[eval {variant}]", unit="images",
                       enabled=self.rank == 0 and cfg.log.progress != "none")
         on_pred = (PreviewCollector(previews.setdefault(variant, []), cfg.log.preview_images,
                                     get_card(cfg.data.dataset).colorize) if self.rank == 0 else None)

@@ -20,13 +20,14 @@ from __future__ import annotations
 import datetime
 import os
 import re
-import socket
 import warnings
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.distributed as dist
+
+from lakd.net import free_port
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,6 @@ def _port_from_job(job_id: str) -> int:
     return 20000 + int(digits) % 40000
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _int(env: dict, key: str, default: Optional[int] = None) -> int:
     value = env.get(key)
     if value is None or value == "":
@@ -90,7 +85,7 @@ def detect(env: Optional[dict] = None) -> DistEnv:
         return DistEnv(
             rank=_int(env, "RANK"), local_rank=_int(env, "LOCAL_RANK", 0), world_size=world,
             local_world_size=local_world, master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
-            master_port=int(port_env) if port_env else (29500 if world > 1 else _free_port()), launcher="env",
+            master_port=int(port_env) if port_env else (29500 if world > 1 else free_port()), launcher="env",
         )
     if env.get("SUBMITIT_EXECUTOR"):
         import submitit
@@ -127,7 +122,7 @@ def detect(env: Optional[dict] = None) -> DistEnv:
             "Slurm allocated several tasks but this process was not started by srun: training on a single "
             "process. Launch with `srun` (one task per GPU/CPU slot) to use them all."
         )
-    return DistEnv(0, 0, 1, 1, "127.0.0.1", int(port_env) if port_env else _free_port(), "single")
+    return DistEnv(0, 0, 1, 1, "127.0.0.1", int(port_env) if port_env else free_port(), "single")
 
 
 def export(denv: DistEnv) -> None:

@@ -16,21 +16,13 @@
 """
 from __future__ import annotations
 
-import logging
 import os
-import warnings
 from typing import Callable
 
 import torch
 
 from lakd.config import Config
-
-
-class _QuietDeepSpeed(logging.Filter):
-    """Drop DeepSpeed warnings that lakd's set-up triggers on purpose (torch SGD under ZeRO is fine)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "untested optimizer" not in record.getMessage()
+from lakd.log import quiet_deepspeed
 
 
 def prepare_deepspeed(device: torch.device) -> None:
@@ -42,14 +34,9 @@ def prepare_deepspeed(device: torch.device) -> None:
     machine starts training in seconds.
     """
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if device.type == "cuda" else "cpu")
-    import deepspeed
     import deepspeed.ops
 
-    deepspeed.utils.logger.setLevel(logging.WARNING)
-    if not any(isinstance(f, _QuietDeepSpeed) for f in deepspeed.utils.logger.filters):
-        deepspeed.utils.logger.addFilter(_QuietDeepSpeed())
-    # DeepSpeed's ZeRO still calls the deprecated name; nothing for a user to act on
-    warnings.filterwarnings("ignore", message=r".*all_gather_into_tensor.* is deprecated", category=FutureWarning)
+    quiet_deepspeed()
     if device.type == "cpu" and os.environ.get("LAKD_DS_SHM_OP", "0") != "1":
         # `deepspeed.ops.__compatible_ops__` is computed on first access by compiling probe programs for
         # every op (seconds, and linker errors on stderr where libaio is missing); its only reader is the

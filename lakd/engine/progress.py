@@ -7,12 +7,13 @@ steps after the resume point (written before the interruption but not covered by
 dropped first, so the file reads like one uninterrupted run.
 
 On a terminal the display is a tqdm bar; otherwise (Slurm logs, CI) a plain line every ``print_every`` steps.
-``ConsoleLog`` copies the console into ``<stage dir>/console.log`` (launchers such as torchrun do not keep it).
+Lines go through the ``lakd`` logger (``lakd.log``: one format, rank 0 only, copied into ``console.log``).
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import resource
 import sys
@@ -23,6 +24,9 @@ from typing import Optional
 import torch
 
 from lakd.io import atomic_write_text
+from lakd.log import ConsoleLog, format_line, write_line  # noqa: F401 (ConsoleLog: its former home)
+
+log = logging.getLogger(__name__)
 
 
 def max_rss_mb() -> float:
@@ -74,10 +78,12 @@ class Progress:
 
     Plain lines start with the wall-clock time and carry what ``update`` is given (loss, lr, data / compute
     seconds of the step, memory). The rate and ETA count training time only: ``paused()`` wraps evaluations.
+    Lines and messages go to the ``lakd`` logger; a ``stream`` given here (tests, benchmarks) gets them instead.
     """
 
     def __init__(self, *, total: int, start: int, desc: str, mode: str = "auto", print_every: int = 50,
                  stream=None):
+        self._own_stream = stream is not None
         self.stream = stream or sys.stderr
         if mode == "auto":
             mode = "bar" if getattr(self.stream, "isatty", lambda: False)() else "plain"
@@ -121,58 +127,15 @@ class Progress:
     def message(self, text: str) -> None:
         if self.mode == "none":
             return
-        if self._bar is not None:
-            self._bar.write(text, file=self.stream)
+        if self._own_stream:
+            write_line(format_line(text), self.stream)
         else:
-            print(f"{time.strftime('%H:%M:%S')} {text}", file=self.stream, flush=True)
+            log.info(text)
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-
-
-class _Tee:
-    """A text stream that also copies to a file what a reader of the file wants: no tqdm redraws."""
-
-    def __init__(self, stream, file):
-        self._stream, self._file = stream, file
-        self._redraw = False
-
-    def write(self, text: str) -> int:
-        n = self._stream.write(text)
-        if "\r" in text:
-            self._redraw = True  # a bar redraw: the terminal's business
-        elif not (self._redraw and text == "\n"):
-            self._file.write(text)
-            self._redraw = False
-        return n
-
-    def flush(self) -> None:
-        self._stream.flush()
-        self._file.flush()
-
-    def __getattr__(self, name):  # isatty, fileno, encoding, ... of the real stream
-        return getattr(self._stream, name)
-
-
-class ConsoleLog:
-    """Copy this process's stdout and stderr into ``path`` (appending: resumed sessions follow each other)."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self._file = open(self.path, "a", buffering=1)
-        self._saved = (sys.stdout, sys.stderr)
-        self._file.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(sys.argv)}\n")
-        sys.stdout, sys.stderr = _Tee(sys.stdout, self._file), _Tee(sys.stderr, self._file)
-
-    def close(self, exc: Optional[BaseException] = None) -> None:
-        if self._file.closed:
-            return
-        if exc is not None:  # the traceback is printed after this returns; keep its last line here
-            self._file.write(f"{time.strftime('%H:%M:%S')} stopped by {type(exc).__name__}: {exc}\n")
-        sys.stdout, sys.stderr = self._saved
-        self._file.close()
 
 
 def _hms(seconds: float) -> str:
@@ -196,7 +159,9 @@ def format_metric(value: Optional[float]) -> str:
 def track(iterable, *, total: Optional[int], desc: str, unit: str = "it", enabled: bool = True, stream=None,
           every_s: float = 10.0):
     """Yield from ``iterable`` showing progress on ``stream`` (stderr): a tqdm bar on a terminal, otherwise a
-    plain line at most every ``every_s`` seconds and at the end (``desc: n/total unit (p%), rate, eta``)."""
+    plain line at most every ``every_s`` seconds and at the end (``desc: n/total unit (p%), rate, eta``), through
+    the ``lakd`` logger unless a ``stream`` is given."""
+    own_stream = stream is not None
     stream = stream or sys.stderr
     if not enabled:
         yield from iterable
@@ -221,4 +186,8 @@ def track(iterable, *, total: Optional[int], desc: str, unit: str = "it", enable
                 tail = f", eta {_hms(eta)}"
             else:
                 where, tail = f"{n} {unit}", ""
-            print(f"{desc}: {where}, {rate:.2f} {unit}/s{tail}", file=stream, flush=True)
+            line = f"{desc}: {where}, {rate:.2f} {unit}/s{tail}"
+            if own_stream:
+                write_line(format_line(line), stream)
+            else:
+                log.info(line)

@@ -48,8 +48,9 @@ from lakd.engine.progress import ConsoleLog, MetricsLog, Progress, format_metric
 from lakd.engine.runlock import RunLock
 from lakd.engine.trainer import Trainer, TrainState, cpu_has_native_bf16
 from lakd.io import atomic_write_bytes, naming_disk_full
+from lakd.log import setup_logging
 
-log = logging.getLogger("lakd.engine")
+log = logging.getLogger(__name__)
 
 __all__ = ["run_stage", "check_environment", "stage_result_path"]
 
@@ -277,6 +278,7 @@ def run_stage(cfg: Config, callbacks: Sequence[Callback] = ()) -> dict:
     stays), ``CheckpointError`` for an unusable checkpoint.
     """
     denv = D.detect()
+    setup_logging(denv.rank, denv.world_size)
     warnings = check_environment(cfg, denv.world_size)
     done = _read_result(cfg)
     if done is not None:

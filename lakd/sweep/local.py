@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from lakd import exit_codes
+from lakd.net import free_port
 from lakd.sweep.plan import Plan
 from lakd.sweep.slurm import config_path, write_plan_files
 from lakd.sweep.state import finished_on_disk, sweep_lock
@@ -45,12 +45,6 @@ class LocalReport:
         return not self.failed and not self.blocked
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class StageProcesses:
     """``procs`` ranks of one stage job (RANK/WORLD_SIZE/MASTER_* set), started at once and polled, so that
     several stages can run side by side. When a rank fails, the others get ``grace_s`` seconds to end before
@@ -58,7 +52,7 @@ class StageProcesses:
 
     def __init__(self, cmd: list[str], procs: int, *, env: Optional[dict] = None, grace_s: float = 60.0):
         base = dict(os.environ if env is None else env)
-        port = _free_port()
+        port = free_port()
         self.grace_s = grace_s
         self.first_fail_at: Optional[float] = None
         self.children: list[subprocess.Popen] = []

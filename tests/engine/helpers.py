@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from lakd.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 HOOKS = Path(__file__).resolve().parent / "_hooks.py"
@@ -23,12 +24,6 @@ def tiny_args(shards: Path, runs: Path, name: str, **over) -> list[str]:
     }
     opts.update(over)
     return [f"{k}={v}" for k, v in opts.items()]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def base_env(**extra) -> dict:

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from .helpers import base_env, collect, free_port, load_weights, tiny_args
+from lakd.net import free_port
+
+from .helpers import base_env, collect, load_weights, tiny_args
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 

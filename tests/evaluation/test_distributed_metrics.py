@@ -1,6 +1,5 @@
 """All-reduce of per-rank confusion matrices over a real gloo process group (2 processes)."""
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -9,6 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from lakd.evaluation.metrics import ConfusionMatrix
+from lakd.net import free_port
 
 C = 6
 
@@ -33,15 +33,9 @@ def _worker(rank, world, port, out):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.distributed
 def test_gloo_all_reduce_equals_single_pass(tmp_path):
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="spawn")
+    mp.start_processes(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True, start_method="spawn")
     single = ConfusionMatrix(C)
     for p, y in _samples():
         single.update(p, y)

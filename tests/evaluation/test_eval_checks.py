@@ -116,7 +116,8 @@ def test_srun_ranks_split_the_set(tmp_path, setup):
     import subprocess
     import sys
 
-    from tests.engine.helpers import base_env, free_port
+    from lakd.net import free_port
+    from tests.engine.helpers import base_env
 
     export, manifest = setup
     single = tmp_path / "single.json"
