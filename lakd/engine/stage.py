@@ -27,6 +27,7 @@ step with a different sample order. A warning says so.
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -277,6 +278,16 @@ def run_stage(cfg: Config, callbacks: Sequence[Callback] = ()) -> dict:
     rank saved a checkpoint), ``NonFiniteLoss`` on a NaN/inf loss (nothing saved; the last good checkpoint
     stays), ``CheckpointError`` for an unusable checkpoint.
     """
+    try:
+        return _run_stage(cfg, callbacks)
+    finally:
+        # the stage's process group sits in reference cycles (DeepSpeed's engine and groups): collect it here,
+        # where gloo's threads live. Left as garbage, a process forked later (the next stage's DataLoader
+        # worker) runs its destructor on a collection and hangs waiting for threads that were not forked.
+        gc.collect()
+
+
+def _run_stage(cfg: Config, callbacks: Sequence[Callback]) -> dict:
     denv = D.detect()
     setup_logging(denv.rank, denv.world_size)
     warnings = check_environment(cfg, denv.world_size)
