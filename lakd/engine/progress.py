@@ -63,7 +63,10 @@ class MetricsLog:
         atomic_write_text(self.path, "".join(line + "\n" for line in keep))
 
     def write(self, record: dict) -> None:
-        self._f.write(json.dumps(_clean(record)) + "\n")
+        try:
+            self._f.write(json.dumps(_clean(record)) + "\n")
+        except OSError as exc:  # a full disk: name the file (a file object's errors name none)
+            raise OSError(exc.errno, exc.strerror or str(exc), str(self.path)) from exc
 
     def close(self) -> None:
         self._f.close()
@@ -144,13 +147,24 @@ class _Tee:
         if "\r" in text:
             self._redraw = True  # a bar redraw: the terminal's business
         elif not (self._redraw and text == "\n"):
-            self._file.write(text)
+            self._copy("write", text)
             self._redraw = False
         return n
 
+    def _copy(self, what: str, *args) -> None:
+        # a copy that cannot be written (a full disk) is dropped, never raised from a print: the console still
+        # shows everything, and the run's own next write names the file and stops it
+        if self._file.closed:
+            return
+        try:
+            getattr(self._file, what)(*args)
+        except OSError:
+            with contextlib.suppress(OSError):
+                self._file.close()
+
     def flush(self) -> None:
         self._stream.flush()
-        self._file.flush()
+        self._copy("flush")
 
     def __getattr__(self, name):  # isatty, fileno, encoding, ... of the real stream
         return getattr(self._stream, name)
@@ -167,12 +181,14 @@ class ConsoleLog:
         sys.stdout, sys.stderr = _Tee(sys.stdout, self._file), _Tee(sys.stderr, self._file)
 
     def close(self, exc: Optional[BaseException] = None) -> None:
+        sys.stdout, sys.stderr = self._saved
         if self._file.closed:
             return
         if exc is not None:  # the traceback is printed after this returns; keep its last line here
-            self._file.write(f"{time.strftime('%H:%M:%S')} stopped by {type(exc).__name__}: {exc}\n")
-        sys.stdout, sys.stderr = self._saved
-        self._file.close()
+            with contextlib.suppress(OSError):  # a full disk: the console showed it all
+                self._file.write(f"{time.strftime('%H:%M:%S')} stopped by {type(exc).__name__}: {exc}\n")
+        with contextlib.suppress(OSError):
+            self._file.close()
 
 
 def _hms(seconds: float) -> str:
