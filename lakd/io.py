@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 __all__ = ["atomic_output", "atomic_write_bytes", "atomic_write_text", "describe_os_error", "is_disk_full",
-           "tmp_path", "unwritable_reason", "naming_disk_full"]
+           "tmp_path", "unwritable_reason", "unwritable_entry", "naming_disk_full"]
 
 
 def tmp_path(path: Path, *, keep_suffix: bool = False) -> Path:
@@ -129,10 +129,34 @@ def unwritable_reason(folder: Path) -> str | None:
         probe = probe.parent
     if not probe.is_dir():
         return f"{probe} is not a folder" + ("" if probe == folder else f" (needed for {folder})")
+    return _probe_folder(probe)
+
+
+def _probe_folder(folder: Path) -> str | None:
     try:
-        fd, name = tempfile.mkstemp(dir=probe, prefix=".lakd-write-probe-")
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".lakd-write-probe-")
         os.close(fd)
         os.unlink(name)
     except OSError as exc:
-        return f"cannot create files in {probe}: {exc.strerror or exc}"
+        return f"cannot create files in {folder}: {exc.strerror or exc}"
+    return None
+
+
+def unwritable_entry(folder: Path, *, folders: bool = True) -> str | None:
+    """Why something directly inside ``folder`` cannot be rewritten, or None: a sub-folder files cannot be
+    created in (probed for real, when ``folders``), or a file that cannot be replaced or appended to (an
+    immutable file: ``os.access`` sees the attribute, unlike root's permission bits). A run directory that
+    is writable itself can still hold such entries, and a run would fail on them only after its first steps."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    for entry in sorted(folder.iterdir()):
+        if entry.is_symlink():
+            continue
+        if entry.is_dir():
+            reason = _probe_folder(entry) if folders else None
+            if reason:
+                return reason
+        elif not os.access(entry, os.W_OK):
+            return f"cannot replace {entry}: not writable (read-only or immutable)"
     return None
