@@ -77,15 +77,20 @@ def test_crash_mid_build_leaves_nothing_complete_looking(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # e.g. the job is killed
         return real(ref)
 
+    earlier = tmp_path / "earlier"
+    build_mod.build_shards("synthetic", "train", earlier, num_samples=8, image_size=20, samples_per_shard=4,
+                           workers=1, progress=False)
+    kept = {p.name: p.read_bytes() for p in earlier.iterdir()}
     monkeypatch.setattr(synthetic, "read_sample", flaky)
-    with pytest.raises(KeyboardInterrupt):
-        build_mod.build_shards("synthetic", "train", tmp_path, num_samples=10, image_size=16, samples_per_shard=4,
-                               workers=1, progress=False)
-    names = sorted(p.name for p in tmp_path.iterdir())
-    # the first full shard was completed (and is complete); the half-written one and the manifest are absent
-    assert names == ["synthetic-train-000000.tar"]
-    with tarfile.open(tmp_path / names[0]) as tf:
-        assert len(tf.getnames()) == 12
+    for out in (tmp_path / "new", earlier):
+        with pytest.raises(KeyboardInterrupt):
+            build_mod.build_shards("synthetic", "train", out, num_samples=10, image_size=16, samples_per_shard=4,
+                                   workers=1, progress=False)
+    assert {p.name: p.read_bytes() for p in earlier.iterdir()} == kept  # the earlier build, as it was
+    tmp_path = tmp_path / "new"
+    # shards get their names only once the whole split is written: the finished first shard, the half-written
+    # second one and the manifest are all absent (an earlier build's shards would have stayed as they were)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_cli_build_and_info(tmp_path, capsys):
