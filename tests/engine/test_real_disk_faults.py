@@ -111,15 +111,25 @@ def reference(shards, tmp_path_factory) -> Path:
     return runs / "ref" / "baseline"
 
 
-def _train(shards, runs: Path):
-    return launch(1, [*ARGS, *tiny_args(shards, runs, "r")], single=True)
+@pytest.fixture(scope="module")
+def reference2(shards, tmp_path_factory) -> Path:
+    """The same with two processes (ZeRO 1)."""
+    runs = tmp_path_factory.mktemp("ref2-runs")
+    run = launch(2, [*ARGS, *tiny_args(shards, runs, "ref", **{"train.zero_stage": 1})])
+    assert run.codes == [0, 0], run.text
+    return runs / "ref" / "baseline"
 
 
-def _resume_and_compare(shards, runs: Path, point: Path, reference: Path, start: int) -> None:
+def _train(shards, runs: Path, world: int = 1):
+    return launch(world, [*ARGS, *tiny_args(shards, runs, "r", **{"train.zero_stage": world - 1})],
+                  single=world == 1)
+
+
+def _resume_and_compare(shards, runs: Path, point: Path, reference: Path, start: int, world: int = 1) -> None:
     """After freeing space the same command resumes at ``start`` and ends like the uninterrupted run."""
     remount(point, "size=64m")
-    again = _train(shards, runs)
-    assert again.codes == [0], again.text
+    again = _train(shards, runs, world)
+    assert again.codes == [0] * world, again.text
     assert f"resuming at step {start}" in again.outputs[0], again.text
     stage = runs / "r" / "baseline"
     assert_same_weights(reference / "baseline.safetensors", stage / "baseline.safetensors")
@@ -163,6 +173,23 @@ def test_disk_full_while_writing_the_final_export_then_resume(shards, reference,
     assert not list(stage.glob("baseline.*")) and not (stage / "result.json").exists()
     assert not leftovers(stage)
     _resume_and_compare(shards, point, point, reference, 6)
+
+
+def test_disk_full_on_rank_0_only_with_two_processes(shards, reference2, tmpfs):
+    """Only rank 0 writes the final export: it names the file; rank 1, waiting for it, says in one line that
+    a peer stopped (not gloo's traceback); both exit 1, and the re-run with space ends like the reference."""
+    export = _pages_of(reference2 / "baseline.safetensors")
+    before = pages(reference2) - sum(_pages_of(p) for p in [*reference2.glob("baseline.*"),
+                                                             reference2 / "result.json"])
+    point = tmpfs("runs", str(before + export // 2))
+    first = _train(shards, point, world=2)
+    assert first.codes == [1, 1], first.text
+    stage = point / "r" / "baseline"
+    assert f"cannot write {stage / 'baseline.safetensors'}: no space left" in error_line(first.outputs[0], "train")
+    assert "another process of this job stopped" in error_line(first.outputs[1], "train")
+    assert (stage / "checkpoints" / "latest").read_text().strip() == "step_00000006"
+    assert not list(stage.glob("baseline.*")) and not leftovers(stage)
+    _resume_and_compare(shards, point, point, reference2, 6, world=2)
 
 
 # ------------------------------------------------------------------------- other commands: disk full
