@@ -127,9 +127,9 @@ class _GuardedEvents:
 
     @classmethod
     def install(cls, writer) -> "_GuardedEvents":
-        file_writer = writer._get_file_writer().event_writer
-        guard = cls(file_writer._ev_writer)
-        file_writer._ev_writer = guard
+        events = writer._get_file_writer().event_writer  # tensorboardX 2.6: the writer and its thread's copy
+        guard = cls(events._ev_writer)
+        events._ev_writer = events._worker._record_writer = guard
         return guard
 
     def _guarded(self, name: str, *args):
