@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -72,7 +71,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def is_disk_full(exc: BaseException, where: Path | None = None) -> bool:
     """True for ENOSPC/EDQUOT anywhere in the exception chain; for an error without an errno (a C++ stream
-    error from torch's zip writer says only ``iostream error``) True when ``where``'s file system is full."""
+    error from torch's zip writer says only ``iostream error``; DeepSpeed reports a folder it could not make
+    as a missing parent) True when ``where``'s file system is full: of bytes, or of inodes."""
     seen = set()
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
@@ -87,9 +87,11 @@ def is_disk_full(exc: BaseException, where: Path | None = None) -> bool:
             probe = Path(where)
             while not probe.exists() and probe != probe.parent:
                 probe = probe.parent
-            return shutil.disk_usage(probe).free < (1 << 20)
+            st = os.statvfs(probe)
         except OSError:
             return False
+        # out of bytes, or out of inodes (a file system that counts them: f_files > 0), which is ENOSPC too
+        return st.f_bavail * st.f_frsize < (1 << 20) or (st.f_files > 0 and st.f_favail == 0)
     return False
 
 

@@ -130,7 +130,8 @@ def _resume_and_compare(shards, runs: Path, point: Path, reference: Path, start:
     remount(point, "size=64m")
     again = _train(shards, runs, world)
     assert again.codes == [0] * world, again.text
-    assert f"resuming at step {start}" in again.outputs[0], again.text
+    if start:
+        assert f"resuming at step {start}" in again.outputs[0], again.text
     stage = runs / "r" / "baseline"
     assert_same_weights(reference / "baseline.safetensors", stage / "baseline.safetensors")
     ref, res = (json.loads((d / "result.json").read_text()) for d in (reference, stage))
@@ -173,6 +174,40 @@ def test_disk_full_while_writing_the_final_export_then_resume(shards, reference,
     assert not list(stage.glob("baseline.*")) and not (stage / "result.json").exists()
     assert not leftovers(stage)
     _resume_and_compare(shards, point, point, reference, 6)
+
+
+def test_disk_already_full_at_the_start(shards, reference, tmpfs):
+    """Not a byte free before the first write: the first file the run writes is named (the run-dir probe
+    passes: an empty file needs no space); deleting something is enough for the same command to run."""
+    point = tmpfs("runs", "1m")
+    filler = point / "filler"
+    with open(filler, "wb") as f, pytest.raises(OSError):
+        f.write(b"\0" * (2 << 20))
+    first = _train(shards, point)
+    assert first.codes == [1], first.text
+    line = error_line(first.outputs[0], "train")
+    assert f"cannot write {point / 'r' / 'baseline'}/" in line and "no space left on device" in line, line
+    filler.unlink()
+    _resume_and_compare(shards, point, point, reference, 0)
+
+
+def test_out_of_inodes_at_the_first_checkpoint_then_resume(shards, reference, tmpfs):
+    """Bytes to spare but no inode left for the first checkpoint's folder or files (DeepSpeed reports a folder
+    it could not make as a missing parent): named as a full disk; no checkpoint is complete, so the re-run
+    starts over."""
+    made_before = [p for p in reference.rglob("*") if not p.is_relative_to(reference / "checkpoints")
+                   and not p.name.startswith("baseline") and p.name != "result.json"]  # logs, config, lock
+    point = tmpfs("runs", "64m")
+    # + the root, r/, r/baseline/ and checkpoints/: the step-2 folder finds none (DeepSpeed makes it)
+    remount(point, f"nr_inodes={len(made_before) + 4}")
+    first = _train(shards, point)
+    assert first.codes == [1], first.text
+    stage = point / "r" / "baseline"
+    line = error_line(first.outputs[0].replace("[ERROR]", ""), "train")  # DeepSpeed logs its own line first
+    assert f"cannot write {stage / 'checkpoints'}/step_" in line and "no space left on device" in line, line
+    assert not (stage / "checkpoints" / "latest").exists()
+    remount(point, "nr_inodes=10000")
+    _resume_and_compare(shards, point, point, reference, 0)
 
 
 def test_disk_full_on_rank_0_only_with_two_processes(shards, reference2, tmpfs):

@@ -128,3 +128,20 @@ def test_unwritable_entry_of_a_writable_folder(tmp_path, monkeypatch):
     assert unwritable_entry(tmp_path) == (f"cannot create files in {tmp_path / 'checkpoints'}: "
                                           f"{os.strerror(errno.EPERM)}")
     assert unwritable_entry(tmp_path, folders=False) is None
+
+
+def test_a_writer_that_names_no_errno_on_a_file_system_out_of_inodes(tmp_path, monkeypatch):
+    """DeepSpeed reports a checkpoint folder it could not make as a missing parent; with bytes to spare but no
+    inode left that is a full disk, named as such."""
+    from lakd.io import naming_disk_full
+
+    # bsize, frsize, blocks, bfree, bavail, files, ffree, favail, flag, namemax
+    no_inodes = os.statvfs_result((4096, 4096, 2560, 2000, 2000, 12, 0, 0, 0, 255))
+    monkeypatch.setattr(os, "statvfs", lambda p: no_inodes)
+    with pytest.raises(OSError) as exc, naming_disk_full(tmp_path / "step_00000002"):
+        raise RuntimeError(f"Parent directory {tmp_path / 'step_00000002'} does not exist.")
+    assert exc.value.errno == errno.ENOSPC and exc.value.filename == str(tmp_path / "step_00000002")
+    roomy = os.statvfs_result((4096, 4096, 2560, 2000, 2000, 12, 5, 5, 0, 255))
+    monkeypatch.setattr(os, "statvfs", lambda p: roomy)
+    with pytest.raises(RuntimeError), naming_disk_full(tmp_path / "step_00000002"):
+        raise RuntimeError("something else")
