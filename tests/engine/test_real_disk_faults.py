@@ -43,13 +43,28 @@ def tmpfs(tmp_path):
     mount is undone when the test ends, whatever happened (immutable attributes do not stop an unmount)."""
     mounted: list[Path] = []
 
-    def mount(name: str, size: str) -> Path:
+    def mount(name: str, size: str, *, attributes: bool = False) -> Path:
+        """``attributes``: a file system that keeps `chattr +i` (tmpfs does since Linux 6.0; else a small
+        ext4 image on a loop device, when this machine can make one)."""
         point = tmp_path / name
         point.mkdir()
         done = _run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(point)], check=False)
         if done.returncode:
             pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
         mounted.append(point)
+        if attributes and not _keeps_attributes(point):
+            _run(["umount", str(point)])
+            mounted.remove(point)
+            image = tmp_path / f"{name}.ext4"
+            with open(image, "wb") as f:
+                f.truncate(16 << 20)
+            done = _run(["mkfs.ext4", "-q", "-F", str(image)], check=False)
+            if done.returncode == 0:
+                done = _run(["mount", "-o", "loop", str(image), str(point)], check=False)
+            if done.returncode:
+                pytest.skip(f"no file system with `chattr +i` here (tmpfs lacks it; ext4 loop: "
+                            f"{done.stderr.strip() or 'mkfs.ext4 failed'})")
+            mounted.append(point)
         return point
 
     yield mount
@@ -62,12 +77,19 @@ def remount(point: Path, options: str) -> None:
     _run(["mount", "-o", f"remount,{options}", str(point)])
 
 
-def immutable(path: Path) -> None:
+def _keeps_attributes(point: Path) -> bool:
     if shutil.which("chattr") is None:
         pytest.skip("chattr is not installed")
-    done = _run(["chattr", "+i", str(path)], check=False)
-    if done.returncode:
-        pytest.skip(f"this file system has no immutable attribute: {done.stderr.strip()}")
+    probe = point / ".attr-probe"
+    probe.touch()
+    kept = _run(["chattr", "+i", str(probe)], check=False).returncode == 0
+    _run(["chattr", "-i", str(probe)], check=False)
+    probe.unlink()
+    return kept
+
+
+def immutable(path: Path) -> None:
+    _run(["chattr", "+i", str(path)])
 
 
 def _pages_of(path: Path) -> int:
@@ -359,7 +381,7 @@ def test_outputs_on_a_read_only_mount(shards, student, images, read_only, capsys
 def test_immutable_runs_dir_and_entries_of_a_run_dir(shards, tmpfs, capsys):
     """`chattr +i` on the runs folder, or on an entry of an earlier run's stage folder that a run rewrites
     (the stage folder itself writable): refused before any work, nothing changed."""
-    point = tmpfs("runs", "4m")
+    point = tmpfs("runs", "4m", attributes=True)
     frozen = point / "frozen"
     frozen.mkdir()
     immutable(frozen)
@@ -378,7 +400,8 @@ def test_immutable_runs_dir_and_entries_of_a_run_dir(shards, tmpfs, capsys):
 
 
 def test_immutable_output_folders(shards, student, images, tmpfs, capsys):
-    point = tmpfs("out", "1m")
+    point = tmpfs("mnt", "1m", attributes=True) / "out"
+    point.mkdir()
     immutable(point)
     _refused(main(["shards", "build", "synthetic", "--split", "val", "--out", str(point), "--num-samples", "4",
                    "--no-progress"]), capsys, "shards", "Operation not permitted")
