@@ -111,11 +111,12 @@ def naming_disk_full(path: Path):
         raise
 
 
-def describe_os_error(exc: OSError) -> str:
-    """``cannot write <file>: <reason>`` on one line."""
+def describe_os_error(exc: OSError, *, again: str = "run the same command again") -> str:
+    """``cannot write <file>: <reason>`` on one line; a full disk says what to do (``again``: what the same
+    command does then, e.g. resume)."""
     reason = exc.strerror or str(exc)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        reason = "no space left on device (free some space and run the same command again to resume)"
+        reason = f"no space left on device (free some space and {again})"
     return f"cannot write {exc.filename}: {reason}" if exc.filename else reason
 
 

@@ -132,7 +132,8 @@ def _run(args) -> int:
     except OSError as exc:
         if exc.filename is None and not is_disk_full(exc):
             raise  # not a file we failed to write: a bug, keep the traceback
-        print(f"lakd train: error: {describe_os_error(exc)}", file=sys.stderr, flush=True)
+        print(f"lakd train: error: {describe_os_error(exc, again='run the same command again to resume')}",
+              file=sys.stderr, flush=True)
         return exit_codes.FAILED
     return exit_codes.OK
 

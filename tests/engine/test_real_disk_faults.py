@@ -335,6 +335,23 @@ def test_disk_full_during_predict(student, images, tmpfs, capsys):
             im.load()
 
 
+def test_disk_full_during_eval_outputs(shards, student, tmpfs, capsys):
+    """`lakd eval --save-png` and `--out`: the first file that does not fit is named; PNGs left are whole."""
+    from PIL import Image
+
+    point = tmpfs("out", "12k")
+    val = str(shards / "synthetic-val.manifest.json")
+    code = main(["eval", str(student), "--shards", val, "--save-png", str(point / "png"),
+                 "--out", str(point / "scores.json")])
+    line = error_line(capsys.readouterr().err, "eval")
+    assert code == 1 and f"cannot write {point}/" in line, line
+    assert line.endswith("no space left on device (free some space and run the same command again)"), line
+    assert not (point / "scores.json").exists() and not leftovers(point)
+    for png in point.rglob("*.png"):
+        with Image.open(png) as im:
+            im.load()
+
+
 # --------------------------------------------------------------------- read-only and immutable folders
 def _refused(code: int, capsys, command: str, expect: str) -> str:
     err = capsys.readouterr().err
