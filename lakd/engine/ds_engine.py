@@ -27,10 +27,12 @@ from lakd.config import Config
 
 
 class _QuietDeepSpeed(logging.Filter):
-    """Drop DeepSpeed warnings that lakd's set-up triggers on purpose (torch SGD under ZeRO is fine)."""
+    """Drop DeepSpeed warnings that lakd's set-up triggers on purpose (torch SGD under ZeRO is fine), and its
+    own line about a checkpoint folder it could not make: lakd says it once, naming the folder and why."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "untested optimizer" not in record.getMessage()
+        text = record.getMessage()
+        return "untested optimizer" not in text and "Failed saving model checkpoint" not in text
 
 
 def prepare_deepspeed(device: torch.device) -> None:
