@@ -232,6 +232,27 @@ def test_out_of_inodes_at_the_first_checkpoint_then_resume(shards, reference, tm
     _resume_and_compare(shards, point, point, reference, 0)
 
 
+def test_disk_full_while_two_processes_save_a_checkpoint(shards, reference2, tmpfs):
+    """ZeRO 1: every rank writes its optimizer partition into the same folder. Each rank either names the file
+    it could not write or says that its peer stopped; `latest` stays complete; the re-run ends like the
+    reference."""
+    ckpt = pages(reference2 / "checkpoints" / "step_00000004")
+    before = pages(reference2) - ckpt - sum(_pages_of(p) for p in [*reference2.glob("baseline.*"),
+                                                                   reference2 / "result.json"])
+    point = tmpfs("runs", str(before + ckpt // 2))
+    first = _train(shards, point, world=2)
+    assert first.codes == [1, 1], first.text
+    stage = point / "r" / "baseline"
+    lines = [error_line(out, "train") for out in first.outputs]
+    named = [line for line in lines if f"cannot write {stage / 'checkpoints'}/" in line and "no space left" in line]
+    assert named and all(line in named or "another process of this job stopped" in line for line in lines), lines
+    ckpts = stage / "checkpoints"
+    latest = (ckpts / "latest").read_text().strip()
+    done = sorted(p.parent.name for p in ckpts.glob("step_*/lakd_meta.json"))
+    assert done[-1] == latest and latest < "step_00000006"
+    _resume_and_compare(shards, point, point, reference2, int(latest.split("_")[1]), world=2)
+
+
 def test_disk_full_on_rank_0_only_with_two_processes(shards, reference2, tmpfs):
     """Only rank 0 writes the final export: it names the file; rank 1, waiting for it, says in one line that
     a peer stopped (not gloo's traceback); both exit 1, and the re-run with space ends like the reference."""
