@@ -401,6 +401,15 @@ def test_runs_dir_on_a_read_only_mount(shards, read_only, capsys, where):
     assert "Read-only file system" in line
 
 
+def test_a_finished_run_on_a_read_only_mount_only_reads(shards, reference, tmpfs, capsys):
+    """Nothing to write: the stage says it is finished, exit 0 (archived runs on read-only storage)."""
+    point = tmpfs("ro", "16m")
+    shutil.copytree(reference, point / "ref" / "baseline")
+    remount(point, "ro")
+    assert main(["train", *ARGS, *tiny_args(shards, point, "ref")]) == 0
+    assert "lakd train: already finished: " in capsys.readouterr().err
+
+
 def test_outputs_on_a_read_only_mount(shards, student, images, read_only, capsys):
     _refused(main(["shards", "build", "synthetic", "--split", "val", "--out", str(read_only / "s"),
                    "--num-samples", "4", "--no-progress"]), capsys, "shards", "--out")
