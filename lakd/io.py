@@ -147,9 +147,10 @@ def _probe_folder(folder: Path) -> str | None:
 
 def unwritable_entry(folder: Path, *, folders: bool = True) -> str | None:
     """Why something directly inside ``folder`` cannot be rewritten, or None: a sub-folder files cannot be
-    created in (probed for real, when ``folders``), or a file that cannot be replaced or appended to (an
-    immutable file: ``os.access`` sees the attribute, unlike root's permission bits). A run directory that
-    is writable itself can still hold such entries, and a run would fail on them only after its first steps."""
+    created in (probed for real, when ``folders``), or a file that cannot be replaced or appended to
+    (``os.access`` sees an immutable attribute even for root, who ignores permission bits; for other users
+    it also refuses a file their permissions keep them from writing). A run directory that is writable itself
+    can still hold such entries, and a run would fail on them only after its first steps."""
     folder = Path(folder)
     if not folder.is_dir():
         return None
@@ -161,5 +162,5 @@ def unwritable_entry(folder: Path, *, folders: bool = True) -> str | None:
             if reason:
                 return reason
         elif not os.access(entry, os.W_OK):
-            return f"cannot replace {entry}: not writable (read-only or immutable)"
+            return f"cannot replace {entry}: not writable (immutable, read-only or permissions)"
     return None

@@ -1,5 +1,6 @@
-"""Faults of real file systems, not simulated ones: a full disk (a small tmpfs), a read-only mount and
-`chattr +i`, under `lakd train`, `shards build`, `export`, `predict` and `eval`.
+"""Faults of real file systems, not simulated ones: a full disk (a small tmpfs: out of bytes, or of inodes),
+a read-only mount and `chattr +i`, under `lakd train` (one and two processes), `shards build`, `export`,
+`predict` and `eval`.
 
 Promises checked: a full disk is one line naming the file ("no space left"), exit 1 (README "Exit status"),
 no traceback, nothing half-written under a final name, `latest` names the last complete checkpoint, and the

@@ -115,7 +115,7 @@ def test_unwritable_entry_of_a_writable_folder(tmp_path, monkeypatch):
     frozen = str(tmp_path / "config.yaml")
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda p, mode: str(p) != frozen and real_access(p, mode))
-    assert unwritable_entry(tmp_path) == f"cannot replace {frozen}: not writable (read-only or immutable)"
+    assert unwritable_entry(tmp_path) == f"cannot replace {frozen}: not writable (immutable, read-only or permissions)"
     monkeypatch.setattr(os, "access", real_access)
     real_mkstemp = tempfile.mkstemp
 
