@@ -30,7 +30,7 @@ from lakd.data.cards import get_card
 from lakd.data.manifest import FORMAT, Manifest, manifest_name
 from lakd.data.readers import get_reader
 from lakd.data.readers.base import BadSample
-from lakd.io import atomic_write_bytes  # noqa: F401 - re-exported: older callers import it from here
+from lakd.io import atomic_output, atomic_write_bytes  # noqa: F401 - atomic_write_bytes: re-exported for older callers
 
 DEFAULT_SAMPLES_PER_SHARD = 256
 
@@ -237,7 +237,6 @@ def build_shards(dataset: str, split: str, out_dir, root=None, *, samples_per_sh
                 index += 1
             bar.update(len(skipped), len(writer.names))
         writer.close_shard()
-        writer.commit()
     except OSError as exc:  # a full disk: name the shard being written (a file object's errors name none)
         writer.abort()
         if exc.filename is None and writer.names:
@@ -263,7 +262,16 @@ def build_shards(dataset: str, split: str, out_dir, root=None, *, samples_per_sh
                    lakd_version=lakd.__version__, skipped=len(skipped), skipped_keys=skipped,
                    ignore_pixels=int(ignore_px), ignore_index=card.ignore_index, format=FORMAT)
     mpath = out / manifest_name(dataset, split)
-    atomic_write_bytes(mpath, man.to_json().encode())
+    try:  # the manifest's space is taken (written, fsynced) before any shard takes its name
+        with atomic_output(mpath) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(man.to_json().encode())
+                f.flush()
+                os.fsync(f.fileno())
+            writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
     # shards of an earlier, larger build of the same split would look like part of this one: remove them
     pat = re.compile(re.escape(f"{dataset}-{split}-") + r"\d{6}\.tar$")
     keep = set(writer.names)

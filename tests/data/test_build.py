@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tarfile
 
 import numpy as np
@@ -136,3 +137,28 @@ def test_shards_read_by_stock_webdataset(tmp_path):
         assert set(s) >= {"jpg", "label.png", "json"}
         lab = np.asarray(Image.open(io.BytesIO(s["label.png"])))
         np.testing.assert_array_equal(lab, generate(i, 20, 0, 1)[1])
+
+
+def test_manifest_that_does_not_fit_leaves_the_earlier_build(tmp_path, monkeypatch):
+    """The new shards take their names only after the manifest was written: a full disk at the manifest keeps
+    the earlier build whole, and removes every shard of the failed one."""
+    import errno
+
+    from lakd.data import build as build_mod
+
+    build_mod.build_shards("synthetic", "train", tmp_path, num_samples=8, image_size=20, samples_per_shard=4,
+                           workers=1, progress=False)
+    kept = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".manifest.json.tmp-" + str(os.getpid())):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(OSError) as exc:
+        build_mod.build_shards("synthetic", "train", tmp_path, num_samples=12, image_size=16, samples_per_shard=4,
+                               workers=1, progress=False)
+    assert exc.value.errno == errno.ENOSPC and exc.value.filename == str(tmp_path / "synthetic-train.manifest.json")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == kept
