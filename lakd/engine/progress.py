@@ -177,7 +177,12 @@ class ConsoleLog:
         self.path = Path(path)
         self._file = open(self.path, "a", buffering=1)
         self._saved = (sys.stdout, sys.stderr)
-        self._file.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(sys.argv)}\n")
+        try:
+            self._file.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(sys.argv)}\n")
+        except OSError as exc:  # a full disk before the run starts: name the file
+            with contextlib.suppress(OSError):
+                self._file.close()
+            raise OSError(exc.errno, exc.strerror or str(exc), str(self.path)) from exc
         sys.stdout, sys.stderr = _Tee(sys.stdout, self._file), _Tee(sys.stderr, self._file)
 
     def close(self, exc: Optional[BaseException] = None) -> None:

@@ -145,3 +145,16 @@ def test_a_writer_that_names_no_errno_on_a_file_system_out_of_inodes(tmp_path, m
     monkeypatch.setattr(os, "statvfs", lambda p: roomy)
     with pytest.raises(RuntimeError), naming_disk_full(tmp_path / "step_00000002"):
         raise RuntimeError("something else")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full (a device every write to fails ENOSPC)")
+def test_console_log_that_cannot_take_its_first_line_is_named():
+    from pathlib import Path
+
+    from lakd.engine.progress import ConsoleLog
+
+    streams = (sys.stdout, sys.stderr)
+    with pytest.raises(OSError) as exc:
+        ConsoleLog(Path("/dev/full"))
+    assert exc.value.errno == errno.ENOSPC and exc.value.filename == "/dev/full"
+    assert (sys.stdout, sys.stderr) == streams  # not redirected into a copy that cannot be written
