@@ -199,6 +199,25 @@ def test_disk_full_while_writing_the_final_export_then_resume(shards, reference,
     _resume_and_compare(shards, point, point, reference, 6)
 
 
+@pytest.mark.parametrize("share", [0.002, 0.1, 0.35, 0.6, 0.95])
+def test_disk_full_anywhere_then_resume(shards, reference, tmpfs, share):
+    """A disk that holds ``share`` of what the run writes fills somewhere (the config, the logs, a checkpoint,
+    the best export, the final export): wherever, one line names a file of the run, nothing temporary stays,
+    `latest` (if any) names a complete checkpoint, and the run finishes like the reference after freeing."""
+    point = tmpfs("runs", str(max(PAGE, int(share * pages(reference)) // PAGE * PAGE)))
+    first = _train(shards, point)
+    assert first.codes == [1], first.text
+    stage = point / "r" / "baseline"
+    line = error_line(first.outputs[0], "train")
+    assert f"cannot write {stage}/" in line and "no space left on device" in line, line
+    assert not leftovers(point) and not (stage / "result.json").exists()
+    latest = stage / "checkpoints" / "latest"
+    if latest.exists():
+        assert (stage / "checkpoints" / latest.read_text().strip() / "lakd_meta.json").is_file()
+    start = int(latest.read_text().strip().split("_")[1]) if latest.exists() else 0
+    _resume_and_compare(shards, point, point, reference, start)
+
+
 def test_disk_already_full_at_the_start(shards, reference, tmpfs):
     """Not a byte free before the first write: the first file the run writes is named (the run-dir probe
     passes: an empty file needs no space); deleting something is enough for the same command to run."""
