@@ -430,6 +430,23 @@ def test_a_finished_run_on_a_read_only_mount_only_reads(shards, reference, tmpfs
     assert "lakd train: already finished: " in capsys.readouterr().err
 
 
+def test_report_of_runs_on_a_read_only_mount(reference, tmpfs, tmp_path, capsys):
+    """`lakd report` writes beside the runs by default: refused before any work there; --out elsewhere works;
+    a full disk for the report is one named line."""
+    point = tmpfs("ro", "16m")
+    shutil.copytree(reference, point / "ref" / "baseline")
+    remount(point, "ro")
+    _refused(main(["report", str(point), "--examples", "0"]), capsys, "report",
+             f"--out {point / 'report'}: cannot create files in {point}: Read-only file system")
+    assert main(["report", str(point), "--examples", "0", "--out", str(tmp_path / "report")]) == 0
+    capsys.readouterr()
+    full = tmpfs("full", "8k")
+    assert main(["report", str(point), "--examples", "0", "--out", str(full)]) == 1
+    line = error_line(capsys.readouterr().err, "report")
+    assert f"cannot write {full}/" in line and "no space left on device" in line, line
+    assert not leftovers(full)
+
+
 def test_outputs_on_a_read_only_mount(shards, student, images, read_only, capsys):
     _refused(main(["shards", "build", "synthetic", "--split", "val", "--out", str(read_only / "s"),
                    "--num-samples", "4", "--no-progress"]), capsys, "shards", "--out")
