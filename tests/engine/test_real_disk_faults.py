@@ -459,6 +459,7 @@ def test_outputs_on_a_read_only_mount(shards, student, images, read_only, capsys
              capsys, "eval", "--out")
     _refused(main(["eval", str(student), "--shards", val, "--save-png", str(read_only / "png")]),
              capsys, "eval", "--save-png")
+    _refused(main(["demo", "--out", str(read_only / "demo")]), capsys, "demo", f"--out {read_only / 'demo'}")
     assert sorted(p.name for p in read_only.iterdir()) == ["sub"]
 
 
