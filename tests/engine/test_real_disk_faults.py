@@ -393,6 +393,29 @@ def test_disk_full_during_eval_outputs(shards, student, tmpfs, capsys):
             im.load()
 
 
+def test_disk_full_during_a_weights_download_then_resume(tmpfs, monkeypatch, capsys):
+    """`lakd weights fetch` (a file served from 127.0.0.1): the partial download stays, named; with space the
+    same command resumes it with an HTTP Range request and the checksum holds."""
+    from lakd.models import catalogue
+    from tests.models.test_fetch import PAYLOAD, _entry, _Server
+
+    server = _Server(PAYLOAD)  # 200 KB
+    try:
+        monkeypatch.setattr(catalogue, "load_catalogue", lambda path=None: {"tiny": _entry(server.url)})
+        point = tmpfs("weights", "64k")
+        args = ["weights", "fetch", "tiny", "--to", str(point), "--no-progress"]
+        assert main(args) == 1
+        line = error_line(capsys.readouterr().err, "weights")
+        assert f"cannot write {point / 'tiny.pth.part'}: no space left on device" in line, line
+        assert not (point / "tiny.pth").exists() and (point / "tiny.pth.part").stat().st_size > 0
+        remount(point, "size=1m")
+        assert main(args) == 0
+        assert "resumed at" in capsys.readouterr().out and (point / "tiny.pth").read_bytes() == PAYLOAD
+        assert "Range" in server.requests[-1]
+    finally:
+        server.close()
+
+
 # --------------------------------------------------------------------- read-only and immutable folders
 def _refused(code: int, capsys, command: str, expect: str) -> str:
     err = capsys.readouterr().err
