@@ -38,6 +38,16 @@ def _run(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess:
     return done
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _can_mount(tmp_path_factory):
+    """Root without the right to mount (a container without CAP_SYS_ADMIN): skip before any reference run."""
+    point = tmp_path_factory.mktemp("mount-probe")
+    done = _run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(point)], check=False)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    _run(["umount", str(point)])
+
+
 @pytest.fixture
 def tmpfs(tmp_path):
     """``tmpfs(name, size)`` mounts a tmpfs of ``size`` (mount's syntax: 300k, 4m) at ``tmp_path/name``; every
