@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterator
 
 __all__ = ["atomic_output", "atomic_write_bytes", "atomic_write_text", "describe_os_error", "is_disk_full",
-           "tmp_path", "unwritable_reason", "unwritable_entry", "naming_disk_full"]
+           "tmp_path", "unwritable_reason", "unwritable_entry", "unreplaceable_reason", "naming_disk_full"]
 
 
 def tmp_path(path: Path, *, keep_suffix: bool = False) -> Path:
@@ -161,6 +161,14 @@ def unwritable_entry(folder: Path, *, folders: bool = True) -> str | None:
             reason = _probe_folder(entry) if folders else None
             if reason:
                 return reason
-        elif not os.access(entry, os.W_OK):
-            return f"cannot replace {entry}: not writable (immutable, read-only or permissions)"
+        elif (reason := unreplaceable_reason(entry)) is not None:
+            return reason
+    return None
+
+
+def unreplaceable_reason(path: Path) -> str | None:
+    """Why an existing file ``path`` cannot be replaced or appended to, or None (also when it does not exist):
+    ``os.access`` sees an immutable attribute or a read-only mount even for root."""
+    if Path(path).is_file() and not os.access(path, os.W_OK):
+        return f"cannot replace {path}: not writable (immutable, read-only or permissions)"
     return None

@@ -531,3 +531,17 @@ def test_immutable_output_folders(shards, student, images, tmpfs, capsys):
     _refused(main(["eval", str(student), "--shards", val, "--save-png", str(point / "png")]),
              capsys, "eval", "--save-png")
     assert not list(point.iterdir())
+
+
+def test_immutable_output_file_in_a_writable_folder(shards, student, tmpfs, capsys):
+    """`--out FILE` that exists and is immutable: the final rename would fail after all the work."""
+    point = tmpfs("mnt", "1m", attributes=True)
+    for name in ("m.pt", "e.json"):
+        (point / name).write_text("old")
+        immutable(point / name)
+    _refused(main(["export", str(student), "--format", "torchscript", "--out", str(point / "m.pt")]),
+             capsys, "export", f"--out cannot replace {point / 'm.pt'}")
+    val = str(shards / "synthetic-val.manifest.json")
+    _refused(main(["eval", str(student), "--shards", val, "--out", str(point / "e.json")]),
+             capsys, "eval", f"cannot replace {point / 'e.json'}")
+    assert [p.read_text() for p in sorted(point.glob("*.*"))] == ["old", "old"]
