@@ -262,6 +262,8 @@ def test_out_of_inodes_at_the_first_checkpoint_then_resume(shards, reference, tm
     _resume_and_compare(shards, point, point, reference, 0)
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_disk_full_while_two_processes_save_a_checkpoint(shards, reference2, tmpfs):
     """ZeRO 1: every rank writes its optimizer partition into the same folder. Each rank either names the file
     it could not write or says that its peer stopped; `latest` stays complete; the re-run ends like the
@@ -283,6 +285,8 @@ def test_disk_full_while_two_processes_save_a_checkpoint(shards, reference2, tmp
     _resume_and_compare(shards, point, point, reference2, int(latest.split("_")[1]), world=2)
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_disk_full_on_rank_0_only_with_two_processes(shards, reference2, tmpfs):
     """Only rank 0 writes the final export: it names the file; rank 1, waiting for it, says in one line that
     a peer stopped (not gloo's traceback); both exit 1, and the re-run with space ends like the reference."""
