@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-from lakd.exit_codes import INTERRUPTED, OK, USAGE
+from lakd.exit_codes import FAILED, INTERRUPTED, OK, USAGE
 
 # sub-command name -> module implementing it (module.register(subparsers) adds the parser,
 # and sets `func` on it; func(args) returns the exit status)
@@ -70,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:  # Ctrl-C outside the places that save first: one line, not a traceback
             print(f"lakd {args.command}: interrupted", file=sys.stderr)
             return INTERRUPTED
+        except OSError as exc:  # a full disk while writing a named file: one line (the writes are atomic)
+            from lakd.io import describe_os_error, is_disk_full
+
+            if exc.filename is None or not is_disk_full(exc):
+                raise  # anything else is a bug: keep the traceback
+            print(f"lakd {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
+            return FAILED
 
 
 if __name__ == "__main__":

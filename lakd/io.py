@@ -16,13 +16,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
 __all__ = ["atomic_output", "atomic_write_bytes", "atomic_write_text", "describe_os_error", "is_disk_full",
-           "tmp_path", "unwritable_reason", "naming_disk_full"]
+           "tmp_path", "unwritable_reason", "unwritable_entry", "unreplaceable_reason", "naming_disk_full"]
 
 
 def tmp_path(path: Path, *, keep_suffix: bool = False) -> Path:
@@ -72,7 +71,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def is_disk_full(exc: BaseException, where: Path | None = None) -> bool:
     """True for ENOSPC/EDQUOT anywhere in the exception chain; for an error without an errno (a C++ stream
-    error from torch's zip writer says only ``iostream error``) True when ``where``'s file system is full."""
+    error from torch's zip writer says only ``iostream error``; DeepSpeed reports a folder it could not make
+    as a missing parent) True when ``where``'s file system is full: of bytes, or of inodes."""
     seen = set()
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
@@ -87,9 +87,11 @@ def is_disk_full(exc: BaseException, where: Path | None = None) -> bool:
             probe = Path(where)
             while not probe.exists() and probe != probe.parent:
                 probe = probe.parent
-            return shutil.disk_usage(probe).free < (1 << 20)
+            st = os.statvfs(probe)
         except OSError:
             return False
+        # out of bytes, or out of inodes (a file system that counts them: f_files > 0), which is ENOSPC too
+        return st.f_bavail * st.f_frsize < (1 << 20) or (st.f_files > 0 and st.f_favail == 0)
     return False
 
 
@@ -109,11 +111,12 @@ def naming_disk_full(path: Path):
         raise
 
 
-def describe_os_error(exc: OSError) -> str:
-    """``cannot write <file>: <reason>`` on one line."""
+def describe_os_error(exc: OSError, *, again: str = "run the same command again") -> str:
+    """``cannot write <file>: <reason>`` on one line; a full disk says what to do (``again``: what the same
+    command does then, e.g. resume)."""
     reason = exc.strerror or str(exc)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        reason = "no space left on device (free some space and run the same command again to resume)"
+        reason = f"no space left on device (free some space and {again})"
     return f"cannot write {exc.filename}: {reason}" if exc.filename else reason
 
 
@@ -129,10 +132,43 @@ def unwritable_reason(folder: Path) -> str | None:
         probe = probe.parent
     if not probe.is_dir():
         return f"{probe} is not a folder" + ("" if probe == folder else f" (needed for {folder})")
+    return _probe_folder(probe)
+
+
+def _probe_folder(folder: Path) -> str | None:
     try:
-        fd, name = tempfile.mkstemp(dir=probe, prefix=".lakd-write-probe-")
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".lakd-write-probe-")
         os.close(fd)
         os.unlink(name)
     except OSError as exc:
-        return f"cannot create files in {probe}: {exc.strerror or exc}"
+        return f"cannot create files in {folder}: {exc.strerror or exc}"
+    return None
+
+
+def unwritable_entry(folder: Path, *, folders: bool = True) -> str | None:
+    """Why something directly inside ``folder`` cannot be rewritten, or None: a sub-folder files cannot be
+    created in (probed for real, when ``folders``), or a file that cannot be replaced or appended to
+    (``os.access`` sees an immutable attribute even for root, who ignores permission bits; for other users
+    it also refuses a file their permissions keep them from writing). A run directory that is writable itself
+    can still hold such entries, and a run would fail on them only after its first steps."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    for entry in sorted(folder.iterdir()):
+        if entry.is_symlink():
+            continue
+        if entry.is_dir():
+            reason = _probe_folder(entry) if folders else None
+            if reason:
+                return reason
+        elif (reason := unreplaceable_reason(entry)) is not None:
+            return reason
+    return None
+
+
+def unreplaceable_reason(path: Path) -> str | None:
+    """Why an existing file ``path`` cannot be replaced or appended to, or None (also when it does not exist):
+    ``os.access`` sees an immutable attribute or a read-only mount even for root."""
+    if Path(path).is_file() and not os.access(path, os.W_OK):
+        return f"cannot replace {path}: not writable (immutable, read-only or permissions)"
     return None

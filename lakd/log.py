@@ -109,10 +109,12 @@ def format_line(text: str) -> str:
 
 # ------------------------------------------------------------------------------------------ DeepSpeed
 class _QuietDeepSpeed(logging.Filter):
-    """Drop DeepSpeed warnings that lakd's set-up triggers on purpose (torch SGD under ZeRO is fine)."""
+    """Drop DeepSpeed warnings that lakd's set-up triggers on purpose (torch SGD under ZeRO is fine), and its
+    own line about a checkpoint folder it could not make: lakd says it once, naming the folder and why."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "untested optimizer" not in record.getMessage()
+        text = record.getMessage()
+        return "untested optimizer" not in text and "Failed saving model checkpoint" not in text
 
 
 def quiet_deepspeed() -> None:
@@ -137,19 +139,27 @@ class _Tee:
 
     def write(self, text: str) -> int:
         n = self._stream.write(text)
-        if self._file.closed:
-            return n
         if "\r" in text:
             self._redraw = True  # a bar redraw: the terminal's business
         elif not (self._redraw and text == "\n"):
-            self._file.write(text)
+            self._copy("write", text)
             self._redraw = False
         return n
 
+    def _copy(self, what: str, *args) -> None:
+        # a copy that cannot be written (a full disk) is dropped, never raised from a print: the console still
+        # shows everything, and the run's own next write names the file and stops it
+        if self._file.closed:
+            return
+        try:
+            getattr(self._file, what)(*args)
+        except OSError:
+            with contextlib.suppress(OSError):
+                self._file.close()
+
     def flush(self) -> None:
         self._stream.flush()
-        if not self._file.closed:
-            self._file.flush()
+        self._copy("flush")
 
     def __getattr__(self, name):  # isatty, fileno, encoding, ... of the real stream
         return getattr(self._stream, name)
@@ -171,7 +181,12 @@ class ConsoleLog:
         self.path = Path(path)
         self._file = open(self.path, "a", buffering=1)
         self._saved = (sys.stdout, sys.stderr)
-        self._file.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(sys.argv)}\n")
+        try:
+            self._file.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(sys.argv)}\n")
+        except OSError as exc:  # a full disk before the run starts: name the file
+            with contextlib.suppress(OSError):
+                self._file.close()
+            raise OSError(exc.errno, exc.strerror or str(exc), str(self.path)) from exc
         sys.stdout, sys.stderr = _Tee(sys.stdout, self._file), _Tee(sys.stderr, self._file)
 
     def close(self, exc: Optional[BaseException] = None) -> None:
@@ -185,12 +200,14 @@ class ConsoleLog:
     def _finish(self, exc: Optional[BaseException]) -> None:
         if self._file.closed:
             return
-        if exc is not None:
-            if exc.__traceback__ is not None:
-                self._file.write("".join(traceback.format_exception(exc)))
-            self._file.write(f"{time.strftime('%H:%M:%S')} stopped by {type(exc).__name__}: {exc}\n")
         sys.stdout, sys.stderr = self._saved
-        self._file.close()
+        with contextlib.suppress(OSError):  # a full disk: the console showed it all
+            if exc is not None:
+                if exc.__traceback__ is not None:
+                    self._file.write("".join(traceback.format_exception(exc)))
+                self._file.write(f"{time.strftime('%H:%M:%S')} stopped by {type(exc).__name__}: {exc}\n")
+        with contextlib.suppress(OSError):
+            self._file.close()
 
 
 def _close_kept(exc: Optional[BaseException]) -> None:

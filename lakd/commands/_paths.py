@@ -34,10 +34,15 @@ def check_output_file(path: str | os.PathLike, flag: str) -> Path:
     """``path`` names a file (new or to replace) in a directory this process can write into."""
     from lakd.cli import UsageError
 
+    from lakd.io import unreplaceable_reason
+
     p = Path(path).expanduser()
     if p.is_dir():
         raise UsageError(f"{flag} {p}: is a directory, expected a file name")
     check_output_dir(p.absolute().parent, flag)
+    reason = unreplaceable_reason(p)  # an immutable file in a writable folder fails only at the final rename
+    if reason:
+        raise UsageError(f"{flag} {reason}")
     return p
 
 

@@ -130,6 +130,11 @@ def run(args) -> int:
     args.overrides = args.overrides or []
     overrides = _parse_overrides(args.overrides)
     out = Path(args.out).resolve()
+    from lakd.io import unwritable_reason
+
+    reason = unwritable_reason(out)  # before any work: shards, runs and report all go there
+    if reason:
+        raise UsageError(f"--out {out}: {reason}")
     log = _Clock()
     # One thread per stage: the demo's models are too small to gain much from a second one, and on a busy
     # 2-core machine two OpenMP threads per stage were measured 20x slower than one (they spin against the

@@ -151,13 +151,13 @@ def _check_args(args) -> None:
 def _check_outputs(args, variants) -> None:
     """Every file and folder this run will write can be written: checked before inference."""
     from lakd.cli import UsageError
-    from lakd.io import unwritable_reason
+    from lakd.io import unreplaceable_reason, unwritable_reason
 
     if args.out:
         out = Path(args.out)
         if out.is_dir():
             raise UsageError(f"--out {out}: is a folder; give a file name for the JSON")
-        reason = unwritable_reason(out.parent)
+        reason = unwritable_reason(out.parent) or unreplaceable_reason(out)
         if reason:
             raise UsageError(f"--out {out}: {reason}")
     for flag, root in (("--save-png", args.save_png), ("--save-ids", args.save_ids)):

@@ -18,7 +18,9 @@ file, ONNX metadata property.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -83,6 +85,16 @@ def contract(meta: dict, fmt: str, logits: bool) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ converters
+def _save_via_memory(save, path: Path) -> None:
+    """``save(file)`` into memory, then the bytes into ``path``: torch's zip writer aborts the whole process
+    (std::terminate, no Python error) when the disk fills while it writes a file itself."""
+    import io
+
+    buf = io.BytesIO()
+    save(buf)
+    Path(path).write_bytes(buf.getbuffer())
+
+
 def _torchscript(wrapper, sample, path: Path, meta_text: str):
     import warnings
 
@@ -91,7 +103,7 @@ def _torchscript(wrapper, sample, path: Path, meta_text: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(wrapper, sample)
-    torch.jit.save(traced, str(path), _extra_files={META_NAME: meta_text})
+    _save_via_memory(lambda f: torch.jit.save(traced, f, _extra_files={META_NAME: meta_text}), path)
     extra = {META_NAME: ""}
     loaded = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     return loaded, extra[META_NAME]
@@ -104,7 +116,7 @@ def _exported_program(wrapper, sample, path: Path, meta_text: str):
     # height and width follow the input (AUTO: torch.export decides their valid range); batch from 1 up
     dims = {0: Dim("batch", min=1), 2: Dim.AUTO, 3: Dim.AUTO}
     program = torch.export.export(wrapper, (sample,), dynamic_shapes=(dims,))
-    torch.export.save(program, str(path), extra_files={META_NAME: meta_text})
+    _save_via_memory(lambda f: torch.export.save(program, f, extra_files={META_NAME: meta_text}), path)
     extra = {META_NAME: ""}
     loaded = torch.export.load(str(path), extra_files=extra)
     return loaded.module(), extra[META_NAME]
@@ -169,6 +181,10 @@ def _convert_and_check(args, wrapper, meta: dict, doc: dict, tmp: Path, samples:
     except OSError:
         raise
     except Exception as exc:  # the exporters raise many types; say which step failed, keep the cause
+        from lakd.io import is_disk_full
+
+        if is_disk_full(exc, tmp.parent):  # torch's zip writer says only "iostream error"
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp)) from exc
         raise _Failed(f"{args.format} conversion of {meta['model']['name']}-{meta['model']['backbone']} failed: "
                       f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
     if json.loads(stored or "null") != doc:
@@ -214,6 +230,10 @@ def run(args) -> int:
         with atomic_output(out, keep_suffix=True) as tmp:  # the suffix: torch.export checks it
             check = _convert_and_check(args, wrapper, meta, doc, tmp, [sample, second])
     except OSError as exc:
+        from lakd.io import is_disk_full
+
+        if is_disk_full(exc, out.absolute().parent):  # not bad input: exit 1, named (lakd.cli)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out)) from exc
         raise UsageError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
     except _Failed as exc:
         print(f"lakd export: error: {exc}", file=sys.stderr)

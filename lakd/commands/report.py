@@ -101,6 +101,11 @@ def run(args) -> int:
     out = Path(args.out) if args.out else root / "report"
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a folder")
+    from lakd.io import unwritable_reason
+
+    reason = unwritable_reason(out)  # checked before any work (runs kept on read-only storage: give --out)
+    if reason:
+        raise UsageError(f"--out {out}: {reason}" + ("" if args.out else " (choose another folder with --out)"))
     try:
         results, how = _load(root)
     except ValueError as exc:  # a malformed result.json names itself

@@ -118,6 +118,11 @@ def _run(args) -> int:
         print(f"lakd train: error: {exc}", file=sys.stderr, flush=True)
         return exit_codes.FAILED
     except RuntimeError as exc:
+        if _peer_gone(exc):  # another process stopped (e.g. its disk write failed) and printed why
+            print(f"lakd train: error: another process of this job stopped (its connection closed); its own "
+                  f"error says why. Run the same command again to resume from the newest checkpoint in "
+                  f"{cfg.stage_dir / 'checkpoints'}", file=sys.stderr, flush=True)
+            return exit_codes.FAILED
         # the data stream found no decodable sample in a whole epoch (raised in a DataLoader worker, whose
         # traceback torch folds into the message): the last line says what is wrong and what to run
         cause = [line for line in str(exc).splitlines() if "lakd.data: no readable sample" in line]
@@ -128,6 +133,18 @@ def _run(args) -> int:
     except OSError as exc:
         if exc.filename is None and not is_disk_full(exc):
             raise  # not a file we failed to write: a bug, keep the traceback
-        print(f"lakd train: error: {describe_os_error(exc)}", file=sys.stderr, flush=True)
+        print(f"lakd train: error: {describe_os_error(exc, again='run the same command again to resume')}",
+              file=sys.stderr, flush=True)
         return exit_codes.FAILED
     return exit_codes.OK
+
+
+# what torch.distributed says when a peer process is gone (gloo; NCCL's watchdog raises DistBackendError)
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "remote worker crashing")
+
+
+def _peer_gone(exc: RuntimeError) -> bool:
+    import torch.distributed as dist
+
+    backend_error = getattr(dist, "DistBackendError", ())
+    return (isinstance(exc, backend_error) if backend_error else False) or any(t in str(exc) for t in _PEER_GONE)

@@ -90,6 +90,10 @@ def run_fetch(args) -> int:
                   file=sys.stderr, flush=True)
             return INTERRUPTED
         except OSError as exc:
+            from lakd.io import is_disk_full
+
+            if is_disk_full(exc):  # not bad input: exit 1, named (lakd.cli); the .part file stays to resume
+                raise OSError(exc.errno, exc.strerror, exc.filename or str(folder / f"{entry.file}.part")) from exc
             raise UsageError(f"cannot write to {folder}: {exc.strerror or exc}") from None
         how = ("already present, checksum ok" if not result.downloaded else
                f"resumed at {result.resumed_from} bytes" if result.resumed_from else "downloaded")

@@ -10,6 +10,7 @@ renamed when complete; the manifest is written last.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -29,7 +30,7 @@ from lakd.data.cards import get_card
 from lakd.data.manifest import FORMAT, Manifest, manifest_name
 from lakd.data.readers import get_reader
 from lakd.data.readers.base import BadSample
-from lakd.io import atomic_write_bytes  # noqa: F401 - re-exported: older callers import it from here
+from lakd.io import atomic_output, atomic_write_bytes  # noqa: F401 - atomic_write_bytes: re-exported for older callers
 
 DEFAULT_SAMPLES_PER_SHARD = 256
 
@@ -66,6 +67,7 @@ class _ShardWriter:
         self._tf = None
         self._f = None
         self._tmp = None
+        self.done: list[Path] = []  # finished shards, still under their temporary names
         self._n = 0
 
     def _open(self):
@@ -99,19 +101,28 @@ class _ShardWriter:
         with open(self._tmp, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
-        os.replace(self._tmp, self.out_dir / name)
+        self.done.append(self._tmp)
         self.sha[name] = h.hexdigest()
         self.counts.append(self._n)
         self._tf = self._f = self._tmp = None
 
+    def commit(self) -> None:
+        """Give every finished shard its name: until the whole split is written (a full disk may stop it),
+        shards of an earlier build stay as they were, beside their manifest."""
+        for tmp, name in zip(self.done, self.names):
+            os.replace(tmp, self.out_dir / name)
+        self.done = []
+
     def abort(self) -> None:
-        try:
-            if self._f is not None:
+        """Remove every temporary shard; errors of the failed file are not raised again over the first."""
+        if self._f is not None:
+            with contextlib.suppress(OSError):
                 self._f.close()
-        finally:
-            if self._tmp is not None and self._tmp.exists():
-                self._tmp.unlink()
-            self._tf = self._f = self._tmp = None
+        for tmp in [*self.done, self._tmp]:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+        self._tf = self._f = self._tmp = None
+        self.done = []
 
 
 def _process(job):
@@ -226,6 +237,11 @@ def build_shards(dataset: str, split: str, out_dir, root=None, *, samples_per_sh
                 index += 1
             bar.update(len(skipped), len(writer.names))
         writer.close_shard()
+    except OSError as exc:  # a full disk: name the shard being written (a file object's errors name none)
+        writer.abort()
+        if exc.filename is None and writer.names:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(out / writer.names[-1])) from exc
+        raise
     except BaseException:
         writer.abort()
         raise
@@ -246,7 +262,16 @@ def build_shards(dataset: str, split: str, out_dir, root=None, *, samples_per_sh
                    lakd_version=lakd.__version__, skipped=len(skipped), skipped_keys=skipped,
                    ignore_pixels=int(ignore_px), ignore_index=card.ignore_index, format=FORMAT)
     mpath = out / manifest_name(dataset, split)
-    atomic_write_bytes(mpath, man.to_json().encode())
+    try:  # the manifest's space is taken (written, fsynced) before any shard takes its name
+        with atomic_output(mpath) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(man.to_json().encode())
+                f.flush()
+                os.fsync(f.fileno())
+            writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
     # shards of an earlier, larger build of the same split would look like part of this one: remove them
     pat = re.compile(re.escape(f"{dataset}-{split}-") + r"\d{6}\.tar$")
     keep = set(writer.names)

@@ -174,9 +174,10 @@ def _check_teacher_export(cfg: Config) -> None:
 def _check_run_dir(cfg: Config) -> None:
     """The stage folder can be written, and an earlier run in it was the same experiment."""
     from lakd.engine.checkpoint import CheckpointManager
-    from lakd.io import unwritable_reason
+    from lakd.io import unwritable_entry, unwritable_reason
 
-    reason = unwritable_reason(cfg.stage_dir)
+    reason = (unwritable_reason(cfg.stage_dir) or unwritable_entry(cfg.stage_dir)
+              or unwritable_entry(cfg.stage_dir / "checkpoints", folders=False))
     if reason:
         raise ConfigError(f"config key 'run.runs_dir': {reason}")
     ckpt_dir = cfg.stage_dir / "checkpoints"

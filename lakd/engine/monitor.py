@@ -63,6 +63,7 @@ class Monitor:
     def __init__(self, stage_dir: Path, *, run_name: str, stage: str, config: dict, resume_step: int,
                  tensorboard: bool = True, wandb: bool = False, wandb_project: str = "lakd"):
         self._tb = self._wandb = None
+        self._events = _GuardedEvents(None)
         if tensorboard:
             from tensorboardX import SummaryWriter
 
@@ -71,6 +72,7 @@ class Monitor:
             self._tb = SummaryWriter(str(Path(stage_dir) / "tensorboard"),
                                      purge_step=resume_step + 1 if resume_step else None, flush_secs=30,
                                      filename_suffix=f".{os.getpid()}.{time.time_ns()}")
+            self._events = _GuardedEvents.install(self._tb)
         if wandb:
             import wandb as wandb_module
 
@@ -80,9 +82,11 @@ class Monitor:
             self._wandb_module = wandb_module
 
     def log_step(self, step: int, record: dict) -> None:
+        self._events.raise_failure()
         self._scalars(step, step_scalars(record))
 
     def log_eval(self, step: int, metrics: dict, class_names: list[str], previews: dict) -> None:
+        self._events.raise_failure()
         self._scalars(step, eval_scalars(metrics, class_names))
         for variant, items in previews.items():
             for key, image in items:
@@ -93,6 +97,7 @@ class Monitor:
                     self._wandb.log({tag: self._wandb_module.Image(np.asarray(image))}, step=step)
         if self._tb is not None:
             self._tb.flush()
+        self._events.raise_failure()
 
     def _scalars(self, step: int, scalars: dict[str, float]) -> None:
         if self._tb is not None:
@@ -105,9 +110,55 @@ class Monitor:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+            self._events.raise_failure()
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
+
+
+class _GuardedEvents:
+    """Stands in for tensorboardX's event-file writer, which its own thread writes to: a failed write (a full
+    disk) would kill that thread with a traceback, and the next ten events would then block training for
+    good. The first error is kept instead (later writes are dropped) and raised in the training process by
+    :meth:`raise_failure`, naming the event file, so the run stops with one line like any other failed write."""
+
+    def __init__(self, events):
+        self._events, self.error = events, None
+
+    @classmethod
+    def install(cls, writer) -> "_GuardedEvents":
+        events = writer._get_file_writer().event_writer  # tensorboardX 2.6: the writer and its thread's copy
+        guard = cls(events._ev_writer)
+        events._ev_writer = events._worker._record_writer = guard
+        return guard
+
+    def _guarded(self, name: str, *args):
+        if self.error is None:
+            try:
+                return getattr(self._events, name)(*args)
+            except OSError as exc:
+                self.error = exc
+        return None
+
+    def write_event(self, event):
+        return self._guarded("write_event", event)
+
+    def flush(self):
+        return self._guarded("flush")
+
+    def close(self):
+        try:
+            self._events.close()
+        except OSError as exc:
+            self.error = self.error or exc
+
+    def __getattr__(self, name):
+        return getattr(self._events, name)
+
+    def raise_failure(self) -> None:
+        exc = self.error
+        if exc is not None:
+            raise OSError(exc.errno, exc.strerror or str(exc), getattr(self._events, "_file_name", None))
 
 
 def preview_pair(label: np.ndarray, pred: np.ndarray, colorize) -> np.ndarray:

@@ -67,7 +67,10 @@ class MetricsLog:
         atomic_write_text(self.path, "".join(line + "\n" for line in keep))
 
     def write(self, record: dict) -> None:
-        self._f.write(json.dumps(_clean(record)) + "\n")
+        try:
+            self._f.write(json.dumps(_clean(record)) + "\n")
+        except OSError as exc:  # a full disk: name the file (a file object's errors name none)
+            raise OSError(exc.errno, exc.strerror or str(exc), str(self.path)) from exc
 
     def close(self) -> None:
         self._f.close()

@@ -48,8 +48,13 @@ class RunLock:
             return (f"{self.path.parent} is in use by another run (pid {holder.get('pid', '?')} on host "
                     f"{holder.get('host', '?')}, since {since}); wait for it to finish or stop it, or choose "
                     f"another run.name")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode(),
+                      0)
+        except OSError as exc:  # a full disk: drop the lock again and name the file
+            os.close(fd)
+            raise OSError(exc.errno, exc.strerror or str(exc), str(self.path)) from exc
         self._fd = fd
         return None
 

@@ -156,6 +156,7 @@ class _Session:
         self.lock = RunLock(cfg.stage_dir)
         self.console: Optional[ConsoleLog] = None
         self.loader = self.metrics = self.progress = self.monitor = None
+        self.failed: Optional[BaseException] = None
 
     def open_run_dir(self) -> Optional[dict]:
         """Take the stage folder (one job per folder), clean up after an interrupted save, write config.yaml;
@@ -222,18 +223,27 @@ class _Session:
                        callbacks=callbacks + self.extra_callbacks)
 
     def fail(self, exc: BaseException) -> None:
+        self.failed = exc
         if self.console is not None:
             self.console.close(exc)
 
     def close(self) -> None:
+        """Close every part, the lock included, even when one fails (a full disk fails the logs' last writes);
+        the first such error is raised unless the stage already failed: then the reason it stopped stands."""
         self.flag.restore()
+        first = None
         for part in (self.loader, self.progress, self.metrics, self.monitor, self.console):
-            if part is not None:
-                part.close()
+            try:
+                if part is not None:
+                    part.close()
+            except Exception as exc:  # noqa: BLE001 - raised below, or the stage's own error stands
+                first = first or exc
         self.lock.release()
         if self.created_group:
             D.destroy_process_group()
         sys.stderr.flush()
+        if first is not None and self.failed is None:
+            raise first
 
 
 def _finish(stage: Stage, trainer: Trainer, progress: Optional[Progress]) -> dict:

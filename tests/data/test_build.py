@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tarfile
 
 import numpy as np
@@ -77,15 +78,20 @@ def test_crash_mid_build_leaves_nothing_complete_looking(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # e.g. the job is killed
         return real(ref)
 
+    earlier = tmp_path / "earlier"
+    build_mod.build_shards("synthetic", "train", earlier, num_samples=8, image_size=20, samples_per_shard=4,
+                           workers=1, progress=False)
+    kept = {p.name: p.read_bytes() for p in earlier.iterdir()}
     monkeypatch.setattr(synthetic, "read_sample", flaky)
-    with pytest.raises(KeyboardInterrupt):
-        build_mod.build_shards("synthetic", "train", tmp_path, num_samples=10, image_size=16, samples_per_shard=4,
-                               workers=1, progress=False)
-    names = sorted(p.name for p in tmp_path.iterdir())
-    # the first full shard was completed (and is complete); the half-written one and the manifest are absent
-    assert names == ["synthetic-train-000000.tar"]
-    with tarfile.open(tmp_path / names[0]) as tf:
-        assert len(tf.getnames()) == 12
+    for out in (tmp_path / "new", earlier):
+        with pytest.raises(KeyboardInterrupt):
+            build_mod.build_shards("synthetic", "train", out, num_samples=10, image_size=16, samples_per_shard=4,
+                                   workers=1, progress=False)
+    assert {p.name: p.read_bytes() for p in earlier.iterdir()} == kept  # the earlier build, as it was
+    tmp_path = tmp_path / "new"
+    # shards get their names only once the whole split is written: the finished first shard, the half-written
+    # second one and the manifest are all absent (an earlier build's shards would have stayed as they were)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_cli_build_and_info(tmp_path, capsys):
@@ -131,3 +137,28 @@ def test_shards_read_by_stock_webdataset(tmp_path):
         assert set(s) >= {"jpg", "label.png", "json"}
         lab = np.asarray(Image.open(io.BytesIO(s["label.png"])))
         np.testing.assert_array_equal(lab, generate(i, 20, 0, 1)[1])
+
+
+def test_manifest_that_does_not_fit_leaves_the_earlier_build(tmp_path, monkeypatch):
+    """The new shards take their names only after the manifest was written: a full disk at the manifest keeps
+    the earlier build whole, and removes every shard of the failed one."""
+    import errno
+
+    from lakd.data import build as build_mod
+
+    build_mod.build_shards("synthetic", "train", tmp_path, num_samples=8, image_size=20, samples_per_shard=4,
+                           workers=1, progress=False)
+    kept = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".manifest.json.tmp-" + str(os.getpid())):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(OSError) as exc:
+        build_mod.build_shards("synthetic", "train", tmp_path, num_samples=12, image_size=16, samples_per_shard=4,
+                               workers=1, progress=False)
+    assert exc.value.errno == errno.ENOSPC and exc.value.filename == str(tmp_path / "synthetic-train.manifest.json")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == kept

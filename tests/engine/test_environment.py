@@ -204,7 +204,8 @@ def test_disk_full_is_one_line_naming_the_file(tmp_path, shards, capsys, monkeyp
     assert list(tmp_path.iterdir()) == []  # the temporary file is gone, not left to fill the disk
     monkeypatch.undo()
     # a writer that does not say ENOSPC (torch's zip writer: "iostream error") on a full file system
-    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 << 20, 10 << 20, 0))
+    full_fs = os.statvfs_result((4096, 4096, 2560, 0, 0, 1000, 10, 10, 0, 255))  # 0 blocks available
+    monkeypatch.setattr(os, "statvfs", lambda p: full_fs)
     with pytest.raises(OSError) as exc, naming_disk_full(tmp_path / "step_00000006"):
         raise RuntimeError("basic_ios::clear: iostream error")
     assert exc.value.errno == errno.ENOSPC and exc.value.filename == str(tmp_path / "step_00000006")
