@@ -107,6 +107,7 @@ class SlurmJob:
     nodes: str = ""
     exit_code: str = ""
     comment: str = ""
+    restarts: int = 0  # times Slurm started it again (requeues), from squeue's RestartCnt
 
 
 def _run(cmd: list[str]) -> str:
@@ -116,17 +117,22 @@ def _run(cmd: list[str]) -> str:
     return r.stdout
 
 
+# squeue's fields, each followed by "|" (RestartCnt has no `-o` letter); the comment last, it may hold a "|"
+_SQUEUE_FIELDS = ("JobID", "State", "Reason", "NodeList", "RestartCnt", "Comment")
+
+
 def squeue(ids: Optional[set[str]] = None) -> dict[str, SlurmJob]:
     """This user's queued/running jobs, one line per array task (``12_3``), restricted to ``ids`` if given."""
-    out = _run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T|%r|%N|%k"])
+    out = _run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-O", ",".join(f"{f}:|" for f in _SQUEUE_FIELDS)])
     jobs = {}
     for line in out.splitlines():
-        parts = line.split("|")
-        if len(parts) < 5:
+        parts = line.split("|", len(_SQUEUE_FIELDS) - 1)
+        if len(parts) < len(_SQUEUE_FIELDS):
             continue
-        jid, state, reason, nodes, comment = parts[:5]
+        jid, state, reason, nodes, restarts, comment = parts
         if ids is None or jid in ids:
-            jobs[jid] = SlurmJob(jid, state, reason, nodes, comment=comment)
+            jobs[jid] = SlurmJob(jid, state, reason, nodes, comment=comment.removesuffix("|"),
+                                 restarts=int(restarts) if restarts.isdigit() else 0)
     return jobs
 
 
@@ -152,7 +158,9 @@ def sacct(ids: set[str]) -> dict[str, SlurmJob]:
 @dataclass
 class JobState:
     job: Job
-    state: str  # done | pending | running | blocked | failed | partial (checkpoint, no job) | todo
+    # done | pending | requeued (pending again after Slurm restarted it) | running | blocked | failed |
+    # partial (checkpoint, no job) | todo
+    state: str
     slurm_id: Optional[str] = None
     detail: str = ""
     slurm: Optional[SlurmJob] = None
@@ -161,7 +169,7 @@ class JobState:
     @property
     def active(self) -> bool:
         """Queued or running and able to run (a blocked job may still sit in the queue)."""
-        return self.state in ("pending", "running")
+        return self.state in ("pending", "requeued", "running")
 
     @property
     def queued(self) -> bool:
@@ -268,6 +276,10 @@ def job_states(plan: Plan, records: Optional[Records] = None, *, query_slurm: Op
                 st.detail = sj.reason
             if sj.nodes:
                 st.detail = f"{st.detail} on {sj.nodes}".strip()
+            if (sj.state == "PENDING" and sj.restarts) or sj.state.startswith("REQUEUE"):  # REQUEUE_HOLD, ...
+                st.state = "requeued"
+                why = sj.reason if sj.reason not in ("", "None") else sj.state.lower()
+                st.detail = f"{_requeue_note(sj, st.events)}; waiting to run again ({why})"
         elif finished_on_disk(job, plan):
             st.state = "done"
         elif job.kind == "collect" and sid is not None and (plan.sweep_dir / "results.csv").exists() and (
@@ -297,13 +309,25 @@ def job_states(plan: Plan, records: Optional[Records] = None, *, query_slurm: Op
             bits = [f"{requeues} requeue(s)" if requeues else "", f"{retries} retry(ies)" if retries else "",
                     f"{by_slurm} requeue(s) by Slurm" if by_slurm else "", f"last: {note}" if note else ""]
             st.detail = "; ".join(b for b in [st.detail] + bits if b)
-        if st.state in ("running", "partial", "failed", "pending"):
+        if st.state in ("running", "partial", "failed", "pending", "requeued"):
             prog = progress(job)
             if prog:
                 st.detail = f"{prog}; {st.detail}".strip("; ")
         out[key] = st
     _mark_blocked(plan, out)
     return out
+
+
+def _requeue_note(sj: SlurmJob, events: list[dict]) -> str:
+    """A job pending again after a restart: who requeued it and, for Slurm's own requeues (recorded in the events
+    only once the next attempt starts), why, from accounting (its previous attempt: node failure, preemption)."""
+    ours = sum(1 for e in events if e.get("action") in ("requeue", "retry", "slurm_requeue"))
+    if ours >= sj.restarts:
+        return f"requeued (restart {sj.restarts})"
+    from lakd.sweep.requeue import previous_attempt, restart_cause
+
+    cause = restart_cause(previous_attempt(sj.id))  # "node failure on n2, requeued by Slurm", ...
+    return f"restart {sj.restarts}: {cause}"
 
 
 def _mark_blocked(plan: Plan, states: dict[str, JobState]) -> None:
