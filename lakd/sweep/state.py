@@ -148,8 +148,9 @@ def _run(cmd: list[str]) -> str:
     return r.stdout
 
 
-# squeue's fields, each followed by "|" (RestartCnt has no `-o` letter); the comment last, it may hold a "|"
-_SQUEUE_FIELDS = ("JobID", "State", "Reason", "NodeList", "RestartCnt", "Comment")
+# squeue's fields, each followed by "|" (RestartCnt has no `-o` letter); JobArrayID: `12_3` for an array task
+# (JobID is the task's own number), a plain job's id otherwise; the comment last, it may hold a "|"
+_SQUEUE_FIELDS = ("JobArrayID", "State", "Reason", "NodeList", "RestartCnt", "Comment")
 
 
 def squeue(ids: Optional[set[str]] = None) -> dict[str, SlurmJob]:

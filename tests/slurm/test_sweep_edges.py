@@ -443,8 +443,8 @@ def test_status_shows_a_job_pending_again_after_slurms_requeue(tmp_path, monkeyp
     records.add("teacher/synthetic-dlv3_r18_la", "31")
     records.add("baseline/synthetic-dlv3_r18-s0", "32")
     S.append_event(plan.state_dir / "events.jsonl", {"job": "32", "action": "requeue", "cause": "time limit"})
-    fields = "JobID:|,State:|,Reason:|,NodeList:|,RestartCnt:|,Comment:|"
-    lines = {"31": "31|PENDING|BeginTime||1|(null)|", "32": "32|PENDING|Priority||1|a|b|", "33": "33|PENDING|None||0||"}
+    fields = "JobArrayID:|,State:|,Reason:|,NodeList:|,RestartCnt:|,Comment:|"
+    lines = {"31": "31|PENDING|BeginTime||1|(null)|", "32": "32|PENDING|Priority||1|a|b|", "33_1": "33_1|PENDING|None||0||"}
 
     def fake_run(cmd):
         assert cmd[0] == "squeue" and cmd[-1] == fields, cmd
@@ -456,8 +456,8 @@ def test_status_shows_a_job_pending_again_after_slurms_requeue(tmp_path, monkeyp
         "NodeList": "n[1-2]"})
     monkeypatch.setattr(requeue, "_nodes_down_during", lambda nodes, start, end: ["n2"])
     monkeypatch.setattr(S, "sacct", lambda ids: {})
-    queued = S.squeue({"31", "32", "33"})
-    assert queued["31"].restarts == 1 and queued["33"].restarts == 0 and queued["32"].comment == "a|b"
+    queued = S.squeue({"31", "32", "33_1"})
+    assert queued["31"].restarts == 1 and queued["33_1"].restarts == 0 and queued["32"].comment == "a|b"
     states = S.job_states(plan, records, query_slurm=True)
     teacher = states["teacher/synthetic-dlv3_r18_la"]
     assert teacher.state == "requeued" and teacher.active, teacher
