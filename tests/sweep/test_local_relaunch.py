@@ -19,6 +19,7 @@ from lakd.sweep.state import job_states, stage_holder
 from .test_local_scheduler import _plan
 
 REPO = Path(__file__).resolve().parents[2]
+SLOWSTEP = REPO / "tests" / "slurm" / "slowstep"
 TEACHER = "teacher/synthetic-plain_la"
 STUDENT = "student/synthetic-plain-lad-plain_la-s0"
 
@@ -111,3 +112,40 @@ def test_a_free_or_missing_stage_folder_has_no_holder(tmp_path):
     assert stage_holder(tmp_path / "nothing-here") is None
     (tmp_path / ".lock").write_text(json.dumps({"pid": 1, "host": "h", "since": 0}))  # left by a run that ended
     assert stage_holder(tmp_path) is None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_demo_relaunched_after_sigkill_waits_for_its_orphans(tmp_path):
+    """The real thing: `lakd demo --size tiny` SIGKILLed while its first stages train; the stages live on (own
+    session), and the relaunch waits for them and finishes the demo without a failed stage."""
+    import os
+    import signal
+
+    out = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "lakd.cli", "demo", "--size", "tiny", "--seeds", "1", "--examples", "0",
+           "--procs", "2", "--out", str(out)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # the first launch's stages take >= 12 s (tests/slurm/slowstep): still running when the relaunch looks
+    slow = dict(env, LAKD_TEST_STEP_DELAY="1.0",
+                PYTHONPATH=os.pathsep.join(p for p in (str(SLOWSTEP), env.get("PYTHONPATH", "")) if p))
+    first = subprocess.Popen(cmd, cwd=tmp_path, env=slow, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def held() -> list[Path]:
+        return [p.parent for p in out.glob("runs/*/*/*/.lock") if stage_holder(p.parent) is not None]
+
+    t0 = time.monotonic()
+    while not held():
+        assert first.poll() is None and time.monotonic() - t0 < 240, "no stage started"
+        time.sleep(0.1)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    orphans = {d: stage_holder(d)["pid"] for d in held()}
+    assert orphans, "the stages died with the launcher: nothing to test"
+    second = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=540)
+    log = second.stdout + second.stderr
+    assert second.returncode == 0, log[-4000:]
+    for stage_dir, pid in orphans.items():
+        assert f"still running (pid {pid} on " in log, log[-4000:]
+        assert (stage_dir / "result.json").exists()
+    assert "exit status" not in log and "stages failed" not in log, log[-4000:]
