@@ -47,7 +47,8 @@ def make_plan(spec: SpecLike, *, sweep_dir: Optional[Union[str, Path]] = None, r
     if given:
         res = dict(dataclasses.asdict(spec.resources), **given)
         res["per_stage"] = {s: {k: v for k, v in d.items() if k not in given} for s, d in res["per_stage"].items()}
-        spec = dataclasses.replace(spec, resources=check_resources(res, "resources", spec.source or "<mapping>"))
+        where = f"{spec.source or '<mapping>'} with {', '.join(given)} overridden"
+        spec = dataclasses.replace(spec, resources=check_resources(res, "resources", where))
     world = (lambda r: procs) if executor == "local" else None
     plan = build_plan(spec, sweep_dir=Path(sweep_dir) if sweep_dir else None, world_size=world,
                       cwd=Path(cwd) if cwd else None)
