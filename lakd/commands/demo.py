@@ -147,7 +147,10 @@ def run(args) -> int:
     parallel = args.procs or default_parallel()
 
     try:
-        plan = make_plan(demo_spec(out, args.size, args.seeds, overrides), executor="local")
+        spec = demo_spec(out, args.size, args.seeds, overrides)
+        # recorded in .sweep/source.json: `lakd sweep status|collect` in the demo's runs folder rebuild this plan
+        source = {"sweep": spec, "file": None, "runs_dir": None, "set": [], "cwd": str(Path.cwd())}
+        plan = make_plan(spec, executor="local", source=source)
     except ValueError as exc:  # a bad --set value (lakd.config.ConfigError) or a broken sweep file
         raise UsageError(str(exc)) from None
     stages = [j for j in plan.ordered() if j.kind == "stage"]

@@ -45,10 +45,10 @@ def make_plan(spec: SpecLike, *, sweep_dir: Optional[Union[str, Path]] = None, r
         raise ValueError(f"unknown resource {unknown[0]!r}; resources: {', '.join(sorted(RESOURCE_KEYS))}")
     given = {k: v for k, v in resources.items() if v is not None}
     if given:
-        res = dataclasses.replace(spec.resources, **given)
-        res.per_stage = {s: {k: v for k, v in d.items() if k not in given} for s, d in res.per_stage.items()}
-        check_resources(res, "resources")
-        spec = dataclasses.replace(spec, resources=res)
+        res = dict(dataclasses.asdict(spec.resources), **given)
+        res["per_stage"] = {s: {k: v for k, v in d.items() if k not in given} for s, d in res["per_stage"].items()}
+        where = f"{spec.source or '<mapping>'} with {', '.join(given)} overridden"
+        spec = dataclasses.replace(spec, resources=check_resources(res, "resources", where))
     world = (lambda r: procs) if executor == "local" else None
     plan = build_plan(spec, sweep_dir=Path(sweep_dir) if sweep_dir else None, world_size=world,
                       cwd=Path(cwd) if cwd else None)

@@ -24,7 +24,7 @@ from typing import Optional
 from lakd import exit_codes
 from lakd.sweep.spec import list_sweeps
 
-STATE_ORDER = ("running", "pending", "blocked", "failed", "incomplete", "partial", "todo", "done")
+STATE_ORDER = ("running", "requeued", "pending", "blocked", "failed", "incomplete", "partial", "todo", "done")
 COMMANDS = ("run", "status", "collect", "script")
 STAGE_SCRIPT = Path(__file__).resolve().parent / "stage.sh"
 

@@ -6,7 +6,10 @@ stage behaves exactly as it does in a job. Up to ``parallel`` stages whose depen
 same time (independent seeds, baselines beside teachers), so a small machine is kept busy. Finished jobs are skipped, unfinished ones resume from their
 checkpoints; a failing stage is retried ``resources.retries`` times (resuming), then the jobs that need it
 are skipped and the sweep goes on with the others. Ctrl-C (or SIGTERM) asks the running stage to checkpoint
-and stop; running the sweep again resumes it.
+and stop; running the sweep again resumes it. A stage whose folder is still held by a ``lakd train`` not started
+here (the stages of a launcher killed with SIGKILL keep running: they have their own session) is reported as
+still running, with the holder's pid and host, and waited for: done if that run finishes it, started again
+(resuming) if it ends without finishing.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from lakd import exit_codes
 from lakd.net import free_port
 from lakd.sweep.plan import Plan
 from lakd.sweep.slurm import config_path, write_plan_files
-from lakd.sweep.state import finished_on_disk, sweep_lock
+from lakd.sweep.state import finished_on_disk, holder_text, stage_holder, sweep_lock
 
 
 class Interrupted(RuntimeError):
@@ -178,6 +181,9 @@ def run_local(plan: Plan, *, procs: int = 1, parallel: int = 1, retries: Optiona
     head = lambda job: f"[{number[job.key]}/{total}] {job.key}"  # noqa: E731
     pending = list(order)
     running: dict[str, tuple[StageProcesses, float, int]] = {}  # key -> (ranks, start, attempt)
+    # stages a process not started here still runs (one a killed launcher left behind: it holds the folder's
+    # run lock): waited for, never counted as failed; they take a slot of `parallel` like a running stage
+    elsewhere: dict[str, float] = {}  # key -> when we started waiting
     done_keys: set[str] = set()
 
     # side by side, each stage gets its share of the cores (OpenMP threads spinning against each other were
@@ -204,7 +210,21 @@ def run_local(plan: Plan, *, procs: int = 1, parallel: int = 1, retries: Optiona
                 report.skipped_done.append(job.key)
                 done_keys.add(job.key)
                 log(f"{head(job)}: finished earlier, skipped")
-        while pending or running:
+        while pending or running or elsewhere:
+            # stages run by an earlier launch: done when it let go of the folder (finished, or started again here)
+            for key, t0 in list(elsewhere.items()):
+                job = plan.jobs[key]
+                if stage_holder(job.stage_dir) is not None:
+                    continue
+                del elsewhere[key]
+                if finished_on_disk(job, plan):
+                    report.skipped_done.append(key)
+                    done_keys.add(key)
+                    log(f"{head(job)}: finished by that run (waited {time.monotonic() - t0:.1f} s)")
+                else:
+                    pending.insert(0, job)
+                    log(f"{head(job)}: that run ended without finishing; starting it again (it resumes from its "
+                        "newest checkpoint)")
             # collect finished stages (retry a failure, resuming from its newest checkpoint)
             for key, (ranks, t0, attempt) in list(running.items()):
                 rc = ranks.poll()
@@ -225,6 +245,10 @@ def run_local(plan: Plan, *, procs: int = 1, parallel: int = 1, retries: Optiona
                 else:
                     report.failed.append(key)
             if interrupts.signals:
+                for key in elsewhere:
+                    log(f"{head(plan.jobs[key])}: not waiting any longer; it is still running "
+                        f"({holder_text(stage_holder(plan.jobs[key].stage_dir) or {})})")
+                elsewhere.clear()
                 if not running:
                     break
                 time.sleep(poll_s)
@@ -256,14 +280,21 @@ def run_local(plan: Plan, *, procs: int = 1, parallel: int = 1, retries: Optiona
                     finish(job, t0)
                     started = True
                     break
-                if len(running) >= parallel:
+                if len(running) + len(elsewhere) >= parallel:
                     break
                 pending.remove(job)
+                holder = stage_holder(job.stage_dir)
+                if holder is not None:  # lakd train would refuse: the stage is still running elsewhere
+                    elsewhere[job.key] = time.monotonic()
+                    log(f"{head(job)}: still running ({holder_text(holder)}, started by an earlier launch or "
+                        "another run); waiting for it")
+                    started = True
+                    continue
                 log(f"{head(job)}: {job.label} -> {job.stage_dir}")
                 running[job.key] = (StageProcesses(stage_cmd(job), procs, env=env), time.monotonic(), 0)
                 started = True
-            if not started and (running or pending):
-                if not running and pending and not any(
+            if not started and (running or pending or elsewhere):
+                if not running and not elsewhere and pending and not any(
                         all(d in done_keys or d in report.failed or d in report.blocked for d in j.deps)
                         for j in pending):
                     raise RuntimeError("local executor: no job can start (dependency cycle?): "

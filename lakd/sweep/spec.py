@@ -27,19 +27,25 @@ A sweep file is YAML (shipped ones live in ``lakd/sweeps/<name>.yaml``: ``paper`
     baselines: [dlv3_r18]           # students trained without a teacher
     resources: {...}                # Slurm resources, see Resources
 
-Everything is checked when the file is loaded; a mistake raises ``ValueError`` naming the key.
+Everything is checked when the file is loaded, by the same pydantic sections and error translator as the
+training config (lakd.config): a mistake raises one ``ValueError`` line naming the key
+(``sweep file tiny.yaml: resources.gpus_per_node: expected an integer, got 2.5``).
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
 import re
-import typing
-from dataclasses import dataclass, field
+from dataclasses import field
+from functools import cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
+
+from pydantic import BeforeValidator, TypeAdapter, ValidationError
 
 from lakd.config import ConfigError, dotted_overrides, read_yaml
+from lakd.config.errors import FieldError, one_line, require
+from lakd.config.values import Bool, Count, Int, Pos, Positive, Str, section
 
 SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
 STAGES = ("teacher", "student", "baseline")
@@ -51,7 +57,36 @@ def list_sweeps() -> list[str]:
     return sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
 
 
-@dataclass
+_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
+
+
+def time_minutes(value: str) -> float:
+    """Slurm time (``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``) in minutes."""
+    text = str(value).strip()
+    if not _TIME.match(text):
+        raise ValueError(f"not a Slurm time limit: {value!r} (e.g. 90, 04:00:00, 2-00:00:00)")
+    days, _, rest = text.rpartition("-")
+    parts = [int(p) for p in rest.split(":")]
+    if days:  # D-H[:M[:S]]
+        h, m, s = (parts + [0, 0])[:3]
+        return int(days) * 1440 + h * 60 + m + s / 60
+    if len(parts) == 1:
+        return float(parts[0])
+    if len(parts) == 2:
+        return parts[0] + parts[1] / 60
+    return parts[0] * 60 + parts[1] + parts[2] / 60
+
+
+def _minutes_as_text(value: Any) -> Any:
+    """YAML reads ``time: 30`` as an integer: Slurm reads it as minutes, and so does lakd."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+SlurmTime = Annotated[Str, BeforeValidator(_minutes_as_text)]
+
+
+# ------------------------------------------------------------------------------------------ sections
+@section
 class Resources:
     """Slurm resources of the training jobs (shard and collect jobs take one task on ``cpu_partition``).
 
@@ -60,53 +95,61 @@ class Resources:
     ``{teacher: {time: "48:00:00"}}``; ``shards`` and ``collect`` set the CPU jobs' own (``{collect: {time: 30}}``).
     """
 
-    partition: str = "gpu"
-    cpu_partition: Optional[str] = None  # shard building + collect; None: `partition`
-    nodes: int = 1
-    gpus_per_node: int = 1
-    tasks_per_node: Optional[int] = None  # None: gpus_per_node (or 1 without GPUs)
-    cpus_per_task: int = 8
-    mem_gb: Optional[float] = None  # None: the cluster's default
-    time: str = "24:00:00"  # Slurm time limit of one run of a job (it requeues and resumes after)
-    signal_delay_s: int = 300  # USR2 this long before the time limit: checkpoint + requeue
-    array_parallelism: int = 16  # array tasks running at once
-    max_requeues: int = 50  # requeues after preemption / time limit, per job
-    retries: int = 2  # requeues after a failure (a crashed or killed rank), per job
-    srun_wait_s: int = 120  # after one task ends, the others get this long before srun kills them
-    account: Optional[str] = None
-    qos: Optional[str] = None
-    constraint: Optional[str] = None
-    exclude: Optional[str] = None
-    setup: list[str] = field(default_factory=list)  # shell lines run before the job (module load ...)
-    additional: dict[str, Any] = field(default_factory=dict)  # further #SBATCH options
-    per_stage: dict[str, dict[str, Any]] = field(default_factory=dict)
+    partition: Str = "gpu"
+    cpu_partition: Optional[Str] = None  # shard building + collect; None: `partition`
+    nodes: Positive = 1
+    gpus_per_node: Count = 1
+    tasks_per_node: Optional[Positive] = None  # None: gpus_per_node (or 1 without GPUs)
+    cpus_per_task: Positive = 8
+    mem_gb: Optional[Pos] = None  # None: the cluster's default
+    time: SlurmTime = "24:00:00"  # Slurm time limit of one run of a job (it requeues and resumes after)
+    signal_delay_s: Count = 300  # USR2 this long before the time limit: checkpoint + requeue
+    array_parallelism: Positive = 16  # array tasks running at once
+    max_requeues: Count = 50  # requeues after preemption / time limit, per job
+    retries: Count = 2  # requeues after a failure (a crashed or killed rank), per job
+    srun_wait_s: Count = 120  # after one task ends, the others get this long before srun kills them
+    account: Optional[Str] = None
+    qos: Optional[Str] = None
+    constraint: Optional[Str] = None
+    exclude: Optional[Str] = None
+    setup: list[Str] = field(default_factory=list)  # shell lines run before the job (module load ...)
+    additional: dict[Str, Any] = field(default_factory=dict)  # further #SBATCH options
+    per_stage: dict[Str, dict[Str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        try:
+            minutes = time_minutes(self.time)
+        except ValueError as exc:
+            raise FieldError("time", str(exc)) from None
+        require(minutes * 60 > self.signal_delay_s, "signal_delay_s",
+                f"{self.signal_delay_s} s is not shorter than the time limit {self.time}")
+        unknown = sorted(set(self.per_stage) - set(STAGES + JOB_KINDS))
+        require(not unknown, "per_stage", f"unknown stage {unknown[0] if unknown else ''!r}; stages: "
+                f"{', '.join(STAGES + JOB_KINDS)}")
 
     @property
     def tasks(self) -> int:
         return self.tasks_per_node or max(1, self.gpus_per_node)
 
     def for_stage(self, stage: str) -> "Resources":
-        extra = self.per_stage.get(stage) or {}
-        out = dataclasses.replace(self, per_stage={})
-        for key, value in extra.items():
-            setattr(out, key, copy.deepcopy(value))
-        return out
+        """These resources with ``per_stage[stage]`` applied (checked when the sweep file was loaded)."""
+        return dataclasses.replace(self, per_stage={}, **copy.deepcopy(self.per_stage.get(stage) or {}))
 
 
-@dataclass
+@section
 class ShardSpec:
-    root: Optional[str] = None
-    samples_per_shard: int = 256
-    workers: Optional[int] = None
-    skip_bad: bool = False
-    splits: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> reader options
+    root: Optional[Str] = None
+    samples_per_shard: Positive = 256
+    workers: Optional[Positive] = None
+    skip_bad: Bool = False
+    splits: dict[Str, dict[Str, Any]] = field(default_factory=dict)  # split -> reader options
 
 
-@dataclass
+@section
 class DatasetSpec:
-    name: str
-    config: str  # preset name or config file
-    overrides: dict[str, Any] = field(default_factory=dict)
+    name: Str
+    config: Str  # preset name or config file
+    overrides: dict[Str, Any] = field(default_factory=dict)
     shards: ShardSpec = field(default_factory=ShardSpec)
 
 
@@ -119,48 +162,99 @@ class DatasetSpec:
 INIT_FROM = ("baseline",)
 
 
-@dataclass
+def _check_init_from(value: Optional[str]) -> None:
+    require(value is None or value in INIT_FROM, "init_from",
+            f"unknown stage {value!r}; init_from takes {', '.join(INIT_FROM)} or null")
+
+
+@section
 class TeacherSpec:
-    name: str
-    model: str  # key of SweepSpec.models
-    label_assisted: bool = False
-    overrides: dict[str, Any] = field(default_factory=dict)
-    init_from: Optional[str] = None  # see INIT_FROM
-    standalone: bool = False  # trained and reported although no pair distils from it
+    name: Str
+    model: Str  # key of SweepSpec.models
+    label_assisted: Bool = False
+    overrides: dict[Str, Any] = field(default_factory=dict)
+    init_from: Optional[Str] = None  # see INIT_FROM
+    standalone: Bool = False  # trained and reported although no pair distils from it
+
+    def __post_init__(self) -> None:
+        _check_init_from(self.init_from)
 
 
-@dataclass
+@section
 class PairSpec:
-    teacher: str
-    student: str
-    overrides: dict[str, Any] = field(default_factory=dict)
-    init_from: Optional[str] = None  # see INIT_FROM
+    teacher: Str
+    student: Str
+    overrides: dict[Str, Any] = field(default_factory=dict)
+    init_from: Optional[Str] = None  # see INIT_FROM
+
+    def __post_init__(self) -> None:
+        _check_init_from(self.init_from)
 
 
-@dataclass
+@section
 class SweepSpec:
-    name: str
-    datasets: dict[str, DatasetSpec]
-    models: dict[str, dict[str, Any]]
-    teachers: dict[str, TeacherSpec] = field(default_factory=dict)
+    name: Str
+    datasets: dict[Str, DatasetSpec]
+    models: dict[Str, dict[Str, Any]]
+    teachers: dict[Str, TeacherSpec] = field(default_factory=dict)
     pairs: list[PairSpec] = field(default_factory=list)
-    baselines: list[str] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=lambda: [0])
-    teacher_seed: Optional[int] = None
-    runs_dir: str = "runs"
-    overrides: dict[str, Any] = field(default_factory=dict)
-    stage_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    baselines: list[Str] = field(default_factory=list)
+    seeds: list[Int] = field(default_factory=lambda: [0])
+    teacher_seed: Optional[Int] = None
+    runs_dir: Str = "runs"
+    overrides: dict[Str, Any] = field(default_factory=dict)
+    stage_overrides: dict[Str, dict[Str, Any]] = field(default_factory=dict)
     resources: Resources = field(default_factory=Resources)
-    source: Optional[str] = None  # the file it was read from
+    source: Optional[Str] = None  # the file it was read from
+
+    def __post_init__(self) -> None:
+        require(bool(self.seeds), "seeds", f"expected a non-empty list of integers, got {self.seeds!r}")
+        self.seeds = list(dict.fromkeys(self.seeds))
+        require(bool(self.runs_dir), "runs_dir", f"expected a path, got {self.runs_dir!r}")
 
     @property
     def seed_of_teachers(self) -> int:
         return self.seeds[0] if self.teacher_seed is None else self.teacher_seed
 
 
-# ------------------------------------------------------------------------------------------------ loading
+# ------------------------------------------------------------------------------------------------ errors
 def _fail(where: str, msg: str) -> None:
     raise ValueError(f"sweep file {where}: {msg}")
+
+
+# lakd.config's one line ("config key 'nodes': must be >= 1, got 0", "unknown config key 'nodse' (did you mean
+# 'nodes'?); valid keys in the top level: ...") in the words of a sweep file: the key's full place, then the problem
+_CONFIG_LINE = re.compile(r"^(?P<unknown>unknown )?config key '(?P<key>[^']*)'(?P<rest>.*)$")
+
+
+@cache
+def _adapter(cls: type) -> TypeAdapter:
+    return TypeAdapter(cls)
+
+
+def _section(cls: type, data: Any, where: str, at: str, **extra: Any) -> Any:
+    """``data`` (a mapping from the sweep file, at key ``at``) validated into section ``cls``; ``extra``: fields
+    lakd fills in itself (a dataset's name is its key)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        _fail(f"{where}: {at}", f"expected a mapping, got {data!r}")
+    try:
+        return _adapter(cls).validate_python({**data, **extra})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "missing":
+            _fail(f"{where}: {'.'.join(str(k) for k in (at, *first['loc']) if k)}", "required key missing")
+        line = str(one_line(exc, cls))
+    m = _CONFIG_LINE.match(line)
+    if m is None:
+        _fail(f"{where}: {at}", line)
+    key = ".".join(k for k in (at, m["key"]) if k)
+    if m["unknown"]:
+        hint = m["rest"].split(";")[0]  # " (did you mean 'nodes'?)" or ""
+        valid = sorted({f.name for f in dataclasses.fields(cls)} - set(extra))
+        _fail(f"{where}: {key}", f"unknown key{hint}; valid keys: {', '.join(valid)}")
+    _fail(f"{where}: {key}", m["rest"].removeprefix(": "))
 
 
 def _mapping(value: Any, where: str) -> dict:
@@ -175,37 +269,6 @@ def _name(value: Any, where: str) -> str:
     if not isinstance(value, str) or not _NAME.match(value):
         _fail(where, f"names may hold letters, digits, '_', '.', '+' (no '-'), got {value!r}")
     return value
-
-
-def _dataclass(cls: type, data: Any, where: str, **extra: Any) -> Any:
-    data = _mapping(data, where)
-    names = {f.name for f in dataclasses.fields(cls)} - set(extra)
-    unknown = sorted(set(data) - names)
-    if unknown:
-        _fail(f"{where}.{unknown[0]}", f"unknown key; valid keys: {', '.join(sorted(names))}")
-    try:
-        return cls(**data, **extra)
-    except TypeError as exc:  # a required key missing
-        _fail(where, str(exc).split("__init__() ")[-1])
-
-
-def _check_types(obj: Any, where: str) -> None:
-    """Scalar fields of a loaded dataclass have the annotated type (int/float/str/bool/None)."""
-    hints = typing.get_type_hints(type(obj))
-    for f in dataclasses.fields(obj):
-        value, tp = getattr(obj, f.name), hints[f.name]
-        args = typing.get_args(tp) if typing.get_origin(tp) is typing.Union else (tp,)
-        if value is None:
-            if type(None) not in args:
-                _fail(f"{where}.{f.name}", "must not be null")
-            continue
-        simple = [a for a in args if a in (int, float, str, bool)]
-        if not simple:
-            continue
-        ok = any(isinstance(value, a) and not (a in (int, float) and isinstance(value, bool)) for a in simple)
-        ok = ok or (float in simple and isinstance(value, int) and not isinstance(value, bool))
-        if not ok:
-            _fail(f"{where}.{f.name}", f"expected {' or '.join(a.__name__ for a in simple)}, got {value!r}")
 
 
 def _overrides(value: Any, where: str) -> dict[str, Any]:
@@ -231,11 +294,7 @@ def resolve_source(source: str | Path) -> Path:
     return named
 
 
-def _check_init_from(value: Any, at: str) -> None:
-    if value is not None and value not in INIT_FROM:
-        _fail(at, f"unknown stage {value!r}; init_from takes {', '.join(INIT_FROM)} or null")
-
-
+# ------------------------------------------------------------------------------------------------ loading
 def load_spec(source: str | Path | dict, overrides: Optional[dict[str, Any]] = None) -> SweepSpec:
     """Read and check a sweep file (name, path or an already parsed mapping). ``overrides`` replaces top-level
     keys (e.g. ``{"runs_dir": "/tmp/x", "seeds": [0, 1]}``) before checking."""
@@ -257,6 +316,8 @@ def load_spec(source: str | Path | dict, overrides: Optional[dict[str, Any]] = N
 
 
 def parse_spec(raw: dict, where: str = "<mapping>") -> SweepSpec:
+    """The sections are checked by their types (:func:`_section`); what spans sections here: names, references
+    between them (a pair's teacher, a teacher's model), one teacher of each kind per student."""
     raw = copy.deepcopy(_mapping(raw, where))
     known = {f.name for f in dataclasses.fields(SweepSpec)} - {"source"}
     unknown = sorted(set(raw) - known)
@@ -267,15 +328,11 @@ def parse_spec(raw: dict, where: str = "<mapping>") -> SweepSpec:
     datasets = {}
     for ds, body in _mapping(raw.get("datasets"), f"{where}: datasets").items():
         body = dict(_mapping(body, f"{where}: datasets.{ds}"))
-        shards = _dataclass(ShardSpec, body.pop("shards", None), f"{where}: datasets.{ds}.shards")
-        _check_types(shards, f"{where}: datasets.{ds}.shards")
-        for split, opts in list(shards.splits.items()):
-            shards.splits[split] = _mapping(opts, f"{where}: datasets.{ds}.shards.splits.{split}")
-        body["overrides"] = _overrides(body.get("overrides"), f"{where}: datasets.{ds}.overrides")
-        body.setdefault("config", ds)
-        datasets[_name(ds, f"{where}: datasets")] = _dataclass(
-            DatasetSpec, body, f"{where}: datasets.{ds}", name=ds, shards=shards)
-        _check_types(datasets[ds], f"{where}: datasets.{ds}")
+        at = f"datasets.{ds}"
+        shards = _section(ShardSpec, body.pop("shards", None), where, f"{at}.shards")
+        body["overrides"] = _overrides(body.get("overrides"), f"{where}: {at}.overrides")
+        body.update(config=body.get("config", ds), shards=shards)
+        datasets[_name(ds, f"{where}: datasets")] = _section(DatasetSpec, body, where, at, name=ds)
     if not datasets:
         _fail(f"{where}: datasets", "a sweep needs at least one dataset")
 
@@ -295,10 +352,8 @@ def parse_spec(raw: dict, where: str = "<mapping>") -> SweepSpec:
     for key, body in _mapping(raw.get("teachers"), f"{where}: teachers").items():
         body = dict(_mapping(body, f"{where}: teachers.{key}"))
         body["overrides"] = _overrides(body.get("overrides"), f"{where}: teachers.{key}.overrides")
-        t = _dataclass(TeacherSpec, body, f"{where}: teachers.{key}", name=_name(key, f"{where}: teachers"))
-        _check_types(t, f"{where}: teachers.{key}")
+        t = _section(TeacherSpec, body, where, f"teachers.{key}", name=_name(key, f"{where}: teachers"))
         model_ref(t.model, f"{where}: teachers.{key}.model")
-        _check_init_from(t.init_from, f"{where}: teachers.{key}.init_from")
         teachers[key] = t
 
     pairs = []
@@ -309,11 +364,10 @@ def parse_spec(raw: dict, where: str = "<mapping>") -> SweepSpec:
     for i, body in enumerate(raw_pairs):
         body = dict(_mapping(body, f"{where}: pairs[{i}]"))
         body["overrides"] = _overrides(body.get("overrides"), f"{where}: pairs[{i}].overrides")
-        p = _dataclass(PairSpec, body, f"{where}: pairs[{i}]")
+        p = _section(PairSpec, body, where, f"pairs[{i}]")
         if p.teacher not in teachers:
             _fail(f"{where}: pairs[{i}].teacher", f"unknown teacher {p.teacher!r}; teachers: {', '.join(teachers) or 'none'}")
         model_ref(p.student, f"{where}: pairs[{i}].student")
-        _check_init_from(p.init_from, f"{where}: pairs[{i}].init_from")
         role = (p.student, teachers[p.teacher].label_assisted)
         if role in seen_roles:
             kind = "label-assisted (LAD)" if role[1] else "image-only (KD)"
@@ -327,77 +381,30 @@ def parse_spec(raw: dict, where: str = "<mapping>") -> SweepSpec:
         _fail(f"{where}: baselines", "expected a list of model names")
     baselines = [model_ref(b, f"{where}: baselines") for b in dict.fromkeys(baselines)]
 
-    seeds = raw.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
-                                                             for s in seeds):
-        _fail(f"{where}: seeds", f"expected a non-empty list of integers, got {seeds!r}")
-    teacher_seed = raw.get("teacher_seed")
-    if teacher_seed is not None and (not isinstance(teacher_seed, int) or isinstance(teacher_seed, bool)):
-        _fail(f"{where}: teacher_seed", f"expected an integer, got {teacher_seed!r}")
-    runs_dir = raw.get("runs_dir", "runs")
-    if not isinstance(runs_dir, str) or not runs_dir:
-        _fail(f"{where}: runs_dir", f"expected a path, got {runs_dir!r}")
-
     stage_overrides = {}
     for stage, body in _mapping(raw.get("stage_overrides"), f"{where}: stage_overrides").items():
         if stage not in STAGES:
             _fail(f"{where}: stage_overrides.{stage}", f"unknown stage; stages: {', '.join(STAGES)}")
         stage_overrides[stage] = _overrides(body, f"{where}: stage_overrides.{stage}")
 
-    resources = _dataclass(Resources, raw.get("resources"), f"{where}: resources")
-    check_resources(resources, f"{where}: resources")
-    for stage in resources.per_stage:
-        if stage not in STAGES + JOB_KINDS:
-            _fail(f"{where}: resources.per_stage.{stage}", f"unknown stage; stages: {', '.join(STAGES + JOB_KINDS)}")
-        _dataclass(Resources, resources.per_stage[stage], f"{where}: resources.per_stage.{stage}")
-        check_resources(resources.for_stage(stage), f"{where}: resources.per_stage.{stage}")
-
+    resources = check_resources(raw.get("resources"), "resources", where)
     if not pairs and not baselines:
         _fail(where, "nothing to train: give `pairs` and/or `baselines`")
-    return SweepSpec(
-        name=name, datasets=datasets, models=models, teachers=teachers, pairs=pairs, baselines=baselines,
-        seeds=list(dict.fromkeys(seeds)), teacher_seed=teacher_seed, runs_dir=runs_dir,
-        overrides=_overrides(raw.get("overrides"), f"{where}: overrides"), stage_overrides=stage_overrides,
-        resources=resources,
-    )
+    return _section(SweepSpec, {
+        "name": name, "datasets": datasets, "models": models, "teachers": teachers, "pairs": pairs,
+        "baselines": baselines, "seeds": raw.get("seeds", [0]), "teacher_seed": raw.get("teacher_seed"),
+        "runs_dir": raw.get("runs_dir", "runs"), "overrides": _overrides(raw.get("overrides"), f"{where}: overrides"),
+        "stage_overrides": stage_overrides, "resources": resources}, where, "")
 
 
-_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
-
-
-def time_minutes(value: str) -> float:
-    """Slurm time (``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``) in minutes."""
-    text = str(value).strip()
-    if not _TIME.match(text):
-        raise ValueError(f"not a Slurm time limit: {value!r} (e.g. 90, 04:00:00, 2-00:00:00)")
-    days, _, rest = text.rpartition("-")
-    parts = [int(p) for p in rest.split(":")]
-    if days:  # D-H[:M[:S]]
-        h, m, s = (parts + [0, 0])[:3]
-        return int(days) * 1440 + h * 60 + m + s / 60
-    if len(parts) == 1:
-        return float(parts[0])
-    if len(parts) == 2:
-        return parts[0] + parts[1] / 60
-    return parts[0] * 60 + parts[1] + parts[2] / 60
-
-
-def check_resources(r: Resources, where: str) -> None:
-    _check_types(r, where)
-    for key in ("nodes", "cpus_per_task", "array_parallelism"):
-        if getattr(r, key) < 1:
-            _fail(f"{where}.{key}", f"must be >= 1, got {getattr(r, key)}")
-    for key in ("gpus_per_node", "max_requeues", "retries", "signal_delay_s", "srun_wait_s"):
-        if getattr(r, key) < 0:
-            _fail(f"{where}.{key}", f"must be >= 0, got {getattr(r, key)}")
-    if r.tasks_per_node is not None and r.tasks_per_node < 1:
-        _fail(f"{where}.tasks_per_node", f"must be >= 1, got {r.tasks_per_node}")
-    try:
-        minutes = time_minutes(r.time)
-    except ValueError as exc:
-        _fail(f"{where}.time", str(exc))
-    if minutes * 60 <= r.signal_delay_s:
-        _fail(f"{where}.signal_delay_s", f"{r.signal_delay_s} s is not shorter than the time limit {r.time}")
-    if not isinstance(r.setup, list) or not all(isinstance(s, str) for s in r.setup):
-        _fail(f"{where}.setup", "expected a list of shell lines")
-    _mapping(r.additional, f"{where}.additional")
+def check_resources(data: Any, at: str = "resources", where: str = "<mapping>") -> Resources:
+    """A ``resources`` section (a mapping, or Resources changed by command-line flags) checked, ``per_stage``
+    included: each stage's resources as :meth:`Resources.for_stage` will make them."""
+    if isinstance(data, Resources):
+        data = dataclasses.asdict(data)
+    r = _section(Resources, data, where, at)
+    for stage, extra in r.per_stage.items():
+        _section(Resources, {**dataclasses.asdict(r), "per_stage": {}, **_mapping(extra, f"{where}: {at}.per_stage."
+                                                                                          f"{stage}")},
+                 where, f"{at}.per_stage.{stage}")
+    return r

@@ -9,6 +9,7 @@ batch steps decided (requeue, retry, give up), restarts by Slurm itself, and job
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import getpass
 import json
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
+from lakd.engine.runlock import LOCK_NAME
 from lakd.io import atomic_write_text
 from lakd.rundir import StageDir
 from lakd.sweep.plan import Job, Plan
@@ -94,6 +96,35 @@ def sweep_lock(state_dir: Path, what: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def stage_holder(stage_dir: Path) -> Optional[dict]:
+    """The process that holds a stage folder's run lock (lakd.engine.runlock), i.e. a ``lakd train`` of that
+    stage still running, perhaps left behind by a killed launcher: ``{"pid", "host", "since"}`` as it recorded
+    them; None when the folder is free. Probing takes a shared lock for an instant and drops it at once."""
+    try:
+        fd = os.open(Path(stage_dir) / LOCK_NAME, os.O_RDONLY)
+    except OSError:  # no lock file: never run, or not here
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                return None  # a file system without locks: nothing to learn
+            try:
+                holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
+            except ValueError:
+                holder = {}
+            return holder if isinstance(holder, dict) else {}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def holder_text(holder: dict) -> str:
+    return f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}"
+
+
 # ---------------------------------------------------------------------------------------- slurm queries
 def slurm_available() -> bool:
     return shutil.which("sbatch") is not None and shutil.which("squeue") is not None
@@ -107,6 +138,7 @@ class SlurmJob:
     nodes: str = ""
     exit_code: str = ""
     comment: str = ""
+    restarts: int = 0  # times Slurm started it again (requeues), from squeue's RestartCnt
 
 
 def _run(cmd: list[str]) -> str:
@@ -116,17 +148,23 @@ def _run(cmd: list[str]) -> str:
     return r.stdout
 
 
+# squeue's fields, each followed by "|" (RestartCnt has no `-o` letter); JobArrayID: `12_3` for an array task
+# (JobID is the task's own number), a plain job's id otherwise; the comment last, it may hold a "|"
+_SQUEUE_FIELDS = ("JobArrayID", "State", "Reason", "NodeList", "RestartCnt", "Comment")
+
+
 def squeue(ids: Optional[set[str]] = None) -> dict[str, SlurmJob]:
     """This user's queued/running jobs, one line per array task (``12_3``), restricted to ``ids`` if given."""
-    out = _run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T|%r|%N|%k"])
+    out = _run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-O", ",".join(f"{f}:|" for f in _SQUEUE_FIELDS)])
     jobs = {}
     for line in out.splitlines():
-        parts = line.split("|")
-        if len(parts) < 5:
+        parts = line.split("|", len(_SQUEUE_FIELDS) - 1)
+        if len(parts) < len(_SQUEUE_FIELDS):
             continue
-        jid, state, reason, nodes, comment = parts[:5]
+        jid, state, reason, nodes, restarts, comment = parts
         if ids is None or jid in ids:
-            jobs[jid] = SlurmJob(jid, state, reason, nodes, comment=comment)
+            jobs[jid] = SlurmJob(jid, state, reason, nodes, comment=comment.removesuffix("|"),
+                                 restarts=int(restarts) if restarts.isdigit() else 0)
     return jobs
 
 
@@ -152,7 +190,9 @@ def sacct(ids: set[str]) -> dict[str, SlurmJob]:
 @dataclass
 class JobState:
     job: Job
-    state: str  # done | pending | running | blocked | failed | partial (checkpoint, no job) | todo
+    # done | pending | requeued (pending again after Slurm restarted it) | running | blocked | failed |
+    # partial (checkpoint, no job) | todo
+    state: str
     slurm_id: Optional[str] = None
     detail: str = ""
     slurm: Optional[SlurmJob] = None
@@ -161,7 +201,7 @@ class JobState:
     @property
     def active(self) -> bool:
         """Queued or running and able to run (a blocked job may still sit in the queue)."""
-        return self.state in ("pending", "running")
+        return self.state in ("pending", "requeued", "running")
 
     @property
     def queued(self) -> bool:
@@ -268,6 +308,10 @@ def job_states(plan: Plan, records: Optional[Records] = None, *, query_slurm: Op
                 st.detail = sj.reason
             if sj.nodes:
                 st.detail = f"{st.detail} on {sj.nodes}".strip()
+            if (sj.state == "PENDING" and sj.restarts) or sj.state.startswith("REQUEUE"):  # REQUEUE_HOLD, ...
+                st.state = "requeued"
+                why = sj.reason if sj.reason not in ("", "None") else sj.state.lower()
+                st.detail = f"{_requeue_note(sj, st.events)}; waiting to run again ({why})"
         elif finished_on_disk(job, plan):
             st.state = "done"
         elif job.kind == "collect" and sid is not None and (plan.sweep_dir / "results.csv").exists() and (
@@ -277,6 +321,9 @@ def job_states(plan: Plan, records: Optional[Records] = None, *, query_slurm: Op
             missing = [k for k, j in plan.jobs.items() if j.kind == "stage" and not StageDir(j.stage_dir).finished]
             st.detail = (f"missing: {', '.join(missing[:4])}" + (f" and {len(missing) - 4} more" if len(missing) > 4
                                                                else "")) if missing else "older than a result"
+        elif job.kind == "stage" and (holder := stage_holder(job.stage_dir)) is not None:
+            st.state = "running"  # no job in the queue, but a process holds the folder (a local sweep's stage)
+            st.detail = holder_text(holder)
         elif sid in ended:
             st.slurm = ended[sid]
             st.state = "failed"
@@ -297,13 +344,25 @@ def job_states(plan: Plan, records: Optional[Records] = None, *, query_slurm: Op
             bits = [f"{requeues} requeue(s)" if requeues else "", f"{retries} retry(ies)" if retries else "",
                     f"{by_slurm} requeue(s) by Slurm" if by_slurm else "", f"last: {note}" if note else ""]
             st.detail = "; ".join(b for b in [st.detail] + bits if b)
-        if st.state in ("running", "partial", "failed", "pending"):
+        if st.state in ("running", "partial", "failed", "pending", "requeued"):
             prog = progress(job)
             if prog:
                 st.detail = f"{prog}; {st.detail}".strip("; ")
         out[key] = st
     _mark_blocked(plan, out)
     return out
+
+
+def _requeue_note(sj: SlurmJob, events: list[dict]) -> str:
+    """A job pending again after a restart: who requeued it and, for Slurm's own requeues (recorded in the events
+    only once the next attempt starts), why, from accounting (its previous attempt: node failure, preemption)."""
+    ours = sum(1 for e in events if e.get("action") in ("requeue", "retry", "slurm_requeue"))
+    if ours >= sj.restarts:
+        return f"requeued (restart {sj.restarts})"
+    from lakd.sweep.requeue import previous_attempt, restart_cause
+
+    cause = restart_cause(previous_attempt(sj.id))  # "node failure on n2, requeued by Slurm", ...
+    return f"restart {sj.restarts}: {cause}"
 
 
 def _mark_blocked(plan: Plan, states: dict[str, JobState]) -> None:

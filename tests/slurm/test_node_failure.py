@@ -86,6 +86,8 @@ def test_dead_node_requeued_by_slurm_resumes_and_is_named(slurm, two_nodes, shar
     mine = [e for e in events if e["job"] == job]
     assert [e["action"] for e in mine] in (["ended", "slurm_requeue"], ["slurm_requeue"]), mine  # never a retry
     assert mine[-1]["cause"] == f"node failure on {victim_back}, requeued by Slurm", mine
+    # the job asked accounting (sacct from its node) how the attempt ended and where it ran
+    assert mine[-1]["state"] == "NODE_FAIL" and mine[-1]["nodes"] == info["NodeList"], mine
     assert all(f"on {survivor}" not in (e.get("cause") or "") for e in mine), f"the survivor is named: {mine}"
     assert json.loads((stage_dir / "result.json").read_text())["steps"] == ITERS
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -113,11 +114,30 @@ def test_requeue_by_slurm_itself_is_recorded(slurm, shards_dir, reference_teache
     slurm.wait_gone(job, 600, "(teacher requeued by Slurm)")
     text = log.read_text()
     assert f"lakd: job {job} was restarted by Slurm (restart 1" in text, text[-3000:]
-    actions = [json.loads(x)["action"] for x in events.read_text().splitlines()]
+    evs = [json.loads(x) for x in events.read_text().splitlines()]
+    actions = [e["action"] for e in evs]
     # the killed attempt may record how it ended ("ended"); it never asks for a requeue of its own
     assert actions[-1] == "slurm_requeue" and set(actions) <= {"ended", "slurm_requeue"}, actions
+    # the cause comes from accounting, asked from inside the job (on a node): slurmdbd must be reachable there
+    assert evs[-1]["state"] == "REQUEUED" and evs[-1]["cause"] == "requeued by Slurm (scontrol requeue or submitit)", \
+        evs[-1]
     assert _result(stage_dir)["steps"] == ITERS
     assert_same_weights(stage_dir / "teacher.safetensors", reference_teacher["export"])
+
+
+def test_accounting_reachable_from_every_node(slurm, two_nodes):
+    """sacct run by a job, on each node (its own network namespace), reaches slurmdbd and sees the job: the path
+    lakd.sweep.requeue takes to learn which node an attempt lost."""
+    out = slurm.workdir / "acct-%j.out"
+    r = slurm.run(["sbatch", "--parsable", "-N2", "--ntasks-per-node=1", "--cpus-per-task=1", "-p", "cpu",
+                   "--time=2", f"--output={out}", "--wrap",
+                   'srun bash -c \'echo "$(hostname) $(sacct -n -P -X -j $SLURM_JOB_ID -o JobID,State 2>&1)"\''])
+    assert r.returncode == 0, r.stderr
+    job = r.stdout.strip().split(";")[0]
+    slurm.wait_gone(job, 120, "(sacct on every node)")
+    lines = sorted(Path(str(out).replace("%j", job)).read_text().splitlines())
+    # accounting may still hold the job as PENDING (the controller reports the start a moment later)
+    assert [x.split("|")[0] for x in lines] == [f"{n} {job}" for n in two_nodes], lines
 
 
 def test_preemption_requeues_and_resumes_exactly(slurm, shards_dir, reference_teacher):

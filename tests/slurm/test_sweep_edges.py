@@ -429,3 +429,45 @@ def test_status_shows_requeues_by_slurm(tmp_path, monkeypatch):
     monkeypatch.setattr(S, "sacct", lambda ids: {})
     st = S.job_states(plan, records, query_slurm=True)["teacher/synthetic-dlv3_r18_la"]
     assert st.state == "running" and "1 requeue(s)" in st.detail and "1 requeue(s) by Slurm" in st.detail
+
+
+def test_status_shows_a_job_pending_again_after_slurms_requeue(tmp_path, monkeypatch):
+    """Between Slurm's requeue (node failure, preemption, scontrol requeue) and the next attempt, the job is
+    PENDING again with a restart count: status says requeued and why (accounting: its previous attempt), before
+    the next attempt can write its event."""
+    from lakd.sweep import requeue
+    from lakd.sweep import state as S
+
+    plan = make_plan(_tiny(tmp_path))
+    records = S.Records(plan.state_dir)
+    records.add("teacher/synthetic-dlv3_r18_la", "31")
+    records.add("baseline/synthetic-dlv3_r18-s0", "32")
+    S.append_event(plan.state_dir / "events.jsonl", {"job": "32", "action": "requeue", "cause": "time limit"})
+    fields = "JobArrayID:|,State:|,Reason:|,NodeList:|,RestartCnt:|,Comment:|"
+    lines = {"31": "31|PENDING|BeginTime||1|(null)|", "32": "32|PENDING|Priority||1|a|b|", "33_1": "33_1|PENDING|None||0||"}
+
+    def fake_run(cmd):
+        assert cmd[0] == "squeue" and cmd[-1] == fields, cmd
+        return "\n".join(lines.values())
+
+    monkeypatch.setattr(S, "_run", fake_run)
+    monkeypatch.setattr(requeue, "previous_attempt", lambda job: {
+        "JobID": job, "State": "NODE_FAIL", "Start": "2026-01-01T00:00:00", "End": "2026-01-01T00:01:00",
+        "NodeList": "n[1-2]"})
+    monkeypatch.setattr(requeue, "_nodes_down_during", lambda nodes, start, end: ["n2"])
+    monkeypatch.setattr(S, "sacct", lambda ids: {})
+    queued = S.squeue({"31", "32", "33_1"})
+    assert queued["31"].restarts == 1 and queued["33_1"].restarts == 0 and queued["32"].comment == "a|b"
+    states = S.job_states(plan, records, query_slurm=True)
+    teacher = states["teacher/synthetic-dlv3_r18_la"]
+    assert teacher.state == "requeued" and teacher.active, teacher
+    assert teacher.detail == ("restart 1: node failure on n2, requeued by Slurm; waiting to run again (BeginTime)"), \
+        teacher.detail
+    baseline = states["baseline/synthetic-dlv3_r18-s0"]  # requeued by its own batch step: the event says so
+    assert baseline.state == "requeued" and baseline.detail.startswith("requeued (restart 1); waiting to run again "
+                                                                       "(Priority)"), baseline.detail
+    lines_out = []
+    from lakd.sweep.cli import print_status
+
+    counts = print_status(states, out=lines_out.append)
+    assert counts["requeued"] == 2 and "2 requeued" in lines_out[-1], lines_out[-1]

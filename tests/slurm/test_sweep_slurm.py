@@ -241,3 +241,36 @@ def test_a_job_that_dies_at_start_has_its_log(slurm, shards_dir):
         assert err.exists() and "/nonexistent/python3" in err.read_text(), sorted(p.name for p in err.parent.iterdir())
     finally:
         slurm.run(["scancel", *ids.values()])
+
+
+def test_status_shows_a_job_requeued_by_slurm_while_it_waits(slurm, shards_dir):
+    """A sweep job requeued by Slurm (`scontrol requeue`, as a node failure or preemption would) and held pending:
+    `lakd sweep status` shows it requeued, with the restart and its cause from accounting, before any next
+    attempt ran (the job here only sleeps: it never writes an event itself)."""
+    from lakd.sweep import make_plan
+    from lakd.sweep.slurm import write_plan_files
+    from lakd.sweep.state import Records
+
+    sweep = write_sweep(slurm, shards_dir)
+    plan = make_plan(sweep)
+    write_plan_files(plan)
+    job = slurm.sbatch("tests/slurm/sleep.sh", ["-p", "cpu", "--requeue", "-n", "1", "--time=2",
+                                                f"--output={slurm.workdir}/sleep-%j.out"], ["120"])
+    records = Records(plan.state_dir)
+    records.add("teacher/synthetic-dlv3_r18_la", job)
+    records.save()
+    try:
+        slurm.wait_for(lambda: slurm.run(["squeue", "-h", "-j", job, "-o", "%T"]).stdout.strip() == "RUNNING", 60,
+                       "the job to run")
+        slurm.run(["scontrol", "requeue", job])
+        slurm.wait_for(lambda: slurm.run(["squeue", "-h", "-j", job, "-o", "%T"]).stdout.strip() == "PENDING", 60,
+                       "the requeued job to be pending")
+        slurm.run(["scontrol", "hold", job])  # keeps it pending while status looks
+        status = slurm.run(sweep_cmd(sweep, "status"))
+    finally:
+        slurm.run(["scancel", job])
+    assert status.returncode == 0, status.stderr
+    line = next(x for x in status.stdout.splitlines() if x.startswith("teacher/synthetic-dlv3_r18_la "))
+    assert re.search(rf" requeued +{job} +restart 1: requeued by Slurm \(scontrol requeue or submitit\); waiting to "
+                     r"run again \(", line), line
+    assert "1 requeued" in status.stdout.splitlines()[-1], status.stdout
