@@ -19,7 +19,7 @@ from lakd.engine import batchnorm, rng
 from lakd.engine import distributed as D
 from lakd.engine.callbacks import ExportBest
 from lakd.engine.checkpoint import CheckpointManager
-from lakd.engine.environment import num_classes
+from lakd.engine.environment import default_noise, num_classes
 from lakd.engine.teacher_export import TeacherExport
 from lakd.engine.trainer import EvalResult, autocast_context
 
@@ -193,10 +193,8 @@ class Exporter:
 def load_teacher(cfg: Config, device: torch.device, mean, std, rank: int) -> tuple[TeacherExport, dict]:
     """The student stage's frozen teacher with its label noiser, and {"export", "label_channels"} (result.json)."""
     path = cfg.teacher_export()
-    n = cfg.noise  # only for a label-assisted export written without its noise settings
-    default_noise = {"code_dim": n.code_dim, "sigma": n.sigma, "fixed_sigma": n.fixed_sigma, "scale": n.scale}
     try:
-        teacher = TeacherExport.load(path, map_location=device, default_noise=default_noise)
+        teacher = TeacherExport.load(path, map_location=device, default_noise=default_noise(cfg))
     except ValueError as exc:
         raise ConfigError(f"cannot load the teacher export: {exc}") from None
     for key, mine in (("mean", mean), ("std", std)):

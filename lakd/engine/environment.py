@@ -33,6 +33,12 @@ def num_classes(cfg: Config) -> int:
     return cfg.data.num_classes or get_card(cfg.data.dataset).num_classes
 
 
+def default_noise(cfg: Config) -> dict:
+    """Noise settings for a label-assisted teacher export written without its own (hand-made files)."""
+    n = cfg.noise
+    return {"code_dim": n.code_dim, "sigma": n.sigma, "fixed_sigma": n.fixed_sigma, "scale": n.scale}
+
+
 def _model_on_meta(cfg: Config, prefix: str, m) -> torch.nn.Module:
     """The stage's model built on the meta device (no memory, no init cost): the registry checks name,
     backbone, width and options; ``m.pretrained`` is read and must fit."""
@@ -57,17 +63,10 @@ def _model_on_meta(cfg: Config, prefix: str, m) -> torch.nn.Module:
     return model
 
 
-def _check_models(cfg: Config) -> None:
-    from lakd.models import COMBINATIONS
-
-    prefix, m = ("teacher.model", cfg.teacher.model) if cfg.stage == "teacher" else ("model", cfg.model)
-    if m.name not in COMBINATIONS:
-        raise ConfigError(f"config key '{prefix}.name': unknown model {m.name!r}; "
-                          f"valid models: {', '.join(COMBINATIONS)}")
-    if m.backbone not in COMBINATIONS[m.name]:
-        raise ConfigError(f"config key '{prefix}.backbone': {m.name} is not available with {m.backbone!r}; "
-                          f"{m.name} backbones: {', '.join(COMBINATIONS[m.name])}")
-    _model_on_meta(cfg, prefix, m)
+def _check_model(cfg: Config) -> None:
+    """Name and backbone were checked at load (lakd.config); width, options and the weights need the registry."""
+    prefix = "teacher.model" if cfg.stage == "teacher" else "model"
+    _model_on_meta(cfg, prefix, cfg.stage_model)
 
 
 def _check_hardware(cfg: Config) -> None:
@@ -139,6 +138,7 @@ def _check_manifest(cfg: Config, split: str, world_size: int) -> list[str]:
 def _check_teacher_export(cfg: Config) -> None:
     from safetensors import safe_open
 
+    from lakd.engine.teacher_export import noiser_from_meta
     from lakd.models import build_model
     from lakd.models.export import export_paths, read_export_meta
 
@@ -149,10 +149,11 @@ def _check_teacher_export(cfg: Config) -> None:
             f"teacher export not found: {export} (run the teacher stage of run '{cfg.run.name}' first, or "
             f"set teacher.export to a <stage>.safetensors written by another run)"
         )
-    try:
+    try:  # the JSON alone: a bad 'noise' block is refused here, before anything is written
         meta = read_export_meta(export)
+        noiser_from_meta(meta, export, default_noise(cfg))
     except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+        raise ConfigError(f"cannot use the teacher export: {exc}") from None
     if int(meta["num_classes"]) != num_classes(cfg):
         raise ConfigError(f"teacher export {export} predicts {meta['num_classes']} classes, "
                           f"dataset {cfg.data.dataset} has {num_classes(cfg)}")
@@ -200,15 +201,11 @@ def _check_run_dir(cfg: Config) -> None:
 def check_environment(cfg: Config, world_size: int = 1) -> list[str]:
     """Raises ConfigError for anything that would fail later; returns warnings worth printing (rank 0).
     Reads files, writes none (the run-dir probe file is created and removed again)."""
-    from lakd.data import list_cards
-
-    if cfg.data.dataset not in list_cards():
-        raise ConfigError(f"config key 'data.dataset': unknown dataset {cfg.data.dataset!r}; "
-                          f"known: {', '.join(list_cards())}")
+    # names of datasets, models and backbones were checked when the config was loaded (lakd.config)
     _check_hardware(cfg)
     if result_path(cfg).is_file():
         return []  # finished: the stage only reads its result
-    _check_models(cfg)
+    _check_model(cfg)
     micro, accum = batch_layout(cfg, world_size)
     from lakd.engine.ds_engine import resolved_deepspeed_config
     from lakd.engine.monitor import wandb_missing

@@ -140,6 +140,25 @@ def test_teacher_export_whose_weights_do_not_fit_its_metadata(tmp_path, shards, 
     assert not runs.exists()
 
 
+@pytest.mark.parametrize("noise, expect", [
+    ({"code_dim": 2, "colour": 1}, "'noise' settings: unknown label_noise setting(s): colour"),
+    ({"code_dim": 3}, "'noise' code_dim 3 but label_channels 2"),
+    ("loud", "'noise' settings must be a mapping, got str"),
+])
+def test_teacher_export_with_a_bad_noise_block_is_refused_before_anything_is_written(tmp_path, shards, capsys,
+                                                                                     noise, expect):
+    from lakd.models import build_model
+    from lakd.models.export import save_export
+
+    runs = tmp_path / "runs"
+    meta = {"num_classes": 8, "label_channels": 2, "noise": noise}
+    st, _ = save_export(build_model("deeplabv3", "resnet18", 8, 5, width=0.125), tmp_path / "t" / "teacher", meta)
+    err = _refused(capsys, _train(tmp_path, shards, f"teacher.export={st}", stage="student"),
+                   expect)
+    assert "cannot use the teacher export" in err and str(st.with_suffix(".json")) in err
+    assert not runs.exists()
+
+
 def test_a_refused_rerun_keeps_the_runs_config(tmp_path, shards, capsys):
     stage = tmp_path / "runs" / "r" / "baseline"
     (stage / "checkpoints" / "step_00000002").mkdir(parents=True)
