@@ -22,6 +22,7 @@ from lakd.engine.checkpoint import CheckpointManager
 from lakd.engine.environment import default_noise, num_classes
 from lakd.engine.teacher_export import TeacherExport
 from lakd.engine.trainer import EvalResult, autocast_context
+from lakd.rundir import StageDir
 
 __all__ = ["Stage", "assemble", "build_model", "checkpoints_for", "TrainLoaderFactory", "Evaluator", "Exporter",
            "warn"]
@@ -50,7 +51,7 @@ def normalisation(cfg: Config) -> tuple[list[float], list[float]]:
 
 def checkpoints_for(cfg: Config) -> CheckpointManager:
     """The stage's checkpoint directory (stateless: run_stage opens it before assembly to clean it up)."""
-    return CheckpointManager(cfg.stage_dir / "checkpoints", keep_last=cfg.checkpoint.keep_last,
+    return CheckpointManager(StageDir.of(cfg).checkpoints, keep_last=cfg.checkpoint.keep_last,
                              keep_best=cfg.checkpoint.keep_best)
 
 
@@ -187,7 +188,7 @@ class Exporter:
         cfg = self.cfg
         meta = {"dataset": cfg.data.dataset, "mean": self.mean, "std": self.std, "num_classes": num_classes(cfg),
                 "stage": cfg.stage, "run_name": cfg.run.name, "step": step, "config_hash": cfg.hash()}
-        return TeacherExport(model, self.noiser).save(cfg.stage_dir / name, meta)
+        return TeacherExport(model, self.noiser).save(StageDir.of(cfg).path / name, meta)
 
 
 def load_teacher(cfg: Config, device: torch.device, mean, std, rank: int) -> tuple[TeacherExport, dict]:
@@ -292,7 +293,7 @@ def assemble(cfg: Config, denv: D.DistEnv, device: torch.device) -> Stage:
     engine, scheduler = build_engine(model, cfg, world, micro, accum)
     loaders = TrainLoaderFactory(cfg, rank, world, micro, mean, std, device)
     exporter = Exporter(cfg, mean, std, noiser)
-    callbacks = [ExportBest(exporter, engine.module, f"{cfg.stage}-best", rank=rank)] if cfg.eval.every else []
+    callbacks = [ExportBest(exporter, engine.module, StageDir.of(cfg).best_export.name, rank=rank)] if cfg.eval.every else []
     return Stage(
         cfg=cfg, denv=denv, device=device, engine=engine, scheduler=scheduler, objective=objective,
         loaders=loaders, loader=loaders(),

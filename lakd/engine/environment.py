@@ -16,14 +16,13 @@ from pathlib import Path
 import torch
 
 from lakd.config import Config, ConfigError, batch_layout
+from lakd.rundir import StageDir
 
 __all__ = ["check_environment", "num_classes", "result_path"]
 
 
 def result_path(cfg: Config) -> Path:
     """The stage's result.json (``lakd.rundir.StageDir``)."""
-    from lakd.rundir import StageDir
-
     return StageDir.of(cfg).result
 
 
@@ -177,10 +176,11 @@ def _check_run_dir(cfg: Config) -> None:
     from lakd.engine.checkpoint import CheckpointManager
     from lakd.io import unwritable_reason
 
-    reason = unwritable_reason(cfg.stage_dir)
+    sd = StageDir.of(cfg)
+    reason = unwritable_reason(sd.path)
     if reason:
         raise ConfigError(f"config key 'run.runs_dir': {reason}")
-    ckpt_dir = cfg.stage_dir / "checkpoints"
+    ckpt_dir = sd.checkpoints
     if not ckpt_dir.is_dir():
         return
     ckpt = CheckpointManager(ckpt_dir)
@@ -194,7 +194,7 @@ def _check_run_dir(cfg: Config) -> None:
         raise ConfigError(
             f"checkpoint {ckpt_dir / meta['tag']} was written with a different configuration (config hash "
             f"{meta.get('config_hash')}, now {cfg.hash()}); resuming would mix two experiments. Choose "
-            f"another run.name, or restore the original settings (see {cfg.stage_dir / 'config.yaml'})"
+            f"another run.name, or restore the original settings (see {sd.config})"
         )
 
 
@@ -203,7 +203,7 @@ def check_environment(cfg: Config, world_size: int = 1) -> list[str]:
     Reads files, writes none (the run-dir probe file is created and removed again)."""
     # names of datasets, models and backbones were checked when the config was loaded (lakd.config)
     _check_hardware(cfg)
-    if result_path(cfg).is_file():
+    if StageDir.of(cfg).finished:
         return []  # finished: the stage only reads its result
     _check_model(cfg)
     micro, accum = batch_layout(cfg, world_size)

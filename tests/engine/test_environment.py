@@ -252,3 +252,18 @@ def test_ctrl_c_anywhere_is_one_line_and_130(tmp_path, shards, capsys, monkeypat
     monkeypatch.setattr("lakd.commands.eval.run", interrupted)
     assert main(["eval", "x", "--shards", "y"]) == 130
     assert capsys.readouterr().err.strip() == "lakd eval: interrupted"
+
+
+@pytest.mark.parametrize("text, expect", [
+    ('{"stage": "baseline", "eval": {"image": {"miou": 0.5', "not valid JSON (Expecting"),
+    ("[1, 2]", "not a stage result (no 'eval' entry)"),
+])
+def test_an_unusable_result_json_is_named_and_left_alone(tmp_path, shards, capsys, text, expect):
+    from lakd.rundir import StageDir
+
+    sd = StageDir.at(tmp_path / "runs", "r", "baseline")
+    sd.path.mkdir(parents=True)
+    sd.result.write_text(text)
+    err = _refused(capsys, _train(tmp_path, shards), expect)
+    assert str(sd.result) in err and "remove it to train the stage again" in err
+    assert sorted(p.name for p in sd.path.iterdir()) == ["result.json"] and sd.result.read_text() == text
