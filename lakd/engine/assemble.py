@@ -21,7 +21,7 @@ from lakd.engine.callbacks import ExportBest
 from lakd.engine.checkpoint import CheckpointManager
 from lakd.engine.environment import default_noise, num_classes
 from lakd.engine.teacher_export import TeacherExport
-from lakd.engine.trainer import EvalResult, autocast_context
+from lakd.engine.trainer import EvalResult, autocast_context, data_counts, sum_over_ranks
 from lakd.rundir import StageDir
 
 __all__ = ["Stage", "assemble", "build_model", "checkpoints_for", "TrainLoaderFactory", "Evaluator", "Exporter",
@@ -138,18 +138,21 @@ class Evaluator:
     def __call__(self, max_images: Optional[int]) -> EvalResult:
         from lakd.evaluation.evaluate import label_input_fn
 
-        cfg, previews = self.cfg, {}
+        cfg, previews, data = self.cfg, {}, {}
         if self.noiser is not None:  # label-assisted teacher: with the label code and without it
-            label = self.run(label_input_fn(self.noiser, "fixed", seed=cfg.run.seed), max_images, "label", previews)
-            image = self.run(label_input_fn(self.noiser, "zeros"), max_images, "image", previews)
+            label = self.run(label_input_fn(self.noiser, "fixed", seed=cfg.run.seed), max_images, "label", previews,
+                             data)
+            image = self.run(label_input_fn(self.noiser, "zeros"), max_images, "image", previews, data)
             metrics = {"image": image, "label": label}
             score = metrics[cfg.eval.best_on]["miou"]
         else:
-            metrics = {"image": self.run(None, max_images, "image", previews)}
+            metrics = {"image": self.run(None, max_images, "image", previews, data)}
             score = metrics["image"]["miou"]
-        return EvalResult(metrics, float(score) if score is not None else float("-inf"), previews)
+        return EvalResult(metrics, float(score) if score is not None else float("-inf"), previews, data)
 
-    def run(self, input_fn, max_images: Optional[int], variant: str, previews: dict) -> dict:
+    def run(self, input_fn, max_images: Optional[int], variant: str, previews: dict, data: dict) -> dict:
+        """One pass over the val set; ``data`` gets what the loader skipped (summed over ranks; each variant
+        reads the same images, so the largest count of the passes)."""
         from lakd.data import get_card
         from lakd.data.pipeline import build_eval_loader
         from lakd.engine.progress import track
@@ -167,6 +170,8 @@ class Evaluator:
         with autocast_context(self.device, cfg.train.precision):
             metrics = evaluate(self.model, shown, self.num_classes, input_fn=input_fn, max_images=per_rank,
                                on_prediction=on_pred, **self.settings)
+        for name, n in sum_over_ranks(data_counts(loader), self.device).items():
+            data[name] = max(n, data.get(name, 0))
         if not metrics["pixels"]:  # summed over ranks: every rank takes the same decision
             raise ConfigError(f"evaluation found no readable labelled image in {cfg.manifest('val')} (missing, "
                               f"empty or corrupt val shards; lakd shards verify {cfg.manifest('val')}); a "

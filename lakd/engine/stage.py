@@ -46,7 +46,7 @@ from lakd.engine.monitor import Monitor
 from lakd.engine.preemption import PreemptionFlag
 from lakd.engine.progress import ConsoleLog, MetricsLog, Progress, format_metric
 from lakd.engine.runlock import RunLock
-from lakd.engine.trainer import Trainer, TrainState, cpu_has_native_bf16
+from lakd.engine.trainer import Trainer, TrainState, cpu_has_native_bf16, describe_skipped
 from lakd.io import atomic_write_bytes, naming_disk_full
 from lakd.rundir import ResultError, StageDir
 
@@ -251,6 +251,7 @@ def _finish(stage: Stage, trainer: Trainer, progress: Optional[Progress]) -> dic
         "seconds": round(state.seconds, 3), "eval": final.metrics,
         "best": state.best, "config_hash": cfg.hash(), "world_size": stage.world,
         "seed": cfg.run.seed, "init": _init_info(stage.model),
+        "data": {"train": dict(trainer.data), "eval": dict(final.data)},  # skipped corrupt data (summed over ranks)
     }
     if stage.rank == 0:
         with naming_disk_full(sd.export_weights):
@@ -259,7 +260,8 @@ def _finish(stage: Stage, trainer: Trainer, progress: Optional[Progress]) -> dic
         atomic_write_bytes(sd.result, (json.dumps(result, indent=1) + "\n").encode())
         summary = ", ".join(f"{k} mIoU {format_metric(v.get('miou'))}" for k, v in final.metrics.items())
         progress.message(f"lakd train: {cfg.stage} finished at step {state.step}: {summary}; "
-                         f"wrote {export_path} and {result_path(cfg)}")
+                         f"wrote {export_path} and {result_path(cfg)}"
+                         f"{describe_skipped(trainer.data, final.data, [cfg.manifest('train'), cfg.manifest('val')])}")
     D.barrier()
     result["export"] = str(sd.export_weights)
     return result
