@@ -184,10 +184,6 @@ def run(args) -> int:
         manifest.shard_urls()  # refuses pipe:/URL entries the user did not allow
     except (ValueError, OSError) as exc:
         raise UsageError(f"--shards: {exc}".replace("data.allow_pipe=true (lakd train) or ", "")) from None
-    from lakd.config import DataConfig
-    from lakd.data.transforms import set_max_pixels
-
-    set_max_pixels(DataConfig.max_pixels if args.max_pixels is None else args.max_pixels)
     rank, world, device, created = _init_distributed(args.device)
     try:
         return _evaluate(args, manifest, crop, stride, rank, world, device)
@@ -261,6 +257,8 @@ def _evaluate(args, manifest, crop, stride, rank, world, device) -> int:
     _check_outputs(args, variants)
     mean, std = meta.get("mean"), meta.get("std")
     kwargs = {} if mean is None else {"mean": mean, "std": std}
+    if args.max_pixels is not None:
+        kwargs["max_pixels"] = args.max_pixels
     loader = build_eval_loader(manifest, rank=rank, world_size=world, num_workers=args.workers, **kwargs)
 
     results: dict[str, dict] = {}

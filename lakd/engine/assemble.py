@@ -97,7 +97,8 @@ class TrainLoaderFactory:
             self.cfg.manifest("train"), batch_size=self.micro, crop_size=tuple(d.crop_size),
             seed=self.cfg.run.seed + seed_offset, rank=self.rank, world_size=self.world,
             num_workers=d.num_workers, scale_range=tuple(d.scale_range), mean=self.mean, std=self.std,
-            pin_memory=self.device.type == "cuda", num_classes=num_classes(self.cfg), allow_pipe=d.allow_pipe, **kw,
+            pin_memory=self.device.type == "cuda", num_classes=num_classes(self.cfg), allow_pipe=d.allow_pipe,
+            max_pixels=d.max_pixels, **kw,
         )
         return Prefetcher(stream) if d.num_workers > 0 else stream  # hand-off off the step's critical path
 
@@ -160,7 +161,8 @@ class Evaluator:
 
         cfg = self.cfg
         loader = build_eval_loader(cfg.manifest("val"), rank=self.rank, world_size=self.world, mean=self.mean,
-                                   std=self.std, num_workers=cfg.data.num_workers, allow_pipe=cfg.data.allow_pipe)
+                                   std=self.std, num_workers=cfg.data.num_workers, allow_pipe=cfg.data.allow_pipe,
+                                   max_pixels=cfg.data.max_pixels)
         per_rank = None if max_images is None else max(1, -(-max_images // self.world))
         total = len(loader) if per_rank is None else min(per_rank, len(loader))
         shown = track(loader, total=total, desc=f"{time.strftime('%H:%M:%S')} [eval {variant}]", unit="images",

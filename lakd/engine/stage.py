@@ -288,10 +288,8 @@ def run_stage(cfg: Config, callbacks: Sequence[Callback] = ()) -> dict:
         if denv.rank == 0:
             _say_finished(cfg, done)
         return done
-    from lakd.data.transforms import set_max_pixels
     from lakd.engine.ds_engine import prepare_deepspeed
 
-    set_max_pixels(cfg.data.max_pixels)
     if denv.rank == 0:
         for text in warnings:
             warn(text)
