@@ -109,16 +109,6 @@ def autocast_context(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
-@contextlib.contextmanager
-def isolated_cpu_rng():
-    """Whatever runs inside leaves torch's global CPU generator as it found it."""
-    state = torch.get_rng_state()
-    try:
-        yield
-    finally:
-        torch.set_rng_state(state)
-
-
 class Trainer:
     """Runs the loop for an assembled stage (see :mod:`lakd.engine.assemble`); ``callbacks`` act at its events
     (:mod:`lakd.engine.callbacks`)."""
@@ -152,8 +142,8 @@ class Trainer:
         self.data_seconds = 0.0
         for _ in range(self.accum):
             t = time.perf_counter()
-            with isolated_cpu_rng():  # DataLoader start-up draws from torch's RNG: keep it out of training
-                batch = self._to_device(next(self.loader))
+            # the loader keeps out of torch's global RNG itself (its workers are seeded by a generator of its own)
+            batch = self._to_device(next(self.loader))
             self.data_seconds += time.perf_counter() - t
             with self._autocast():
                 out = self.objective(self.engine, batch, step=step)
