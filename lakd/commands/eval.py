@@ -201,7 +201,6 @@ def _evaluate(args, manifest, crop, stride, rank, world, device) -> int:
     from lakd.data.pipeline import build_eval_loader
     from lakd.engine.progress import track
     from lakd.evaluation.evaluate import evaluate, label_input_fn
-    from lakd.method.label_noise import LabelNoiser
     from lakd.models.export import load_export
 
     try:
@@ -213,7 +212,7 @@ def _evaluate(args, manifest, crop, stride, rank, world, device) -> int:
         raise UsageError(f"the export predicts {num_classes} classes but {manifest.dataset} has "
                          f"{manifest.num_classes}")
     if manifest.dataset == FOLDER:  # a user's dataset: the card its shards were built with
-        note = use_folder_card([recorded_card(manifest)], num_classes)
+        note = use_folder_card([recorded_card(manifest), meta.get("card")], num_classes)
         if note and rank == 0:
             print(f"lakd eval: note: {note}", file=sys.stderr)
     try:
@@ -231,19 +230,14 @@ def _evaluate(args, manifest, crop, stride, rank, world, device) -> int:
     label_channels = int(meta.get("label_channels", 0))
     variants: dict[str, object] = {}
     if label_channels > 0:
-        settings = meta.get("label_noise") or meta.get("noise")
-        if settings:
-            try:
-                noiser = LabelNoiser.from_dict(settings, num_classes=num_classes)
-            except (TypeError, ValueError) as exc:
-                raise UsageError(f"export label_noise settings: {exc}") from None
-        else:
-            noiser = LabelNoiser(num_classes, code_dim=label_channels)
-            if rank == 0:
-                print(f"lakd eval: note: the export has no label_noise settings; using {noiser}", file=sys.stderr)
-        if noiser.code_dim != label_channels:
-            raise UsageError(f"export label_noise has code_dim {noiser.code_dim} but the model takes "
-                             f"{label_channels} label channel(s)")
+        from lakd.engine.teacher_export import noiser_from_meta
+
+        try:  # the export's own settings; one written without them gets LabelNoiser's defaults, with a note
+            noiser = noiser_from_meta(meta, args.export, default_noise={})
+        except ValueError as exc:
+            raise UsageError(f"export: {exc}") from None
+        if meta.get("noise", meta.get("label_noise")) is None and rank == 0:
+            print(f"lakd eval: note: the export has no label_noise settings; using {noiser}", file=sys.stderr)
         choice = args.label_input or "both"
         if choice in ("fixed", "both"):
             variants["label"] = label_input_fn(noiser, "fixed")

@@ -195,6 +195,8 @@ class Exporter:
         cfg = self.cfg
         meta = {"dataset": cfg.data.dataset, "mean": self.mean, "std": self.std, "num_classes": num_classes(cfg),
                 "stage": cfg.stage, "run_name": cfg.run.name, "step": step, "config_hash": cfg.hash()}
+        if cfg.data.card is not None:  # a folder dataset: its card names the classes for predict/export/eval
+            meta["card"] = str(Path(cfg.data.card).absolute())
         return TeacherExport(model, self.noiser).save(StageDir.of(cfg).path / name, meta)
 
 

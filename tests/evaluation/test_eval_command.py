@@ -89,3 +89,17 @@ def test_bad_input_exits_2_with_one_line(tmp_path, shards, capsys):
     save_export(other, tmp_path / "five", {"dataset": "synthetic"})
     assert main(["eval", str(tmp_path / "five"), "--shards", str(shards)]) == 2
     assert "5 classes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("noise, expect", [
+    ({"code_dim": 1, "colour": 1}, "'noise' settings: unknown label_noise setting(s): colour"),
+    ({"code_dim": 2}, "'noise' code_dim 2 but label_channels 1"),
+])
+def test_a_bad_noise_block_is_read_as_the_student_stage_reads_it(tmp_path, shards, capsys, noise, expect):
+    """lakd eval builds the teacher's noiser through TeacherExport's reader: the same refusals, one line, 2."""
+    torch.manual_seed(0)
+    save_export(build_model("fcn", "resnet18", 8, in_channels=4, width=0.125), tmp_path / "t",
+                {"dataset": "synthetic", "noise": noise})
+    assert main(["eval", str(tmp_path / "t"), "--shards", str(shards)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expect in err and str(tmp_path / "t.json") in err
