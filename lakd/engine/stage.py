@@ -80,8 +80,9 @@ def _read_result(cfg: Config) -> Optional[dict]:
         return None
     try:
         result = sd.read_result()
-    except ResultError as exc:
-        raise ConfigError(f"{exc} (remove it to train the stage again)") from None
+    except ResultError as exc:  # one line naming the file; how to go on, unless the reader said it already
+        text = str(exc)
+        raise ConfigError(text if "remove it" in text else f"{text}; remove it to train the stage again") from None
     theirs = result.get("config_hash")
     if theirs and theirs != cfg.hash():
         raise ConfigError(
