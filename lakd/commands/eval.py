@@ -274,6 +274,13 @@ def _evaluate(args, manifest, crop, stride, rank, world, device) -> int:
         if not results[name]["pixels"]:  # summed over ranks: every rank takes the same decision
             raise UsageError(f"no readable labelled image in {args.shards} (missing, empty or corrupt shards; "
                              f"lakd shards verify {args.shards}); a score over nothing is not a result")
+    from lakd.engine.trainer import data_counts, sum_over_ranks
+
+    skipped = sum_over_ranks(data_counts(loader), device)  # of the last pass (every pass reads the same images)
+    if rank == 0 and any(skipped.values()):
+        print(f"lakd eval: warning: skipped {skipped['corrupt']} corrupt image(s) and "
+              f"{skipped['truncated_shards']} unreadable shard read(s); the scores leave them out "
+              f"(lakd shards verify {args.shards})", file=sys.stderr)
     if rank == 0:
         titles = {"label": "with label", "image": "zero label" if label_channels > 0 else "image"}
         print(f"{meta['model'].get('name')}-{meta['model'].get('backbone')} on {manifest.dataset}/{manifest.split} "
@@ -283,7 +290,8 @@ def _evaluate(args, manifest, crop, stride, rank, world, device) -> int:
             doc = {"export": str(args.export), "shards": str(args.shards), "dataset": manifest.dataset,
                    "split": manifest.split, "mode": args.mode, "crop_size": crop, "stride": stride,
                    "scales": args.scales, "flip": not args.no_flip if args.mode == "msflip" else False,
-                   "label_channels": label_channels, "class_names": class_names, "eval": results}
+                   "label_channels": label_channels, "class_names": class_names, "eval": results,
+                   "data": skipped}
             _write_json(Path(args.out), doc)
             print(f"wrote {args.out}")
     return 0
