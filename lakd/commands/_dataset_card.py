@@ -13,7 +13,7 @@ from typing import Iterable, Optional
 
 from lakd.data.cards import FOLDER
 
-__all__ = ["FOLDER", "recorded_card", "use_folder_card"]
+__all__ = ["FOLDER", "recorded_card", "use_export_card", "use_folder_card"]
 
 
 def recorded_card(manifest) -> Optional[str]:
@@ -22,6 +22,14 @@ def recorded_card(manifest) -> Optional[str]:
         return None
     card = ((manifest.config or {}).get("reader_options") or {}).get("card")
     return str(card) if card else None
+
+
+def use_export_card(meta: dict) -> Optional[str]:
+    """For an export of a `folder` dataset: make the card its metadata records (``card``, written by `lakd
+    train`) the card in use. Returns None, or the note of :func:`use_folder_card`."""
+    if meta.get("dataset") != FOLDER:
+        return None
+    return use_folder_card([meta.get("card")], meta.get("num_classes"))
 
 
 def use_folder_card(card_files: Iterable[Optional[str]], num_classes: Optional[int]) -> Optional[str]:

@@ -185,10 +185,6 @@ def run(args) -> int:
         manifest.shard_urls()  # refuses pipe:/URL entries the user did not allow
     except (ValueError, OSError) as exc:
         raise UsageError(f"--shards: {exc}".replace("data.allow_pipe=true (lakd train) or ", "")) from None
-    from lakd.config import DataConfig
-    from lakd.data.transforms import set_max_pixels
-
-    set_max_pixels(DataConfig.max_pixels if args.max_pixels is None else args.max_pixels)
     rank, world, device, created = _init_distributed(args.device)
     try:
         return _evaluate(args, manifest, crop, stride, rank, world, device)
@@ -206,7 +202,6 @@ def _evaluate(args, manifest, crop, stride, rank, world, device) -> int:
     from lakd.data.pipeline import build_eval_loader
     from lakd.engine.progress import track
     from lakd.evaluation.evaluate import evaluate, label_input_fn
-    from lakd.method.label_noise import LabelNoiser
     from lakd.models.export import load_export
 
     try:
@@ -218,7 +213,7 @@ def _evaluate(args, manifest, crop, stride, rank, world, device) -> int:
         raise UsageError(f"the export predicts {num_classes} classes but {manifest.dataset} has "
                          f"{manifest.num_classes}")
     if manifest.dataset == FOLDER:  # a user's dataset: the card its shards were built with
-        note = use_folder_card([recorded_card(manifest)], num_classes)
+        note = use_folder_card([recorded_card(manifest), meta.get("card")], num_classes)
         if note and rank == 0:
             print(f"lakd eval: note: {note}", file=sys.stderr)
     try:
@@ -236,19 +231,14 @@ def _evaluate(args, manifest, crop, stride, rank, world, device) -> int:
     label_channels = int(meta.get("label_channels", 0))
     variants: dict[str, object] = {}
     if label_channels > 0:
-        settings = meta.get("label_noise") or meta.get("noise")
-        if settings:
-            try:
-                noiser = LabelNoiser.from_dict(settings, num_classes=num_classes)
-            except (TypeError, ValueError) as exc:
-                raise UsageError(f"export label_noise settings: {exc}") from None
-        else:
-            noiser = LabelNoiser(num_classes, code_dim=label_channels)
-            if rank == 0:
-                print(f"lakd eval: note: the export has no label_noise settings; using {noiser}", file=sys.stderr)
-        if noiser.code_dim != label_channels:
-            raise UsageError(f"export label_noise has code_dim {noiser.code_dim} but the model takes "
-                             f"{label_channels} label channel(s)")
+        from lakd.engine.teacher_export import noiser_from_meta
+
+        try:  # the export's own settings; one written without them gets LabelNoiser's defaults, with a note
+            noiser = noiser_from_meta(meta, args.export, default_noise={})
+        except ValueError as exc:
+            raise UsageError(f"export: {exc}") from None
+        if meta.get("noise", meta.get("label_noise")) is None and rank == 0:
+            print(f"lakd eval: note: the export has no label_noise settings; using {noiser}", file=sys.stderr)
         choice = args.label_input or "both"
         if choice in ("fixed", "both"):
             variants["label"] = label_input_fn(noiser, "fixed")
@@ -262,6 +252,8 @@ def _evaluate(args, manifest, crop, stride, rank, world, device) -> int:
     _check_outputs(args, variants)
     mean, std = meta.get("mean"), meta.get("std")
     kwargs = {} if mean is None else {"mean": mean, "std": std}
+    if args.max_pixels is not None:
+        kwargs["max_pixels"] = args.max_pixels
     loader = build_eval_loader(manifest, rank=rank, world_size=world, num_workers=args.workers, **kwargs)
 
     results: dict[str, dict] = {}
@@ -283,6 +275,13 @@ def _evaluate(args, manifest, crop, stride, rank, world, device) -> int:
         if not results[name]["pixels"]:  # summed over ranks: every rank takes the same decision
             raise UsageError(f"no readable labelled image in {args.shards} (missing, empty or corrupt shards; "
                              f"lakd shards verify {args.shards}); a score over nothing is not a result")
+    from lakd.engine.trainer import data_counts, sum_over_ranks
+
+    skipped = sum_over_ranks(data_counts(loader), device)  # of the last pass (every pass reads the same images)
+    if rank == 0 and any(skipped.values()):
+        print(f"lakd eval: warning: skipped {skipped['corrupt']} corrupt image(s) and "
+              f"{skipped['truncated_shards']} unreadable shard read(s); the scores leave them out "
+              f"(lakd shards verify {args.shards})", file=sys.stderr)
     if rank == 0:
         titles = {"label": "with label", "image": "zero label" if label_channels > 0 else "image"}
         print(f"{meta['model'].get('name')}-{meta['model'].get('backbone')} on {manifest.dataset}/{manifest.split} "
@@ -292,7 +291,8 @@ def _evaluate(args, manifest, crop, stride, rank, world, device) -> int:
             doc = {"export": str(args.export), "shards": str(args.shards), "dataset": manifest.dataset,
                    "split": manifest.split, "mode": args.mode, "crop_size": crop, "stride": stride,
                    "scales": args.scales, "flip": not args.no_flip if args.mode == "msflip" else False,
-                   "label_channels": label_channels, "class_names": class_names, "eval": results}
+                   "label_channels": label_channels, "class_names": class_names, "eval": results,
+                   "data": skipped}
             _write_json(Path(args.out), doc)
             print(f"wrote {args.out}")
     return OK

@@ -218,6 +218,11 @@ def run(args) -> int:
         model, meta = load_export(args.export, map_location="cpu")
     except (ValueError, OSError) as exc:
         raise UsageError(f"export: {exc}") from None
+    from lakd.commands._dataset_card import use_export_card
+
+    note = use_export_card(meta)  # a folder dataset's class names come from its card
+    if note:
+        print(f"lakd export: note: {note}", file=sys.stderr)
 
     wrapper = SegmentationLogits(model, upsample=not args.logits).eval()
     channels = int(meta["model"]["in_channels"])

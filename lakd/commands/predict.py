@@ -199,6 +199,11 @@ def run(args) -> int:
         model, meta = load_export(args.export, map_location=device)
     except (ValueError, OSError) as exc:
         raise UsageError(f"export: {exc}") from None
+    from lakd.commands._dataset_card import use_export_card
+
+    note = use_export_card(meta)  # a folder dataset's palette comes from its card
+    if note:
+        print(f"lakd predict: note: {note}", file=sys.stderr)
     mean_t, std_t = norm_tensors(meta.get("mean") or IMAGENET_MEAN, meta.get("std") or IMAGENET_STD)
     palette = palette_for(str(meta.get("dataset", "")), int(meta["num_classes"]))
     kinds = ("ids",) if args.no_overlay else ("ids", "overlay")

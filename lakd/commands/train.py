@@ -99,6 +99,7 @@ def _run(args) -> int:
     from lakd.engine.stage import run_stage
     from lakd.engine.trainer import NonFiniteLoss
     from lakd.io import describe_os_error, is_disk_full
+    from lakd.rundir import StageDir
 
     try:
         run_stage(cfg)
@@ -109,7 +110,7 @@ def _run(args) -> int:
         return exc.exit_status
     except KeyboardInterrupt:
         print(f"lakd train: interrupted before a checkpoint could be saved; run the same command again to resume "
-              f"from the newest checkpoint in {cfg.stage_dir / 'checkpoints'}", file=sys.stderr, flush=True)
+              f"from the newest checkpoint in {StageDir.of(cfg).checkpoints}", file=sys.stderr, flush=True)
         return exit_codes.INTERRUPTED
     except NonFiniteLoss as exc:
         print(f"lakd train: error: {exc}", file=sys.stderr, flush=True)

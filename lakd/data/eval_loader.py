@@ -12,8 +12,8 @@ from lakd.data.manifest import Manifest, load_manifest
 from lakd.data.ordering import balanced_bounds, spans
 from lakd.data.samples import check_label_values, describe, sample_fields
 from lakd.data.shards import read_segments, shard_offsets
-from lakd.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, CorruptSample, decode_image, decode_label,
-                                  eval_transform, norm_tensors)
+from lakd.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, MAX_PIXELS, CorruptSample, decode_image,
+                                  decode_label, eval_transform, norm_tensors)
 from lakd.data.workers import worker_iter
 
 
@@ -29,8 +29,10 @@ class EvalItem(NamedTuple):
 class EvalShards(IterableDataset):
     """What the workers run: worker `w` of `num_workers` reads its contiguous part of samples [a, b)."""
 
-    def __init__(self, urls, counts, a, b, num_workers, mean, std, num_classes, ignore_index, warn: CorruptWarner):
+    def __init__(self, urls, counts, a, b, num_workers, mean, std, num_classes, ignore_index, warn: CorruptWarner,
+                 max_pixels: int = MAX_PIXELS):
         super().__init__()
+        self.max_pixels = int(max_pixels)
         self.urls, self.counts, self.a, self.b, self.W = urls, counts, a, b, num_workers
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.offsets = shard_offsets(counts)
@@ -38,9 +40,9 @@ class EvalShards(IterableDataset):
 
     def _decode(self, sample: dict, mean_t, std_t) -> dict:
         img_b, lab_b, meta = sample_fields(sample)
-        label = decode_label(lab_b)
+        label = decode_label(lab_b, self.max_pixels)
         check_label_values(label, self.num_classes, self.ignore_index)
-        x, y = eval_transform(decode_image(img_b), label, mean_t=mean_t, std_t=std_t)
+        x, y = eval_transform(decode_image(img_b, self.max_pixels), label, mean_t=mean_t, std_t=std_t)
         return {"image": x.unsqueeze(0), "label": y.unsqueeze(0), "key": [str(meta.get("key", sample["__key__"]))]}
 
     def __iter__(self):
@@ -76,7 +78,7 @@ class EvalLoader:
     """
 
     def __init__(self, manifest: Manifest, *, rank: int = 0, world_size: int = 1, mean=IMAGENET_MEAN,
-                 std=IMAGENET_STD, num_workers: int = 0, num_classes: int | None = None):
+                 std=IMAGENET_STD, num_workers: int = 0, num_classes: int | None = None, max_pixels: int = MAX_PIXELS):
         if not (0 <= rank < world_size):
             raise ValueError(f"rank {rank} outside world_size {world_size}")
         self.manifest = manifest
@@ -86,6 +88,7 @@ class EvalLoader:
         self.urls = manifest.shard_urls()
         self.counts = [int(c) for c in manifest.samples_per_shard]
         self.a, self.b = balanced_bounds(manifest.total, world_size, rank)
+        self.max_pixels = int(max_pixels)  # decoded-size cap, handed to the workers with the dataset
         self.warner = CorruptWarner()  # this loader's; worker processes warn through their copies
         self._worker_counts: dict[int, dict] = {}
 
@@ -97,12 +100,15 @@ class EvalLoader:
         """Counts of the last pass, summed over workers (`lakd.data.corrupt.COUNTERS`)."""
         return {c: sum(s[c] for s in self._worker_counts.values()) for c in COUNTERS}
 
+    def _dataset(self) -> EvalShards:
+        return EvalShards(self.urls, self.counts, self.a, self.b, max(1, min(self.num_workers, len(self))),
+                          self.mean, self.std, self.num_classes, int(self.manifest.ignore_index), self.warner,
+                          max_pixels=self.max_pixels)
+
     def __iter__(self):
-        W = max(1, min(self.num_workers, len(self)))
-        ds = EvalShards(self.urls, self.counts, self.a, self.b, W, self.mean, self.std, self.num_classes,
-                        int(self.manifest.ignore_index), self.warner)
+        ds = self._dataset()
         self._worker_counts = {}
-        it = iter(ds) if self.num_workers == 0 else worker_iter(ds, W, seed=0)
+        it = iter(ds) if self.num_workers == 0 else worker_iter(ds, ds.W, seed=0)
         for item, worker, counts in it:
             self._worker_counts[worker] = counts
             if item is not None:
@@ -110,8 +116,10 @@ class EvalLoader:
 
 
 def build_eval_loader(manifest, *, rank: int = 0, world_size: int = 1, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                      num_workers: int = 0, num_classes: int | None = None, allow_pipe: bool = False) -> EvalLoader:
-    """Evaluation loader of whole images over a shard manifest (a `Manifest` or a path to one)."""
+                      num_workers: int = 0, num_classes: int | None = None, allow_pipe: bool = False,
+                      max_pixels: int = MAX_PIXELS) -> EvalLoader:
+    """Evaluation loader of whole images over a shard manifest (a `Manifest` or a path to one); images and
+    labels of more than ``max_pixels`` pixels are skipped and counted as corrupt."""
     manifest = load_manifest(manifest, allow_pipe=allow_pipe)
     return EvalLoader(manifest, rank=rank, world_size=world_size, mean=mean, std=std,
-                      num_workers=num_workers, num_classes=num_classes)
+                      num_workers=num_workers, num_classes=num_classes, max_pixels=max_pixels)

@@ -26,8 +26,8 @@ from lakd.data.manifest import Manifest, load_manifest
 from lakd.data.ordering import WorkerPosition, in_order, plan_span, positions_after, span_size
 from lakd.data.samples import check_label_values, describe, sample_fields
 from lakd.data.shards import read_segments, shard_offsets
-from lakd.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, CorruptSample, decode_image, decode_label,
-                                  norm_tensors, sample_rng, scale_choices, train_transform)
+from lakd.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, MAX_PIXELS, CorruptSample, decode_image,
+                                  decode_label, norm_tensors, sample_rng, scale_choices, train_transform)
 from lakd.data.workers import worker_iter
 
 log = logging.getLogger("lakd.data")
@@ -49,10 +49,10 @@ class TrainShards(IterableDataset):
 
     def __init__(self, urls, counts, *, seed, batch_size, crop_size, scales, mean, std, shuffle_buffer, rank,
                  world_size, num_workers, positions: list[WorkerPosition], rotation: int, warn: CorruptWarner,
-                 num_classes=None, ignore_index=IGNORE_INDEX):
+                 num_classes=None, ignore_index=IGNORE_INDEX, max_pixels: int = MAX_PIXELS):
         super().__init__()
         self.urls, self.counts = urls, counts
-        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.num_classes, self.ignore_index, self.max_pixels = num_classes, ignore_index, int(max_pixels)
         self.offsets = shard_offsets(counts)
         self.seed, self.batch_size, self.crop_size, self.scales = seed, batch_size, crop_size, scales
         self.mean, self.std, self.shuffle_buffer = mean, std, shuffle_buffer
@@ -63,7 +63,7 @@ class TrainShards(IterableDataset):
 
     def _decode(self, sample: dict, epoch: int, mean_t, std_t):
         img_b, lab_b, _ = sample_fields(sample, meta=False)
-        image, label = decode_image(img_b), decode_label(lab_b)
+        image, label = decode_image(img_b, self.max_pixels), decode_label(lab_b, self.max_pixels)
         if self.num_classes is not None:
             check_label_values(label, self.num_classes, self.ignore_index)
         return train_transform(image, label, sample_rng(self.seed, epoch, sample["__index__"]),
@@ -123,7 +123,7 @@ class TrainStream:
     def __init__(self, manifest: Manifest, *, batch_size: int, crop_size, seed: int, rank: int = 0,
                  world_size: int = 1, num_workers: int = 0, scale_range=(0.5, 2.0), mean=IMAGENET_MEAN,
                  std=IMAGENET_STD, shuffle_buffer: int = 256, pin_memory: bool = False,
-                 num_classes: int | None = None):
+                 num_classes: int | None = None, max_pixels: int = MAX_PIXELS):
         if isinstance(crop_size, int):
             crop_size = (crop_size, crop_size)
         crop_size = (int(crop_size[0]), int(crop_size[1]))
@@ -146,6 +146,7 @@ class TrainStream:
             raise ValueError("mean and std need 3 values (RGB)")
         self.shuffle_buffer = int(shuffle_buffer)
         self.pin_memory = pin_memory
+        self.max_pixels = int(max_pixels)  # decoded-size cap, handed to the workers with the dataset
         self.urls = manifest.shard_urls()
         self.counts = [int(c) for c in manifest.samples_per_shard]
         slots = self.world_size * self.W
@@ -181,7 +182,8 @@ class TrainStream:
                            crop_size=self.crop_size, scales=self.scales, mean=self.mean, std=self.std,
                            shuffle_buffer=self.shuffle_buffer, rank=self.rank, world_size=self.world_size,
                            num_workers=self.W, positions=list(self._positions), rotation=self._step % self.W,
-                           warn=self.warner, num_classes=self.num_classes, ignore_index=self.ignore_index)
+                           warn=self.warner, num_classes=self.num_classes, ignore_index=self.ignore_index,
+                           max_pixels=self.max_pixels)
 
     def _make_iter(self):
         ds = self._dataset()

@@ -30,29 +30,25 @@ class CorruptSample(Exception):
     """A sample that cannot be decoded (garbage bytes, wrong label size, ...)."""
 
 
-# decoded images larger than this are refused before decoding (a small PNG can decode to gigabytes);
-# `lakd train` sets it from data.max_pixels, `lakd eval` from --max-pixels (workers inherit it at fork)
+# decoded images larger than a cap are refused before decoding (a small PNG can decode to gigabytes). The
+# loaders carry the cap (data.max_pixels in `lakd train`, --max-pixels in `lakd eval`) into their workers as
+# an argument, so it holds however the workers are started (fork or spawn); this is the default.
 MAX_PIXELS = DataConfig.max_pixels
 
 
-def set_max_pixels(n: int) -> None:
-    global MAX_PIXELS
-    MAX_PIXELS = int(n)
-
-
-def _open_capped(data: bytes, what: str) -> Image.Image:
+def _open_capped(data: bytes, what: str, max_pixels: int) -> Image.Image:
     try:
         im = Image.open(io.BytesIO(data))
     except Exception as exc:  # PIL raises many types for bad data
         raise CorruptSample(f"undecodable {what} ({type(exc).__name__}: {exc})") from None
-    if im.width * im.height > MAX_PIXELS:
-        raise CorruptSample(f"{what} of {im.width}x{im.height} pixels is larger than the cap of {MAX_PIXELS} "
+    if im.width * im.height > max_pixels:
+        raise CorruptSample(f"{what} of {im.width}x{im.height} pixels is larger than the cap of {max_pixels} "
                             f"pixels (data.max_pixels in lakd train, --max-pixels in lakd eval)")
     return im
 
 
-def decode_image(data: bytes) -> Image.Image:
-    im = _open_capped(data, "image")
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    im = _open_capped(data, "image", max_pixels)
     try:
         im.load()
         if im.mode != "RGB":
@@ -62,9 +58,9 @@ def decode_image(data: bytes) -> Image.Image:
         raise CorruptSample(f"undecodable image ({type(exc).__name__}: {exc})") from None
 
 
-def decode_label(data: bytes) -> Image.Image:
+def decode_label(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Decode a label PNG keeping its raw values (mode L; palette images keep their indices)."""
-    im = _open_capped(data, "label")
+    im = _open_capped(data, "label", max_pixels)
     try:
         im.load()
     except Exception as exc:

@@ -19,9 +19,10 @@ from lakd.engine import batchnorm, rng
 from lakd.engine import distributed as D
 from lakd.engine.callbacks import ExportBest
 from lakd.engine.checkpoint import CheckpointManager
-from lakd.engine.environment import num_classes
+from lakd.engine.environment import default_noise, num_classes
 from lakd.engine.teacher_export import TeacherExport
-from lakd.engine.trainer import EvalResult, autocast_context
+from lakd.engine.trainer import EvalResult, autocast_context, data_counts, sum_over_ranks
+from lakd.rundir import StageDir
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def normalisation(cfg: Config) -> tuple[list[float], list[float]]:
 
 def checkpoints_for(cfg: Config) -> CheckpointManager:
     """The stage's checkpoint directory (stateless: run_stage opens it before assembly to clean it up)."""
-    return CheckpointManager(cfg.stage_dir / "checkpoints", keep_last=cfg.checkpoint.keep_last,
+    return CheckpointManager(StageDir.of(cfg).checkpoints, keep_last=cfg.checkpoint.keep_last,
                              keep_best=cfg.checkpoint.keep_best)
 
 
@@ -96,7 +97,8 @@ class TrainLoaderFactory:
             self.cfg.manifest("train"), batch_size=self.micro, crop_size=tuple(d.crop_size),
             seed=self.cfg.run.seed + seed_offset, rank=self.rank, world_size=self.world,
             num_workers=d.num_workers, scale_range=tuple(d.scale_range), mean=self.mean, std=self.std,
-            pin_memory=self.device.type == "cuda", num_classes=num_classes(self.cfg), allow_pipe=d.allow_pipe, **kw,
+            pin_memory=self.device.type == "cuda", num_classes=num_classes(self.cfg), allow_pipe=d.allow_pipe,
+            max_pixels=d.max_pixels, **kw,
         )
         return Prefetcher(stream) if d.num_workers > 0 else stream  # hand-off off the step's critical path
 
@@ -137,18 +139,21 @@ class Evaluator:
     def __call__(self, max_images: Optional[int]) -> EvalResult:
         from lakd.evaluation.evaluate import label_input_fn
 
-        cfg, previews = self.cfg, {}
+        cfg, previews, data = self.cfg, {}, {}
         if self.noiser is not None:  # label-assisted teacher: with the label code and without it
-            label = self.run(label_input_fn(self.noiser, "fixed", seed=cfg.run.seed), max_images, "label", previews)
-            image = self.run(label_input_fn(self.noiser, "zeros"), max_images, "image", previews)
+            label = self.run(label_input_fn(self.noiser, "fixed", seed=cfg.run.seed), max_images, "label", previews,
+                             data)
+            image = self.run(label_input_fn(self.noiser, "zeros"), max_images, "image", previews, data)
             metrics = {"image": image, "label": label}
             score = metrics[cfg.eval.best_on]["miou"]
         else:
-            metrics = {"image": self.run(None, max_images, "image", previews)}
+            metrics = {"image": self.run(None, max_images, "image", previews, data)}
             score = metrics["image"]["miou"]
-        return EvalResult(metrics, float(score) if score is not None else float("-inf"), previews)
+        return EvalResult(metrics, float(score) if score is not None else float("-inf"), previews, data)
 
-    def run(self, input_fn, max_images: Optional[int], variant: str, previews: dict) -> dict:
+    def run(self, input_fn, max_images: Optional[int], variant: str, previews: dict, data: dict) -> dict:
+        """One pass over the val set; ``data`` gets what the loader skipped (summed over ranks; each variant
+        reads the same images, so the largest count of the passes)."""
         from lakd.data import get_card
         from lakd.data.pipeline import build_eval_loader
         from lakd.engine.progress import track
@@ -156,7 +161,8 @@ class Evaluator:
 
         cfg = self.cfg
         loader = build_eval_loader(cfg.manifest("val"), rank=self.rank, world_size=self.world, mean=self.mean,
-                                   std=self.std, num_workers=cfg.data.num_workers, allow_pipe=cfg.data.allow_pipe)
+                                   std=self.std, num_workers=cfg.data.num_workers, allow_pipe=cfg.data.allow_pipe,
+                                   max_pixels=cfg.data.max_pixels)
         per_rank = None if max_images is None else max(1, -(-max_images // self.world))
         total = len(loader) if per_rank is None else min(per_rank, len(loader))
         shown = track(loader, total=total, desc=f"[eval {variant}]", unit="images",
@@ -166,6 +172,8 @@ class Evaluator:
         with autocast_context(self.device, cfg.train.precision):
             metrics = evaluate(self.model, shown, self.num_classes, input_fn=input_fn, max_images=per_rank,
                                on_prediction=on_pred, **self.settings)
+        for name, n in sum_over_ranks(data_counts(loader), self.device).items():
+            data[name] = max(n, data.get(name, 0))
         if not metrics["pixels"]:  # summed over ranks: every rank takes the same decision
             raise ConfigError(f"evaluation found no readable labelled image in {cfg.manifest('val')} (missing, "
                               f"empty or corrupt val shards; lakd shards verify {cfg.manifest('val')}); a "
@@ -187,16 +195,16 @@ class Exporter:
         cfg = self.cfg
         meta = {"dataset": cfg.data.dataset, "mean": self.mean, "std": self.std, "num_classes": num_classes(cfg),
                 "stage": cfg.stage, "run_name": cfg.run.name, "step": step, "config_hash": cfg.hash()}
-        return TeacherExport(model, self.noiser).save(cfg.stage_dir / name, meta)
+        if cfg.data.card is not None:  # a folder dataset: its card names the classes for predict/export/eval
+            meta["card"] = str(Path(cfg.data.card).absolute())
+        return TeacherExport(model, self.noiser).save(StageDir.of(cfg).path / name, meta)
 
 
 def load_teacher(cfg: Config, device: torch.device, mean, std, rank: int) -> tuple[TeacherExport, dict]:
     """The student stage's frozen teacher with its label noiser, and {"export", "label_channels"} (result.json)."""
     path = cfg.teacher_export()
-    n = cfg.noise  # only for a label-assisted export written without its noise settings
-    default_noise = {"code_dim": n.code_dim, "sigma": n.sigma, "fixed_sigma": n.fixed_sigma, "scale": n.scale}
     try:
-        teacher = TeacherExport.load(path, map_location=device, default_noise=default_noise)
+        teacher = TeacherExport.load(path, map_location=device, default_noise=default_noise(cfg))
     except ValueError as exc:
         raise ConfigError(f"cannot load the teacher export: {exc}") from None
     for key, mine in (("mean", mean), ("std", std)):
@@ -294,7 +302,7 @@ def assemble(cfg: Config, denv: D.DistEnv, device: torch.device) -> Stage:
     engine, scheduler = build_engine(model, cfg, world, micro, accum)
     loaders = TrainLoaderFactory(cfg, rank, world, micro, mean, std, device)
     exporter = Exporter(cfg, mean, std, noiser)
-    callbacks = [ExportBest(exporter, engine.module, f"{cfg.stage}-best", rank=rank)] if cfg.eval.every else []
+    callbacks = [ExportBest(exporter, engine.module, StageDir.of(cfg).best_export.name, rank=rank)] if cfg.eval.every else []
     return Stage(
         cfg=cfg, denv=denv, device=device, engine=engine, scheduler=scheduler, objective=objective,
         loaders=loaders, loader=loaders(),

@@ -93,13 +93,7 @@ def deepspeed_config(cfg: Config, world_size: int, micro: int, accum: int) -> di
         # empty list: no module communicates its gradients in bf16 (fp32 all-reduce, exact sums)
         ds["torch_autocast"] = {"enabled": True, "dtype": "bfloat16", "lower_precision_safe_modules": []}
     elif t.precision == "fp16":
-        if t.zero_stage == 0:
-            from lakd.config import ConfigError
-
-            # measured with DeepSpeed 0.19.8 on CPU: FP16_UnfusedOptimizer steps leave the weights unchanged
-            raise ConfigError("config key 'train.precision': fp16 needs train.zero_stage 1 or 2; at stage 0 "
-                              "DeepSpeed wraps torch's SGD/AdamW in its unfused fp16 optimizer, whose steps left "
-                              "the weights unchanged in lakd's checks")
+        # ZeRO stage 0 with fp16 is refused when the config is loaded (lakd.config TrainConfig)
         # DeepSpeed's fp16 block: fp16 weights with fp32 master copies, dynamic loss scaling (loss_scale 0);
         # auto_cast casts the float32 batches to fp16 on their way into the model
         ds["fp16"] = {"enabled": True, "auto_cast": True, "loss_scale": 0, "initial_scale_power": 16,

@@ -16,14 +16,13 @@ from pathlib import Path
 import torch
 
 from lakd.config import Config, ConfigError, batch_layout
+from lakd.rundir import StageDir
 
 __all__ = ["check_environment", "num_classes", "result_path"]
 
 
 def result_path(cfg: Config) -> Path:
     """The stage's result.json (``lakd.rundir.StageDir``)."""
-    from lakd.rundir import StageDir
-
     return StageDir.of(cfg).result
 
 
@@ -31,6 +30,12 @@ def num_classes(cfg: Config) -> int:
     from lakd.data import get_card
 
     return cfg.data.num_classes or get_card(cfg.data.dataset).num_classes
+
+
+def default_noise(cfg: Config) -> dict:
+    """Noise settings for a label-assisted teacher export written without its own (hand-made files)."""
+    n = cfg.noise
+    return {"code_dim": n.code_dim, "sigma": n.sigma, "fixed_sigma": n.fixed_sigma, "scale": n.scale}
 
 
 def _model_on_meta(cfg: Config, prefix: str, m) -> torch.nn.Module:
@@ -57,17 +62,10 @@ def _model_on_meta(cfg: Config, prefix: str, m) -> torch.nn.Module:
     return model
 
 
-def _check_models(cfg: Config) -> None:
-    from lakd.models import COMBINATIONS
-
-    prefix, m = ("teacher.model", cfg.teacher.model) if cfg.stage == "teacher" else ("model", cfg.model)
-    if m.name not in COMBINATIONS:
-        raise ConfigError(f"config key '{prefix}.name': unknown model {m.name!r}; "
-                          f"valid models: {', '.join(COMBINATIONS)}")
-    if m.backbone not in COMBINATIONS[m.name]:
-        raise ConfigError(f"config key '{prefix}.backbone': {m.name} is not available with {m.backbone!r}; "
-                          f"{m.name} backbones: {', '.join(COMBINATIONS[m.name])}")
-    _model_on_meta(cfg, prefix, m)
+def _check_model(cfg: Config) -> None:
+    """Name and backbone were checked at load (lakd.config); width, options and the weights need the registry."""
+    prefix = "teacher.model" if cfg.stage == "teacher" else "model"
+    _model_on_meta(cfg, prefix, cfg.stage_model)
 
 
 def _check_hardware(cfg: Config) -> None:
@@ -139,6 +137,7 @@ def _check_manifest(cfg: Config, split: str, world_size: int) -> list[str]:
 def _check_teacher_export(cfg: Config) -> None:
     from safetensors import safe_open
 
+    from lakd.engine.teacher_export import noiser_from_meta
     from lakd.models import build_model
     from lakd.models.export import export_paths, read_export_meta
 
@@ -149,10 +148,11 @@ def _check_teacher_export(cfg: Config) -> None:
             f"teacher export not found: {export} (run the teacher stage of run '{cfg.run.name}' first, or "
             f"set teacher.export to a <stage>.safetensors written by another run)"
         )
-    try:
+    try:  # the JSON alone: a bad 'noise' block is refused here, before anything is written
         meta = read_export_meta(export)
+        noiser_from_meta(meta, export, default_noise(cfg))
     except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+        raise ConfigError(f"cannot use the teacher export: {exc}") from None
     if int(meta["num_classes"]) != num_classes(cfg):
         raise ConfigError(f"teacher export {export} predicts {meta['num_classes']} classes, "
                           f"dataset {cfg.data.dataset} has {num_classes(cfg)}")
@@ -176,11 +176,12 @@ def _check_run_dir(cfg: Config) -> None:
     from lakd.engine.checkpoint import CheckpointManager
     from lakd.io import unwritable_entry, unwritable_reason
 
-    reason = (unwritable_reason(cfg.stage_dir) or unwritable_entry(cfg.stage_dir)
-              or unwritable_entry(cfg.stage_dir / "checkpoints", folders=False))
+    sd = StageDir.of(cfg)
+    reason = (unwritable_reason(sd.path) or unwritable_entry(sd.path)
+              or unwritable_entry(sd.checkpoints, folders=False))
     if reason:
         raise ConfigError(f"config key 'run.runs_dir': {reason}")
-    ckpt_dir = cfg.stage_dir / "checkpoints"
+    ckpt_dir = sd.checkpoints
     if not ckpt_dir.is_dir():
         return
     ckpt = CheckpointManager(ckpt_dir)
@@ -194,22 +195,18 @@ def _check_run_dir(cfg: Config) -> None:
         raise ConfigError(
             f"checkpoint {ckpt_dir / meta['tag']} was written with a different configuration (config hash "
             f"{meta.get('config_hash')}, now {cfg.hash()}); resuming would mix two experiments. Choose "
-            f"another run.name, or restore the original settings (see {cfg.stage_dir / 'config.yaml'})"
+            f"another run.name, or restore the original settings (see {sd.config})"
         )
 
 
 def check_environment(cfg: Config, world_size: int = 1) -> list[str]:
     """Raises ConfigError for anything that would fail later; returns warnings worth printing (rank 0).
     Reads files, writes none (the run-dir probe file is created and removed again)."""
-    from lakd.data import list_cards
-
-    if cfg.data.dataset not in list_cards():
-        raise ConfigError(f"config key 'data.dataset': unknown dataset {cfg.data.dataset!r}; "
-                          f"known: {', '.join(list_cards())}")
+    # names of datasets, models and backbones were checked when the config was loaded (lakd.config)
     _check_hardware(cfg)
-    if result_path(cfg).is_file():
+    if StageDir.of(cfg).finished:
         return []  # finished: the stage only reads its result
-    _check_models(cfg)
+    _check_model(cfg)
     micro, accum = batch_layout(cfg, world_size)
     from lakd.engine.ds_engine import resolved_deepspeed_config
     from lakd.engine.monitor import wandb_missing

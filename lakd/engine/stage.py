@@ -47,9 +47,10 @@ from lakd.engine.monitor import Monitor
 from lakd.engine.preemption import PreemptionFlag
 from lakd.engine.progress import ConsoleLog, MetricsLog, Progress, format_metric
 from lakd.engine.runlock import RunLock
-from lakd.engine.trainer import Trainer, TrainState, cpu_has_native_bf16
+from lakd.engine.trainer import Trainer, TrainState, cpu_has_native_bf16, describe_skipped
 from lakd.io import atomic_write_bytes, naming_disk_full
 from lakd.log import setup_logging
+from lakd.rundir import ResultError, StageDir
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +77,18 @@ def _init_info(model) -> Optional[dict]:
 
 
 def _read_result(cfg: Config) -> Optional[dict]:
-    path = stage_result_path(cfg)
-    if not path.is_file():
+    sd = StageDir.of(cfg)
+    if not sd.finished:
         return None
     try:
-        result = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path} cannot be read ({exc}); remove it to train the stage again") from None
+        result = sd.read_result()
+    except ResultError as exc:  # one line naming the file; how to go on, unless the reader said it already
+        text = str(exc)
+        raise ConfigError(text if "remove it" in text else f"{text}; remove it to train the stage again") from None
     theirs = result.get("config_hash")
     if theirs and theirs != cfg.hash():
         raise ConfigError(
-            f"{path.parent} holds a finished {cfg.stage} stage trained with a different configuration "
+            f"{sd} holds a finished {cfg.stage} stage trained with a different configuration "
             f"(config hash {theirs}, now {cfg.hash()}); choose another run.name or remove that folder"
         )
     return result
@@ -153,7 +155,8 @@ class _Session:
         self.cfg, self.denv, self.device, self.created_group = cfg, denv, device, created_group
         self.extra_callbacks = list(callbacks)
         self.flag = PreemptionFlag().install()
-        self.lock = RunLock(cfg.stage_dir)
+        self.dir = StageDir.of(cfg)
+        self.lock = RunLock(self.dir.path)
         self.console: Optional[ConsoleLog] = None
         self.loader = self.metrics = self.progress = self.monitor = None
         self.failed: Optional[BaseException] = None
@@ -161,10 +164,10 @@ class _Session:
     def open_run_dir(self) -> Optional[dict]:
         """Take the stage folder (one job per folder), clean up after an interrupted save, write config.yaml;
         returns the result when a run that held the folder until now finished the stage."""
-        cfg, denv, stage_dir = self.cfg, self.denv, self.cfg.stage_dir
+        cfg, denv, sd = self.cfg, self.denv, self.dir
         refused = None
         if denv.rank == 0:  # rank 0 holds the lock, every rank learns the outcome
-            stage_dir.mkdir(parents=True, exist_ok=True)
+            sd.path.mkdir(parents=True, exist_ok=True)
             refused = self.lock.acquire()
             if self.lock.unsupported:
                 warn(self.lock.unsupported)
@@ -175,7 +178,7 @@ class _Session:
         if done is not None:
             return done
         if denv.rank == 0:
-            self.console = ConsoleLog(stage_dir / "console.log")
+            self.console = ConsoleLog(sd.console_log)
             if self.device.type == "cpu" and cfg.train.precision == "bf16" and not cpu_has_native_bf16():
                 warn("train.precision=bf16 on a CPU without native bfloat16 (no AVX512-BF16/AMX): autocast "
                      "emulates it, measured about 40x slower than fp32 (benchmarks/bench_precision.py compares "
@@ -185,24 +188,25 @@ class _Session:
             removed = ckpt.remove_incomplete()
             if removed:
                 warn(f"removed incomplete checkpoint(s) {', '.join(removed)} in {ckpt.dir} (a save was interrupted)")
-            atomic_write_bytes(stage_dir / "config.yaml", cfg.to_yaml().encode())
+            atomic_write_bytes(sd.config, cfg.to_yaml().encode())
             from lakd.engine.ds_engine import resolved_deepspeed_config
 
             ds_config = resolved_deepspeed_config(cfg, denv.world_size, *batch_layout(cfg, denv.world_size))
-            atomic_write_bytes(stage_dir / "deepspeed_config.json", (json.dumps(ds_config, indent=1) + "\n").encode())
+            atomic_write_bytes(sd.deepspeed_config, (json.dumps(ds_config, indent=1) + "\n").encode())
         D.barrier()
         return None
 
     def trainer(self, stage: Stage, state: TrainState) -> Trainer:
         """The loop over the assembled parts, with rank 0's logs (and the start line)."""
-        cfg, denv, stage_dir = self.cfg, self.denv, self.cfg.stage_dir
+        cfg, denv, sd = self.cfg, self.denv, self.dir
+        stage_dir = sd.path
         self.loader = stage.loader
         if denv.rank == 0:
-            self.metrics = MetricsLog(stage_dir / "metrics.jsonl", resume_step=state.step)
+            self.metrics = MetricsLog(sd.metrics, resume_step=state.step)
             self.progress = Progress(total=cfg.train.iters, start=state.step, desc=f"{cfg.run.name}/{cfg.stage}",
                                      mode=cfg.log.progress, print_every=cfg.log.print_every)
             start = f"resuming at step {state.step}" if state.step else _describe_init(stage.init_report)
-            self.monitor = Monitor(stage_dir, run_name=cfg.run.name, stage=cfg.stage, config=cfg.to_dict(),
+            self.monitor = Monitor(sd.path, run_name=cfg.run.name, stage=cfg.stage, config=cfg.to_dict(),
                                    resume_step=state.step, tensorboard=cfg.log.tensorboard, wandb=cfg.log.wandb,
                                    wandb_project=cfg.log.wandb_project)
             self.progress.message(
@@ -248,7 +252,7 @@ class _Session:
 
 def _finish(stage: Stage, trainer: Trainer, progress: Optional[Progress]) -> dict:
     """Final evaluation of the averaged model, final export and result.json (written last, by rank 0)."""
-    cfg, state = stage.cfg, trainer.state
+    cfg, state, sd = stage.cfg, trainer.state, StageDir.of(stage.cfg)
     # final model: every rank holds the same weights and (averaged) BatchNorm statistics
     if stage.average_bn:
         batchnorm.average_(stage.model)
@@ -260,17 +264,19 @@ def _finish(stage: Stage, trainer: Trainer, progress: Optional[Progress]) -> dic
         "seconds": round(state.seconds, 3), "eval": final.metrics,
         "best": state.best, "config_hash": cfg.hash(), "world_size": stage.world,
         "seed": cfg.run.seed, "init": _init_info(stage.model),
+        "data": {"train": dict(trainer.data), "eval": dict(final.data)},  # skipped corrupt data (summed over ranks)
     }
     if stage.rank == 0:
-        with naming_disk_full(cfg.stage_dir / f"{cfg.stage}.safetensors"):
+        with naming_disk_full(sd.export_weights):
             export_path = stage.exporter.save(stage.model, cfg.stage, state.step)
         result["export"] = str(export_path)
-        atomic_write_bytes(result_path(cfg), (json.dumps(result, indent=1) + "\n").encode())
+        atomic_write_bytes(sd.result, (json.dumps(result, indent=1) + "\n").encode())
         summary = ", ".join(f"{k} mIoU {format_metric(v.get('miou'))}" for k, v in final.metrics.items())
         progress.message(f"lakd train: {cfg.stage} finished at step {state.step}: {summary}; "
-                         f"wrote {export_path} and {result_path(cfg)}")
+                         f"wrote {export_path} and {result_path(cfg)}"
+                         f"{describe_skipped(trainer.data, final.data, [cfg.manifest('train'), cfg.manifest('val')])}")
     D.barrier()
-    result["export"] = str(cfg.stage_dir / f"{cfg.stage}.safetensors")
+    result["export"] = str(sd.export_weights)
     return result
 
 
@@ -306,10 +312,8 @@ def _run_stage(cfg: Config, callbacks: Sequence[Callback]) -> dict:
         if denv.rank == 0:
             _say_finished(cfg, done)
         return done
-    from lakd.data.transforms import set_max_pixels
     from lakd.engine.ds_engine import prepare_deepspeed
 
-    set_max_pixels(cfg.data.max_pixels)
     if denv.rank == 0:
         for text in warnings:
             warn(text)

@@ -63,8 +63,10 @@ def noiser_from_meta(meta: dict, path: str | os.PathLike, default_noise: Optiona
     if k <= 0:
         return None
     js = export_paths(path)[1]
-    settings = meta.get("noise")
-    if not isinstance(settings, dict):
+    settings = meta.get("noise", meta.get("label_noise"))  # "label_noise": the key of early exports
+    if settings is not None and not isinstance(settings, dict):
+        raise ValueError(f"{js}: 'noise' settings must be a mapping, got {type(settings).__name__}")
+    if settings is None:
         if default_noise is None:
             raise ValueError(f"{js}: the model takes {k} label channel(s) but the export has no 'noise' settings "
                              f"to make them")

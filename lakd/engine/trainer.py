@@ -36,6 +36,38 @@ class EvalResult:
     metrics: dict  # {"image": {...}} (+ {"label": {...}} for a label-assisted teacher)
     score: float  # the value best-model tracking compares
     previews: dict = field(default_factory=dict)  # {variant: [(key, HxWx3 uint8 label | prediction)]} (rank 0)
+    data: dict = field(default_factory=dict)  # what the loader skipped, summed over ranks (DATA_COUNTERS)
+
+
+# what the loaders skipped (lakd.data.corrupt): corrupt samples and shards cut short
+DATA_COUNTERS = ("corrupt", "truncated_shards")
+
+
+def data_counts(loader) -> dict:
+    """This rank's skipped-data counts of a loader with ``stats`` (zeros for one without, e.g. a test fake)."""
+    stats = getattr(loader, "stats", None) or {}
+    return {c: int(stats.get(c, 0)) for c in DATA_COUNTERS}
+
+
+def sum_over_ranks(counts: dict, device: torch.device) -> dict:
+    """``counts`` (name -> int) summed over the process group (a collective: every rank calls it)."""
+    if D.world_size() == 1:
+        return dict(counts)
+    on = device if dist.get_backend() == "nccl" else torch.device("cpu")
+    vec = torch.tensor([float(v) for v in counts.values()], dtype=torch.float64, device=on)
+    dist.all_reduce(vec)
+    return {k: int(v) for k, v in zip(counts, vec.tolist())}
+
+
+def describe_skipped(train: dict, evaluation: dict, manifests: Sequence = ()) -> str:
+    """'' when nothing was skipped; else the clause the final line of a stage carries."""
+    parts = [f"{n} {what}" for n, what in (
+        (train.get("corrupt", 0), "corrupt training sample(s)"),
+        (train.get("truncated_shards", 0), "unreadable training shard read(s)"),
+        (evaluation.get("corrupt", 0), "corrupt evaluation image(s)"),
+        (evaluation.get("truncated_shards", 0), "unreadable evaluation shard read(s)")) if n]
+    verify = "; ".join(f"lakd shards verify {m}" for m in manifests) or "lakd shards verify MANIFEST"
+    return f"; skipped {', '.join(parts)} (named in the warnings; {verify})" if parts else ""
 
 
 @dataclass
@@ -77,16 +109,6 @@ def autocast_context(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
-@contextlib.contextmanager
-def isolated_cpu_rng():
-    """Whatever runs inside leaves torch's global CPU generator as it found it."""
-    state = torch.get_rng_state()
-    try:
-        yield
-    finally:
-        torch.set_rng_state(state)
-
-
 class Trainer:
     """Runs the loop for an assembled stage (see :mod:`lakd.engine.assemble`); ``callbacks`` act at its events
     (:mod:`lakd.engine.callbacks`)."""
@@ -106,6 +128,7 @@ class Trainer:
         self.rank = D.rank()
         self._autocast = lambda: autocast_context(device, cfg.train.precision)
         self._keys: Optional[list[str]] = None
+        self.data = data_counts(loader)  # skipped by the training stream, summed over ranks at every step
 
     # ------------------------------------------------------------------------------------------ step
     def _to_device(self, batch: dict) -> dict:
@@ -119,8 +142,8 @@ class Trainer:
         self.data_seconds = 0.0
         for _ in range(self.accum):
             t = time.perf_counter()
-            with isolated_cpu_rng():  # DataLoader start-up draws from torch's RNG: keep it out of training
-                batch = self._to_device(next(self.loader))
+            # the loader keeps out of torch's global RNG itself (its workers are seeded by a generator of its own)
+            batch = self._to_device(next(self.loader))
             self.data_seconds += time.perf_counter() - t
             with self._autocast():
                 out = self.objective(self.engine, batch, step=step)
@@ -143,16 +166,21 @@ class Trainer:
                 "skipped_steps": int(getattr(self.engine, "skipped_steps", 0))}
 
     def _agree(self, values: torch.Tensor) -> tuple[bool, bool, list[float]]:
-        """All-reduce [preempt, nonfinite, loss, terms...]: the same decision on every rank."""
+        """All-reduce [preempt, nonfinite, skipped data counts, loss, terms...]: the same decision on every rank
+        (the counts, summed, go to ``self.data``)."""
         nonfinite = (~torch.isfinite(values)).any().float().reshape(1)
         flag = torch.tensor([1.0 if self.flag.requested else 0.0], device=values.device)
-        vec = torch.cat([flag, nonfinite, torch.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)])
+        mine = data_counts(self.loader)
+        skipped = torch.tensor([float(mine[c]) for c in DATA_COUNTERS], device=values.device)
+        vec = torch.cat([flag, nonfinite, skipped, torch.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)])
         if self.world > 1:
             vec = vec.to(self._comm_device())
             dist.all_reduce(vec)
         out = vec.tolist()
+        k = 2 + len(DATA_COUNTERS)
+        self.data = {c: int(round(v)) for c, v in zip(DATA_COUNTERS, out[2:k])}
         n = float(self.world)
-        return out[0] > 0, out[1] > 0, [v / n for v in out[2:]]
+        return out[0] > 0, out[1] > 0, [v / n for v in out[k:]]
 
     def _comm_device(self) -> torch.device:
         return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
@@ -186,7 +214,7 @@ class Trainer:
     def log_eval(self, res: EvalResult, *, final: bool = False) -> None:
         """Record an evaluation: metrics.jsonl and the console (rank 0), then the ``on_eval`` callbacks."""
         if self.metrics is not None:
-            self.metrics.write({"step": self.state.step, "eval": res.metrics, "time": time.time()})
+            self.metrics.write({"step": self.state.step, "eval": res.metrics, "data": res.data, "time": time.time()})
         if self.progress is not None:
             parts = ", ".join(f"{k} mIoU {format_metric(v.get('miou'))}" for k, v in res.metrics.items())
             self.progress.message(f"[eval] step {self.state.step}: {parts}")
@@ -249,7 +277,7 @@ class Trainer:
                     record = {"step": st.step, "lr": lr, "loss": loss, "terms": terms,
                               "images_per_s": global_batch / dt if dt > 0 else None,
                               "data_s": round(data_s, 6), "compute_s": round(dt - data_s, 6),
-                              **memory, **self._loss_scale(), "time": time.time()}
+                              **memory, **self._loss_scale(), "data": dict(self.data), "time": time.time()}
                     if self.metrics is not None:
                         self.metrics.write(record)
                     emit(self.callbacks, "on_log", self, st.step, record)

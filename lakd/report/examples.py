@@ -28,13 +28,15 @@ DEFAULT_COLUMNS = (
 )
 
 
-def _noise_settings(r: StageResult, meta: dict) -> dict:
-    """LabelNoiser keyword arguments of a label-assisted model: from its export meta, else its config.yaml."""
-    noise = meta.get("noise")
-    if not isinstance(noise, dict):
-        noise = r.files.read_config().get("noise") or {}
+def _noiser(r: StageResult, meta: dict):
+    """The label noiser of a label-assisted model (:class:`lakd.engine.teacher_export.TeacherExport`'s reading of
+    its export meta); an export written without noise settings gets those of its stage's config.yaml."""
+    from lakd.engine.teacher_export import noiser_from_meta
+
+    noise = r.files.read_config().get("noise")
     keys = ("code_dim", "sigma", "fixed_sigma", "scale")
-    return {k: noise[k] for k in keys if k in noise}
+    default = {k: noise[k] for k in keys if k in noise} if isinstance(noise, dict) else {}
+    return noiser_from_meta(meta, r.export_path(), default_noise=default)
 
 
 def _lowest_seed(cands: Sequence[StageResult]) -> StageResult | None:
@@ -75,7 +77,7 @@ def predict_examples(results: Sequence[StageResult], val_manifest: str | Path, *
     from lakd.data.pipeline import build_eval_loader
     from lakd.evaluation.evaluate import label_input_fn
     from lakd.evaluation.inference import predict
-    from lakd.method.label_noise import LabelNoiser, fixed_codes
+    from lakd.method.label_noise import fixed_codes
     from lakd.models.export import load_export
 
     models, code_range = [], None
@@ -84,7 +86,7 @@ def predict_examples(results: Sequence[StageResult], val_manifest: str | Path, *
             model, meta = load_export(r.export_path(), map_location=device)
             input_fn = None
             if int(meta.get("label_channels", 0)) > 0:
-                noiser = LabelNoiser(int(meta["num_classes"]), **_noise_settings(r, meta))
+                noiser = _noiser(r, meta)
                 input_fn = label_input_fn(noiser, label_mode or "zeros")
                 if label_mode == "fixed" and code_range is None:  # black..white = the fixed code's range
                     codes = fixed_codes(noiser.slots, noiser.code_dim)[:, 0]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from lakd.rundir import StageDir
 from lakd.sweep.spec import Resources, SweepSpec
 
 # roles of the stage jobs, as the results table names them (lakd.report.results.ROLES)
@@ -57,7 +58,7 @@ class Job:
 
     def export_path(self) -> Optional[Path]:
         """The model this stage exports (``<stage_dir>/<stage>.safetensors``)."""
-        return None if self.stage_dir is None else self.stage_dir / f"{self.stage}.safetensors"
+        return None if self.stage_dir is None else StageDir(self.stage_dir).export_weights
 
     def manifests(self) -> list[Path]:
         """Shard jobs: the manifests they write."""

@@ -120,3 +120,34 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, student, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 5 and all(line.startswith("lakd export: error:") for line in lines)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile"]
+
+
+def test_a_folder_dataset_export_names_its_classes_from_the_recorded_card(tmp_path, capsys):
+    """`lakd train` records a folder dataset's card in the export; `lakd export` reads the class names from it
+    (a card that is gone: numbered classes and a note)."""
+    from lakd.config import load_config
+    from lakd.data.cards import use_card
+    from lakd.engine.assemble import Exporter
+
+    card = tmp_path / "card.yaml"
+    card.write_text("name: kitchens\nclass_names: [floor, wall, table]\n"
+                    "palette: [[80, 80, 80], [200, 200, 200], [150, 90, 40]]\n")
+    try:
+        cfg = load_config("synthetic", [f"run.runs_dir={tmp_path / 'runs'}", "data.dataset=folder",
+                                        f"data.card={card}"], stage="baseline")
+        torch.manual_seed(0)
+        st = Exporter(cfg, [0.0] * 3, [1.0] * 3).save(build_model("fcn", "plaincnn", 3, width=0.25), "baseline", 2)
+        assert json.loads(st.with_suffix(".json").read_text())["card"] == str(card.absolute())
+        use_card(None)  # a fresh process: only the built-in datasets are known
+        out = tmp_path / "m.pt"
+        assert main(["export", str(st), "--format", "torchscript", "--out", str(out), "--sample-size", "32"]) == 0
+        extra = {"lakd.json": ""}
+        torch.jit.load(str(out), _extra_files=extra)
+        assert json.loads(extra["lakd.json"])["class_names"] == ["floor", "wall", "table"]
+        use_card(None)
+        card.unlink()
+        capsys.readouterr()
+        assert main(["export", str(st), "--format", "torchscript", "--out", str(out), "--sample-size", "32"]) == 0
+        assert "classes are shown by number" in capsys.readouterr().err
+    finally:
+        use_card(None)

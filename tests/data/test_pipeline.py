@@ -153,9 +153,9 @@ def test_resume_skips_without_decoding(shards, monkeypatch):
     calls = {"n": 0}
     real = train_stream.decode_image
 
-    def counting(data):
+    def counting(data, *cap):
         calls["n"] += 1
-        return real(data)
+        return real(data, *cap)
 
     monkeypatch.setattr(train_stream, "decode_image", counting)
     kw = dict(batch_size=4, crop_size=16, seed=1, shuffle_buffer=8)
@@ -317,3 +317,23 @@ def test_manifest_from_pipe_and_glob(shards):
         load_manifest("pipe:false")
     with pytest.raises(ValueError, match="not found"):
         load_manifest(shards.parent / "nope.manifest.json")
+
+
+def test_pixel_cap_travels_to_spawned_workers(shards):
+    """The cap is the loader's argument, carried by the dataset its workers run: it holds in workers started
+    with spawn (nothing inherited from the parent's module state), for both loaders. 40x40 images, cap 1000."""
+    from lakd.data.train_stream import TrainStream
+    from lakd.data.workers import worker_iter
+
+    e = build_eval_loader(shards, num_workers=1, max_pixels=1000)
+    items = list(worker_iter(e._dataset(), 1, seed=0, multiprocessing_context="spawn"))
+    assert len(items) == len(e) and all(it.item is None for it in items) and items[-1].counts["corrupt"] == len(e)
+    assert len(list(build_eval_loader(shards, max_pixels=1600))) == len(e)  # at the cap: kept
+
+    s = TrainStream(load_manifest(shards), batch_size=2, crop_size=16, seed=0, num_workers=1, max_pixels=1000)
+    it = worker_iter(s._dataset(), 1, seed=0, multiprocessing_context="spawn")
+    try:
+        with pytest.raises(RuntimeError, match="no readable sample"):
+            next(it)
+    finally:
+        it._shutdown_workers()  # the worker waits for more work after raising

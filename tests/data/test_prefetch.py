@@ -74,3 +74,16 @@ def test_errors_reach_the_consumer_in_order():
         next(p)
     assert p.state_dict() == {"n": 3}
     p.close()
+
+
+def test_prefetched_worker_stream_leaves_torch_random_state_alone(shards):
+    """The training loop takes batches without guarding torch's global RNG: the stream as the stage builds it
+    (workers behind a prefetch thread, started again after a restore) must not draw from it."""
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    p = Prefetcher(_stream(shards))
+    [next(p) for _ in range(3)]
+    p.load_state_dict(p.state_dict())  # restarts the workers
+    [next(p) for _ in range(3)]
+    p.close()
+    assert torch.equal(torch.get_rng_state(), before)

@@ -15,6 +15,11 @@ HOOKS = Path(__file__).resolve().parent / "_hooks.py"
 LAUNCH_TIMEOUT = 400  # seconds per launch; a 2-core CI machine runs one in ~10 s
 
 
+# the variables launchers set: an in-process stage test removes them so that it runs as one process
+LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                 "SLURM_PROCID", "SLURM_STEP_ID", "SUBMITIT_EXECUTOR", "OMPI_COMM_WORLD_RANK")
+
+
 def tiny_args(shards: Path, runs: Path, name: str, **over) -> list[str]:
     """Overrides for a stage that trains in seconds on CPU (width-0.125 DeepLabV3-R18, 32 px crops)."""
     opts = {

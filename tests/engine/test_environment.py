@@ -140,6 +140,25 @@ def test_teacher_export_whose_weights_do_not_fit_its_metadata(tmp_path, shards, 
     assert not runs.exists()
 
 
+@pytest.mark.parametrize("noise, expect", [
+    ({"code_dim": 2, "colour": 1}, "'noise' settings: unknown label_noise setting(s): colour"),
+    ({"code_dim": 3}, "'noise' code_dim 3 but label_channels 2"),
+    ("loud", "'noise' settings must be a mapping, got str"),
+])
+def test_teacher_export_with_a_bad_noise_block_is_refused_before_anything_is_written(tmp_path, shards, capsys,
+                                                                                     noise, expect):
+    from lakd.models import build_model
+    from lakd.models.export import save_export
+
+    runs = tmp_path / "runs"
+    meta = {"num_classes": 8, "label_channels": 2, "noise": noise}
+    st, _ = save_export(build_model("deeplabv3", "resnet18", 8, 5, width=0.125), tmp_path / "t" / "teacher", meta)
+    err = _refused(capsys, _train(tmp_path, shards, f"teacher.export={st}", stage="student"),
+                   expect)
+    assert "cannot use the teacher export" in err and str(st.with_suffix(".json")) in err
+    assert not runs.exists()
+
+
 def test_a_refused_rerun_keeps_the_runs_config(tmp_path, shards, capsys):
     stage = tmp_path / "runs" / "r" / "baseline"
     (stage / "checkpoints" / "step_00000002").mkdir(parents=True)
@@ -234,3 +253,18 @@ def test_ctrl_c_anywhere_is_one_line_and_130(tmp_path, shards, capsys, monkeypat
     monkeypatch.setattr("lakd.commands.eval.run", interrupted)
     assert main(["eval", "x", "--shards", "y"]) == 130
     assert capsys.readouterr().err.strip() == "lakd eval: interrupted"
+
+
+@pytest.mark.parametrize("text, expect", [
+    ('{"stage": "baseline", "eval": {"image": {"miou": 0.5', "not valid JSON (Expecting"),
+    ("[1, 2]", "not a stage result (no 'eval' entry)"),
+])
+def test_an_unusable_result_json_is_named_and_left_alone(tmp_path, shards, capsys, text, expect):
+    from lakd.rundir import StageDir
+
+    sd = StageDir.at(tmp_path / "runs", "r", "baseline")
+    sd.path.mkdir(parents=True)
+    sd.result.write_text(text)
+    err = _refused(capsys, _train(tmp_path, shards), expect)
+    assert str(sd.result) in err and "remove it to" in err
+    assert sorted(p.name for p in sd.path.iterdir()) == ["result.json"] and sd.result.read_text() == text

@@ -8,8 +8,7 @@ from lakd.config import load_config
 from lakd.engine import callbacks
 from lakd.engine.stage import run_stage
 
-from .helpers import tiny_args
-from .test_stage_inprocess import LAUNCHER_VARS
+from .helpers import LAUNCHER_VARS, tiny_args
 
 
 class Recorder(callbacks.Callback):

@@ -11,12 +11,9 @@ import pytest
 from lakd.config import ConfigError, load_config
 from lakd.engine.stage import run_stage
 
-from .helpers import tiny_args
+from .helpers import LAUNCHER_VARS, tiny_args
 
 pytestmark = pytest.mark.slow
-
-LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-                 "SLURM_PROCID", "SLURM_STEP_ID", "SUBMITIT_EXECUTOR", "OMPI_COMM_WORLD_RANK")
 
 
 def test_kd_row_from_a_baseline_export(shards, tmp_path, monkeypatch, capsys):

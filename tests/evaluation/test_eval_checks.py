@@ -99,15 +99,13 @@ def test_pipe_entries_need_allow_pipe(tmp_path, capsys, setup):
 def test_pixel_cap(capsys, setup, monkeypatch):
     buf = io.BytesIO()
     Image.new("RGB", (40, 30)).save(buf, format="PNG")
-    monkeypatch.setattr(transforms, "MAX_PIXELS", 1000)
     with pytest.raises(transforms.CorruptSample, match="40x30 pixels is larger than the cap of 1000"):
-        transforms.decode_image(buf.getvalue())
-    monkeypatch.undo()
+        transforms.decode_image(buf.getvalue(), max_pixels=1000)
     assert transforms.decode_image(buf.getvalue()).size == (40, 30)
     # every 32x32 image is over a cap of 1000 pixels: skipped and counted, so nothing is left to score
     code, _, err = _eval(capsys, setup, "--max-pixels", "1000")
     assert code == 2 and "no readable labelled image" in err
-    transforms.set_max_pixels(transforms.DataConfig.max_pixels)
+    assert _eval(capsys, setup)[0] == 0  # the cap was this command's, not left behind in the process
 
 
 @pytest.mark.distributed

@@ -89,3 +89,50 @@ def test_bad_input_exits_2_with_one_line(tmp_path, shards, capsys):
     save_export(other, tmp_path / "five", {"dataset": "synthetic"})
     assert main(["eval", str(tmp_path / "five"), "--shards", str(shards)]) == 2
     assert "5 classes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("noise, expect", [
+    ({"code_dim": 1, "colour": 1}, "'noise' settings: unknown label_noise setting(s): colour"),
+    ({"code_dim": 2}, "'noise' code_dim 2 but label_channels 1"),
+])
+def test_a_bad_noise_block_is_read_as_the_student_stage_reads_it(tmp_path, shards, capsys, noise, expect):
+    """lakd eval builds the teacher's noiser through TeacherExport's reader: the same refusals, one line, 2."""
+    torch.manual_seed(0)
+    save_export(build_model("fcn", "resnet18", 8, in_channels=4, width=0.125), tmp_path / "t",
+                {"dataset": "synthetic", "noise": noise})
+    assert main(["eval", str(tmp_path / "t"), "--shards", str(shards)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expect in err and str(tmp_path / "t.json") in err
+
+
+def test_skipped_corrupt_images_are_counted_and_said(tmp_path, shards, capsys):
+    """A val label that is neither a class nor ignore: the image is left out of the scores, counted in the
+    JSON (`data`) and named in a warning line."""
+    import io
+    import shutil
+
+    from lakd.data import load_manifest
+    from tests.data.shardedit import rewrite_shard
+
+    copy = tmp_path / "shards"
+    shutil.copytree(shards.parent, copy)
+    manifest = copy / shards.name
+    first = copy / load_manifest(manifest).shards[0]
+
+    def bad_label(name, data):
+        if not name.endswith("label.png") or not name.startswith("00000000"):
+            return data
+        arr = np.array(Image.open(io.BytesIO(data)))
+        arr[0, 0] = 200  # 8 classes, ignore 255
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="PNG")
+        return buf.getvalue()
+
+    rewrite_shard(first, bad_label)
+    exp, out = _export(tmp_path, 0), tmp_path / "r.json"
+    assert main(["eval", str(exp), "--shards", str(manifest), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["data"] == {"corrupt": 1, "truncated_shards": 0}
+    assert "skipped 1 corrupt image(s)" in capsys.readouterr().err
+    assert main(["eval", str(exp), "--shards", str(shards), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["data"] == {"corrupt": 0, "truncated_shards": 0}
+    assert "skipped" not in capsys.readouterr().err
