@@ -80,6 +80,7 @@ def make_data(root: Path, n: int, h: int, w: int, seed: int = 0, samples_per_sha
         (folder / "labels" / f"{i:06d}.png").write_bytes(png)
         writer.add(i, jpg, "jpg", png, {"key": f"{i:06d}", "index": i, "width": w, "height": h})
     writer.close_shard()
+    writer.commit()  # the shards take their final names
     m = Manifest(dataset="synthetic", split="train", shards=writer.names, samples_per_shard=writer.counts,
                  total=n, num_classes=8, class_pixel_histogram=[0] * 8, sha256=writer.sha, config={},
                  lakd_version=lakd.__version__, format=FORMAT)
