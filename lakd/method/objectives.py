@@ -106,15 +106,11 @@ def consistency_loss(kind: str, a: torch.Tensor, b: torch.Tensor, temperature: f
     raise ValueError(f"unknown consistency {kind!r}: expected one of {', '.join(CONSISTENCY_KINDS)}")
 
 
-def ramp(step: int | None, warmup: int, start: int = 0) -> float:
-    """0 before ``start``, then a linear ramp 0 -> 1 over ``warmup`` steps (1 when the step is unknown)."""
-    if step is None:
+def ramp(step: int | None, warmup: int) -> float:
+    """A linear ramp 0 -> 1 over the first ``warmup`` steps (1 when the step is unknown or there is none)."""
+    if step is None or warmup <= 0:
         return 1.0
-    if step < start:
-        return 0.0
-    if warmup <= 0:
-        return 1.0
-    return min(1.0, max(0.0, float(step - start) / float(warmup)))
+    return min(1.0, max(0.0, float(step) / float(warmup)))
 
 
 class TeacherObjective:
@@ -127,8 +123,7 @@ class TeacherObjective:
         consistency_weight: lambda_c (official 5).
         temperature: T of the CWD / KL consistency (official 4).
         dual_path: False = single-path ablation (one noising, no consistency term).
-        consistency_start: the consistency term is off (weight 0) before this step (0 = official).
-        consistency_warmup: then ramp lambda_c linearly from 0 over this many steps (0 = official, no ramp).
+        consistency_warmup: ramp lambda_c linearly from 0 over this many steps (0 = official, no ramp).
             The step is the ``step`` argument of the call, else the objective's own call counter.
         label_dropout: probability per image that its label channels are zeroed (0 = official). Teaches the
             teacher to work without the label too, so a zero-channel evaluation is meaningful.
@@ -139,7 +134,7 @@ class TeacherObjective:
 
     def __init__(self, noiser: LabelNoiser, *, aux_weight: float = 0.4, consistency: str = "cwd",
                  consistency_weight: float = 5.0, temperature: float = 4.0, dual_path: bool = True,
-                 consistency_warmup: int = 0, consistency_start: int = 0, label_dropout: float = 0.0,
+                 consistency_warmup: int = 0, label_dropout: float = 0.0,
                  ignore_index: int = IGNORE_INDEX,
                  generator: torch.Generator | None = None, check_labels: bool | None = None):
         if consistency not in CONSISTENCY_KINDS:
@@ -153,7 +148,6 @@ class TeacherObjective:
         self.temperature = float(temperature)
         self.dual_path = bool(dual_path)
         self.consistency_warmup = int(consistency_warmup)
-        self.consistency_start = int(consistency_start)
         self.label_dropout = float(label_dropout)
         self.ignore_index = int(ignore_index)
         self.generator = generator
@@ -194,7 +188,7 @@ class TeacherObjective:
         weights = {"ce": 1.0, "aux_ce": self.aux_weight}
         if self.dual_path and self.consistency != "none":
             terms["consistency"] = consistency_loss(self.consistency, mains[0], mains[1], self.temperature)
-            weights["consistency"] = self.consistency_weight * ramp(step, self.consistency_warmup, self.consistency_start)
+            weights["consistency"] = self.consistency_weight * ramp(step, self.consistency_warmup)
         loss = sum(weights[k] * terms[k] for k in terms)
         return LossOutput(loss, {k: v.detach() for k, v in terms.items()}, weights)
 

@@ -12,9 +12,6 @@ from pathlib import Path
 from lakd.rundir import StageDir
 from lakd.sweep.state import write_text_atomic
 
-RESULT_FILES = ("results.md", "results.csv", "results.json")
-
-
 def planned_results(plan_summary: dict) -> tuple[list, list[str]]:
     """(StageResult of every finished planned stage, run dirs still missing a result)."""
     from lakd.report.results import load_result

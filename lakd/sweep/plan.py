@@ -21,10 +21,6 @@ from typing import Any, Callable, Optional
 from lakd.rundir import StageDir
 from lakd.sweep.spec import Resources, SweepSpec
 
-# roles of the stage jobs, as the results table names them (lakd.report.results.ROLES)
-ROLE_OF_STAGE = {"teacher": "teacher_label", "baseline": "baseline"}
-
-
 @dataclass
 class Job:
     key: str  # unique in the plan: "<kind or stage>/<name>"
@@ -80,9 +76,6 @@ class Plan:
 
     def ordered(self) -> list[Job]:
         return list(self.jobs.values())
-
-    def dependents(self, key: str) -> list[Job]:
-        return [j for j in self.jobs.values() if key in j.deps]
 
     def describe(self) -> dict:
         """JSON-able summary (written to ``.sweep/plan.json`` and printed by ``--dry-run``)."""

@@ -110,7 +110,3 @@ def read_sample(ref: FolderRef) -> RawSample:
     check_size(raw, w, h, ref.key)
     return RawSample(ref.key, data, ext, map_raw(raw, card, ref.key))
 
-
-def iter_samples(root, split: str, card: str | None = None):
-    for ref in list_samples(root, split, card=card):
-        yield read_sample(ref)
