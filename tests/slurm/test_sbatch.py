@@ -131,7 +131,10 @@ def test_accounting_reachable_from_every_node(slurm, two_nodes):
     out = slurm.workdir / "acct-%j.out"
     r = slurm.run(["sbatch", "--parsable", "-N2", "--ntasks-per-node=1", "--cpus-per-task=1", "-p", "cpu",
                    "--time=2", f"--output={out}", "--wrap",
-                   'srun bash -c \'echo "$(hostname) $(sacct -n -P -X -j $SLURM_JOB_ID -o JobID,State 2>&1)"\''])
+                   # the controller sends a new job's record to slurmdbd a moment after it starts: ask again
+                   # until the row is there (at most 20 s)
+                   "srun bash -c 'for i in $(seq 40); do o=$(sacct -n -P -X -j $SLURM_JOB_ID -o JobID,State 2>&1);"
+                   " [ -n \"$o\" ] && break; sleep 0.5; done; echo \"$(hostname) $o\"'"])
     assert r.returncode == 0, r.stderr
     job = r.stdout.strip().split(";")[0]
     slurm.wait_gone(job, 120, "(sacct on every node)")
