@@ -37,12 +37,10 @@ class RunLock:
                 os.close(fd)
                 self.unsupported = f"cannot lock {self.path} ({exc.strerror}); make sure no other job uses this folder"
                 return None
-            holder = {}
+            holder = _read_holder(fd)
             try:
-                holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
                 since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(holder.get("since"))))
-            except (ValueError, TypeError, AttributeError, OSError, OverflowError):
-                holder = holder if isinstance(holder, dict) else {}
+            except (ValueError, TypeError, OverflowError):
                 since = "?"
             os.close(fd)
             return (f"{self.path.parent} is in use by another run (pid {holder.get('pid', '?')} on host "
@@ -62,3 +60,33 @@ class RunLock:
         if self._fd is not None:
             os.close(self._fd)  # closing drops the flock; the file stays (removing it would race a new holder)
             self._fd = None
+
+
+def _read_holder(fd: int) -> dict:
+    """What the lock's holder recorded (pid, host, since); {} when unreadable."""
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except (ValueError, OSError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def lock_holder(folder: Path) -> Optional[dict]:
+    """The process that holds ``folder``'s run lock (a ``lakd train`` of that stage still running, perhaps left
+    behind by a killed launcher): ``{"pid", "host", "since"}`` as it recorded them; None when the folder is free.
+    Probing takes a shared lock for an instant and drops it at once."""
+    try:
+        fd = os.open(Path(folder) / LOCK_NAME, os.O_RDONLY)
+    except OSError:  # no lock file: never run, or not here
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                return None  # a file system without locks: nothing to learn
+            return _read_holder(fd)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

@@ -27,7 +27,8 @@ from lakd import exit_codes
 from lakd.net import free_port
 from lakd.sweep.plan import Plan
 from lakd.sweep.slurm import config_path, write_plan_files
-from lakd.sweep.state import finished_on_disk, holder_text, stage_holder, sweep_lock
+from lakd.engine.runlock import lock_holder
+from lakd.sweep.state import finished_on_disk, holder_text, sweep_lock
 
 
 class Interrupted(RuntimeError):
@@ -214,7 +215,7 @@ def run_local(plan: Plan, *, procs: int = 1, parallel: int = 1, retries: Optiona
             # stages run by an earlier launch: done when it let go of the folder (finished, or started again here)
             for key, t0 in list(elsewhere.items()):
                 job = plan.jobs[key]
-                if stage_holder(job.stage_dir) is not None:
+                if lock_holder(job.stage_dir) is not None:
                     continue
                 del elsewhere[key]
                 if finished_on_disk(job, plan):
@@ -247,7 +248,7 @@ def run_local(plan: Plan, *, procs: int = 1, parallel: int = 1, retries: Optiona
             if interrupts.signals:
                 for key in elsewhere:
                     log(f"{head(plan.jobs[key])}: not waiting any longer; it is still running "
-                        f"({holder_text(stage_holder(plan.jobs[key].stage_dir) or {})})")
+                        f"({holder_text(lock_holder(plan.jobs[key].stage_dir) or {})})")
                 elsewhere.clear()
                 if not running:
                     break
@@ -283,7 +284,7 @@ def run_local(plan: Plan, *, procs: int = 1, parallel: int = 1, retries: Optiona
                 if len(running) + len(elsewhere) >= parallel:
                     break
                 pending.remove(job)
-                holder = stage_holder(job.stage_dir)
+                holder = lock_holder(job.stage_dir)
                 if holder is not None:  # lakd train would refuse: the stage is still running elsewhere
                     elsewhere[job.key] = time.monotonic()
                     log(f"{head(job)}: still running ({holder_text(holder)}, started by an earlier launch or "

@@ -9,7 +9,6 @@ batch steps decided (requeue, retry, give up), restarts by Slurm itself, and job
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import getpass
 import json
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
-from lakd.engine.runlock import LOCK_NAME
+from lakd.engine.runlock import lock_holder
 from lakd.io import atomic_write_text
 from lakd.rundir import StageDir
 from lakd.sweep.plan import Job, Plan
@@ -94,31 +93,6 @@ def sweep_lock(state_dir: Path, what: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def stage_holder(stage_dir: Path) -> Optional[dict]:
-    """The process that holds a stage folder's run lock (lakd.engine.runlock), i.e. a ``lakd train`` of that
-    stage still running, perhaps left behind by a killed launcher: ``{"pid", "host", "since"}`` as it recorded
-    them; None when the folder is free. Probing takes a shared lock for an instant and drops it at once."""
-    try:
-        fd = os.open(Path(stage_dir) / LOCK_NAME, os.O_RDONLY)
-    except OSError:  # no lock file: never run, or not here
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
-                return None  # a file system without locks: nothing to learn
-            try:
-                holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
-            except ValueError:
-                holder = {}
-            return holder if isinstance(holder, dict) else {}
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
 
 
 def holder_text(holder: dict) -> str:
@@ -321,7 +295,7 @@ def job_states(plan: Plan, records: Optional[Records] = None, *, query_slurm: Op
             missing = [k for k, j in plan.jobs.items() if j.kind == "stage" and not StageDir(j.stage_dir).finished]
             st.detail = (f"missing: {', '.join(missing[:4])}" + (f" and {len(missing) - 4} more" if len(missing) > 4
                                                                else "")) if missing else "older than a result"
-        elif job.kind == "stage" and (holder := stage_holder(job.stage_dir)) is not None:
+        elif job.kind == "stage" and (holder := lock_holder(job.stage_dir)) is not None:
             st.state = "running"  # no job in the queue, but a process holds the folder (a local sweep's stage)
             st.detail = holder_text(holder)
         elif sid in ended:

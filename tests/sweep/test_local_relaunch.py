@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from lakd.sweep.local import run_local
-from lakd.sweep.state import job_states, stage_holder
+from lakd.engine.runlock import lock_holder
+from lakd.sweep.state import job_states
 
 from .test_local_scheduler import _plan
 
@@ -85,7 +86,7 @@ def test_relaunch_waits_for_a_stage_still_running(tmp_path, finish):
     teacher_dir = Path(plan.jobs[TEACHER].stage_dir)
     orphan = _orphan(teacher_dir, seconds=1.5, finish=finish)
     try:
-        holder = stage_holder(teacher_dir)
+        holder = lock_holder(teacher_dir)
         assert holder is not None and holder["pid"] == orphan.pid, holder
         # status sees it too (no Slurm job: the lock is the only trace of it)
         st = job_states(plan, query_slurm=False)[TEACHER]
@@ -104,14 +105,14 @@ def test_relaunch_waits_for_a_stage_still_running(tmp_path, finish):
     else:  # the orphan ended without a result: started now, after the orphan let go of the folder
         assert started.count(teacher_dir) == 1 and TEACHER in report.ran, (started, said)
         assert any("ended without finishing" in x for x in said), said
-    assert stage_holder(teacher_dir) is None
+    assert lock_holder(teacher_dir) is None
     assert json.loads((teacher_dir / "result.json").read_text()) == {"steps": 1}
 
 
 def test_a_free_or_missing_stage_folder_has_no_holder(tmp_path):
-    assert stage_holder(tmp_path / "nothing-here") is None
+    assert lock_holder(tmp_path / "nothing-here") is None
     (tmp_path / ".lock").write_text(json.dumps({"pid": 1, "host": "h", "since": 0}))  # left by a run that ended
-    assert stage_holder(tmp_path) is None
+    assert lock_holder(tmp_path) is None
 
 
 @pytest.mark.slow
@@ -132,7 +133,7 @@ def test_demo_relaunched_after_sigkill_waits_for_its_orphans(tmp_path):
     first = subprocess.Popen(cmd, cwd=tmp_path, env=slow, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def held() -> list[Path]:
-        return [p.parent for p in out.glob("runs/*/*/*/.lock") if stage_holder(p.parent) is not None]
+        return [p.parent for p in out.glob("runs/*/*/*/.lock") if lock_holder(p.parent) is not None]
 
     t0 = time.monotonic()
     while not held():
@@ -140,7 +141,7 @@ def test_demo_relaunched_after_sigkill_waits_for_its_orphans(tmp_path):
         time.sleep(0.1)
     first.send_signal(signal.SIGKILL)
     first.wait()
-    orphans = {d: stage_holder(d)["pid"] for d in held()}
+    orphans = {d: lock_holder(d)["pid"] for d in held()}
     assert orphans, "the stages died with the launcher: nothing to test"
     second = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=540)
     log = second.stdout + second.stderr
