@@ -22,6 +22,7 @@ from lakd.engine.checkpoint import CheckpointManager
 from lakd.engine.environment import default_noise, num_classes
 from lakd.engine.teacher_export import TeacherExport
 from lakd.engine.trainer import EvalResult, autocast_context, data_counts, sum_over_ranks
+from lakd.io import naming_disk_full
 from lakd.rundir import StageDir
 
 log = logging.getLogger(__name__)
@@ -197,7 +198,10 @@ class Exporter:
                 "stage": cfg.stage, "run_name": cfg.run.name, "step": step, "config_hash": cfg.hash()}
         if cfg.data.card is not None:  # a folder dataset: its card names the classes for predict/export/eval
             meta["card"] = str(Path(cfg.data.card).absolute())
-        return TeacherExport(model, self.noiser).save(StageDir.of(cfg).path / name, meta)
+        base = StageDir.of(cfg).path / name
+        # a full disk is named with the weights file (safetensors' own error names no file)
+        with naming_disk_full(base.with_name(base.name + ".safetensors")):
+            return TeacherExport(model, self.noiser).save(base, meta)
 
 
 def load_teacher(cfg: Config, device: torch.device, mean, std, rank: int) -> tuple[TeacherExport, dict]:

@@ -88,11 +88,7 @@ class ExportBest(Callback):
         self.exporter, self.model, self.name, self.rank = exporter, model, name, rank
 
     def on_best(self, trainer, step: int) -> None:
-        if self.rank != 0:
-            return
-        from lakd.io import naming_disk_full
-
-        with naming_disk_full(self.exporter.cfg.stage_dir / f"{self.name}.safetensors"):
+        if self.rank == 0:
             self.exporter.save(self.model, self.name, step)
 
 

@@ -48,7 +48,7 @@ from lakd.engine.preemption import PreemptionFlag
 from lakd.engine.progress import ConsoleLog, MetricsLog, Progress, format_metric
 from lakd.engine.runlock import RunLock
 from lakd.engine.trainer import Trainer, TrainState, cpu_has_native_bf16, describe_skipped
-from lakd.io import atomic_write_bytes, naming_disk_full
+from lakd.io import atomic_write_bytes
 from lakd.log import setup_logging
 from lakd.rundir import ResultError, StageDir
 
@@ -267,8 +267,7 @@ def _finish(stage: Stage, trainer: Trainer, progress: Optional[Progress]) -> dic
         "data": {"train": dict(trainer.data), "eval": dict(final.data)},  # skipped corrupt data (summed over ranks)
     }
     if stage.rank == 0:
-        with naming_disk_full(sd.export_weights):
-            export_path = stage.exporter.save(stage.model, cfg.stage, state.step)
+        export_path = stage.exporter.save(stage.model, cfg.stage, state.step)
         result["export"] = str(export_path)
         atomic_write_bytes(sd.result, (json.dumps(result, indent=1) + "\n").encode())
         summary = ", ".join(f"{k} mIoU {format_metric(v.get('miou'))}" for k, v in final.metrics.items())
