@@ -19,7 +19,6 @@ few plain data classes allow-listed) and safetensors/JSON: nothing read from the
 from __future__ import annotations
 
 import json
-import logging
 import re
 import shutil
 from pathlib import Path
@@ -31,7 +30,6 @@ from lakd.io import atomic_write_text, naming_disk_full
 from lakd.engine import distributed as D
 from lakd.engine.state_io import load_state, save_state
 
-log = logging.getLogger("lakd.engine")
 
 META = "lakd_meta.json"
 LATEST = "latest"

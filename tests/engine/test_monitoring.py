@@ -16,10 +16,7 @@ from lakd.engine import progress as progress_mod
 from lakd.engine.progress import ConsoleLog, Progress
 from lakd.engine.stage import run_stage
 
-from .helpers import tiny_args
-
-LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-                 "SLURM_PROCID", "SLURM_STEP_ID", "SUBMITIT_EXECUTOR", "OMPI_COMM_WORLD_RANK")
+from .helpers import LAUNCHER_VARS, tiny_args
 
 
 def read_events(folder):

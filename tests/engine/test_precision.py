@@ -9,10 +9,8 @@ import pytest
 from lakd.config import ConfigError, load_config
 from lakd.engine.stage import run_stage
 
-from .helpers import tiny_args
+from .helpers import LAUNCHER_VARS, tiny_args
 
-LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-                 "SLURM_PROCID", "SLURM_STEP_ID", "SUBMITIT_EXECUTOR", "OMPI_COMM_WORLD_RANK")
 NO_DROPOUT = {"model.options": "{dropout: 0.0}"}  # same masks are not promised across modes
 
 
