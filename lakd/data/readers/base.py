@@ -5,7 +5,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -88,19 +88,22 @@ def decode_raw_label(data: bytes, key: str, path: str = "") -> np.ndarray:
 
 def map_ids(raw: np.ndarray, dataset: str, key: str) -> np.ndarray:
     """Raw annotation values -> uint8 train ids using the dataset card; ids outside the mapping are an error."""
-    card = get_card(dataset)
+    return apply_lookup(raw, lambda size: _lut(dataset, size), key, f"outside the {get_card(dataset).name} mapping")
+
+
+def apply_lookup(raw: np.ndarray, lookup: Callable[[int], np.ndarray], key: str, unmapped: str) -> np.ndarray:
+    """Raw ids -> uint8 train ids through ``lookup(size)`` (a table over 256 or 65536 raw values, -1 where an id
+    has no train id); such ids make the sample bad, the message saying ``label ids <unmapped>: <ids>``."""
     raw = np.asarray(raw)
     if raw.ndim != 2:
         raise BadSample(f"sample {key}: label must be 2-D, got shape {raw.shape}")
     if raw.size and (raw.min() < 0 or raw.max() > 65535):
         raise BadSample(f"sample {key}: label values outside 0..65535")
-    size = 256 if raw.dtype == np.uint8 else 65536
-    lut = _lut(dataset, size)
-    out = lut[raw.astype(np.intp, copy=False)]
+    out = lookup(256 if raw.dtype == np.uint8 else 65536)[raw.astype(np.intp, copy=False)]
     if (out < 0).any():
         bad = np.unique(raw[out < 0])
         shown = ", ".join(str(int(v)) for v in bad[:10]) + (" ..." if len(bad) > 10 else "")
-        raise BadSample(f"sample {key}: label ids outside the {card.name} mapping: {shown}")
+        raise BadSample(f"sample {key}: label ids {unmapped}: {shown}")
     return out.astype(np.uint8)
 
 

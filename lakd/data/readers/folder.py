@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lakd.data.readers.base import (BadSample, RawSample, check_size, decode_raw_label, load_image, read_bytes,
+from lakd.data.readers.base import (RawSample, apply_lookup, check_size, decode_raw_label, load_image, read_bytes,
                                     read_list, require_dir)
 from lakd.data.user_card import load_card_file
 
@@ -87,18 +87,7 @@ def list_samples(root: Path, split: str, card: str | None = None) -> list[Folder
 
 def map_raw(raw: np.ndarray, card, key: str) -> np.ndarray:
     """Raw ids -> uint8 train ids with the card; ids neither mapped nor ignored make the sample bad."""
-    raw = np.asarray(raw)
-    if raw.ndim != 2:
-        raise BadSample(f"sample {key}: label must be 2-D, got shape {raw.shape}")
-    if raw.size and (raw.min() < 0 or raw.max() > 65535):
-        raise BadSample(f"sample {key}: label values outside 0..65535")
-    lut = card.lookup_table(256 if raw.dtype == np.uint8 else 65536)
-    out = lut[raw.astype(np.intp, copy=False)]
-    if (out < 0).any():
-        bad = np.unique(raw[out < 0])
-        shown = ", ".join(str(int(v)) for v in bad[:10]) + (" ..." if len(bad) > 10 else "")
-        raise BadSample(f"sample {key}: label ids not in the card's raw_to_train or ignore_id: {shown}")
-    return out.astype(np.uint8)
+    return apply_lookup(raw, card.lookup_table, key, "not in the card's raw_to_train or ignore_id")
 
 
 def read_sample(ref: FolderRef) -> RawSample:
