@@ -306,7 +306,8 @@ def assemble(cfg: Config, denv: D.DistEnv, device: torch.device) -> Stage:
     engine, scheduler = build_engine(model, cfg, world, micro, accum)
     loaders = TrainLoaderFactory(cfg, rank, world, micro, mean, std, device)
     exporter = Exporter(cfg, mean, std, noiser)
-    callbacks = [ExportBest(exporter, engine.module, StageDir.of(cfg).best_export.name, rank=rank)] if cfg.eval.every else []
+    best = StageDir.of(cfg).best_export.name
+    callbacks = [ExportBest(exporter, engine.module, best, rank=rank)] if cfg.eval.every else []
     return Stage(
         cfg=cfg, denv=denv, device=device, engine=engine, scheduler=scheduler, objective=objective,
         loaders=loaders, loader=loaders(),

@@ -3,8 +3,8 @@
 Shards and the results table are built in this process; each stage runs as ``lakd train --stage S --config
 <resolved config>`` in ``procs`` local processes (rank/world/master in the environment, gloo on CPU), so a
 stage behaves exactly as it does in a job. Up to ``parallel`` stages whose dependencies finished run at the
-same time (independent seeds, baselines beside teachers), so a small machine is kept busy. Finished jobs are skipped, unfinished ones resume from their
-checkpoints; a failing stage is retried ``resources.retries`` times (resuming), then the jobs that need it
+same time (independent seeds, baselines beside teachers), so a small machine is kept busy. Finished jobs are
+skipped, unfinished ones resume from their checkpoints; a failing stage is retried ``resources.retries`` times (resuming), then the jobs that need it
 are skipped and the sweep goes on with the others. Ctrl-C (or SIGTERM) asks the running stage to checkpoint
 and stop; running the sweep again resumes it. A stage whose folder is still held by a ``lakd train`` not started
 here (the stages of a launcher killed with SIGKILL keep running: they have their own session) is reported as

@@ -366,7 +366,8 @@ def parse_spec(raw: dict, where: str = "<mapping>") -> SweepSpec:
         body["overrides"] = _overrides(body.get("overrides"), f"{where}: pairs[{i}].overrides")
         p = _section(PairSpec, body, where, f"pairs[{i}]")
         if p.teacher not in teachers:
-            _fail(f"{where}: pairs[{i}].teacher", f"unknown teacher {p.teacher!r}; teachers: {', '.join(teachers) or 'none'}")
+            _fail(f"{where}: pairs[{i}].teacher",
+                  f"unknown teacher {p.teacher!r}; teachers: {', '.join(teachers) or 'none'}")
         model_ref(p.student, f"{where}: pairs[{i}].student")
         role = (p.student, teachers[p.teacher].label_assisted)
         if role in seen_roles:

@@ -259,7 +259,8 @@ def read_events(plan: Plan) -> dict[str, list[dict]]:
     return out
 
 
-def job_states(plan: Plan, records: Optional[Records] = None, *, query_slurm: Optional[bool] = None) -> dict[str, JobState]:
+def job_states(plan: Plan, records: Optional[Records] = None, *,
+               query_slurm: Optional[bool] = None) -> dict[str, JobState]:
     """The state of every job of the plan (see module docstring)."""
     records = records or Records(plan.state_dir)
     if query_slurm is None:

@@ -28,7 +28,8 @@ def _base(root: Path) -> Path:
 
 
 def _list_file(base: Path, name: str) -> Path:
-    cands = [base / "ImageSets" / "Segmentation" / f"{name}.txt", base / "ImageSets" / "SegmentationAug" / f"{name}.txt",
+    cands = [base / "ImageSets" / "Segmentation" / f"{name}.txt",
+             base / "ImageSets" / "SegmentationAug" / f"{name}.txt",
              base / f"{name}.txt", base / "list" / f"{name}.txt", base.parent / f"{name}.txt"]
     for c in cands:
         if c.is_file():
