@@ -307,6 +307,16 @@ def http_section(root: Path, folder: Path, manifest: Path, args) -> dict:
     return out
 
 
+def emit(out: dict, json_path) -> int:
+    """Print the result as one JSON line and, with --json, write it there too."""
+    print(json.dumps(out))
+    if json_path:
+        p = Path(json_path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(p, (json.dumps(out, indent=1) + "\n").encode())
+    return 0
+
+
 def loader_throughput(manifest: Path, *, workers: int, crop: tuple[int, int], batch_size: int,
                       samples: int) -> dict:
     """images/s of the streaming training loader with `workers` worker processes (one thread each): what
@@ -334,12 +344,7 @@ def main_loader(args) -> int:
                "data_prep_s": round(prep, 1), "load_avg_1m": round(os.getloadavg()[0], 2)}
     print(f"streaming loader, {workers} workers, {args.height}x{args.width} JPEGs -> {args.crop[0]}x{args.crop[1]} "
           f"crops: {out['images_per_s']:.1f} images/s")
-    print(json.dumps(out))
-    if args.json:
-        p = Path(args.json)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(p, (json.dumps(out, indent=1) + "\n").encode())
-    return 0
+    return emit(out, args.json)
 
 
 def cpu_section(folder: Path, manifest: Path, args) -> dict:
@@ -482,12 +487,7 @@ def main(argv=None) -> int:
     print(f"({args.num_images} JPEG {args.height}x{args.width} images, {args.crop[0]}x{args.crop[1]} crops, "
           f"1 process x 1 thread, best of {args.repeats}; 1-min load average {out['machine']['load_avg_1m']} on "
           f"{out['machine']['cpus']} CPUs)")
-    print(json.dumps(out))
-    if args.json:
-        p = Path(args.json)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(p, (json.dumps(out, indent=1) + "\n").encode())
-    return 0
+    return emit(out, args.json)
 
 
 if __name__ == "__main__":
