@@ -69,28 +69,48 @@ def _phrase(err: dict, tp: Any) -> str:
     return text.format(item=getattr(item, "__name__", item), **(err.get("ctx") or {}))
 
 
-def one_line(exc: ValidationError, root: type) -> ConfigError:
-    """pydantic's report on ``root`` (the Config dataclass) -> one line naming the key (the first problem;
-    a union's members joined)."""
+@dataclasses.dataclass
+class Problem:
+    """The first problem of a pydantic report, structured: ``key`` is the dotted key at fault as the one line
+    shows it; an unknown key also carries the close-match ``hint`` and its section's key (``section``) and field
+    names (``valid``)."""
+
+    key: str
+    text: str = ""
+    unknown: bool = False
+    hint: str = ""
+    section: str = ""
+    valid: tuple = ()
+
+
+def problem(exc: ValidationError, root: type) -> Problem:
+    """pydantic's report on ``root`` (a section dataclass) -> its first problem (a union's members joined)."""
     errors = exc.errors()
     first = errors[0]
     key, tp = _place(first["loc"], root)
     if first["type"] == "unexpected_keyword_argument":
-        names = [f.name for f in dataclasses.fields(tp)]
+        names = tuple(f.name for f in dataclasses.fields(tp))
         bad = str(first["loc"][-1])
         close = difflib.get_close_matches(bad, names, n=1)
         hint = f" (did you mean '{key + '.' if key else ''}{close[0]}'?)" if close else ""
-        where = f"'{key}'" if key else "the top level"
-        return ConfigError(f"unknown config key '{key + '.' if key else ''}{bad}'{hint}; "
-                           f"valid keys in {where}: {', '.join(names)}")
+        return Problem(f"{key + '.' if key else ''}{bad}", unknown=True, hint=hint, section=key, valid=names)
     if first["type"] == "value_error":  # a section's own check, or a field's validator
         cause = first["ctx"]["error"]
         if isinstance(cause, FieldError):
             key = f"{key}.{cause.field}" if key else cause.field
-        return ConfigError(f"config key '{key}': {cause}")
+        return Problem(key, str(cause))
     if "[key]" in first["loc"]:
-        return ConfigError(f"config key '{key or '(top level)'}': keys must be strings, got {first['input']!r}")
+        return Problem(key or "(top level)", f"keys must be strings, got {first['input']!r}")
     same = [_phrase(e, tp) for e in errors if _place(e["loc"], root)[0] == key]
     if len(same) > 1:  # a union: each member refused the value
         same = ["expected " + " or ".join(p.removeprefix("expected ").removeprefix("one of ") for p in same)]
-    return ConfigError(f"config key '{key or '(top level)'}': {same[0]}, got {first['input']!r}")
+    return Problem(key or "(top level)", f"{same[0]}, got {first['input']!r}")
+
+
+def one_line(exc: ValidationError, root: type) -> ConfigError:
+    """pydantic's report on ``root`` (the Config dataclass) -> one line naming the key (the first problem)."""
+    p = problem(exc, root)
+    if p.unknown:
+        where = f"'{p.section}'" if p.section else "the top level"
+        return ConfigError(f"unknown config key '{p.key}'{p.hint}; valid keys in {where}: {', '.join(p.valid)}")
+    return ConfigError(f"config key '{p.key}': {p.text}")

@@ -44,7 +44,7 @@ from typing import Annotated, Any, Optional
 from pydantic import BeforeValidator, TypeAdapter, ValidationError
 
 from lakd.config import ConfigError, dotted_overrides, read_yaml
-from lakd.config.errors import FieldError, one_line, require
+from lakd.config.errors import FieldError, problem, require
 from lakd.config.values import Bool, Count, Int, Pos, Positive, Str, section
 
 SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
@@ -222,11 +222,6 @@ def _fail(where: str, msg: str) -> None:
     raise ValueError(f"sweep file {where}: {msg}")
 
 
-# lakd.config's one line ("config key 'nodes': must be >= 1, got 0", "unknown config key 'nodse' (did you mean
-# 'nodes'?); valid keys in the top level: ...") in the words of a sweep file: the key's full place, then the problem
-_CONFIG_LINE = re.compile(r"^(?P<unknown>unknown )?config key '(?P<key>[^']*)'(?P<rest>.*)$")
-
-
 @cache
 def _adapter(cls: type) -> TypeAdapter:
     return TypeAdapter(cls)
@@ -245,16 +240,12 @@ def _section(cls: type, data: Any, where: str, at: str, **extra: Any) -> Any:
         first = exc.errors()[0]
         if first["type"] == "missing":
             _fail(f"{where}: {'.'.join(str(k) for k in (at, *first['loc']) if k)}", "required key missing")
-        line = str(one_line(exc, cls))
-    m = _CONFIG_LINE.match(line)
-    if m is None:
-        _fail(f"{where}: {at}", line)
-    key = ".".join(k for k in (at, m["key"]) if k)
-    if m["unknown"]:
-        hint = m["rest"].split(";")[0]  # " (did you mean 'nodes'?)" or ""
+        found = problem(exc, cls)  # lakd.config's first problem, in the words of a sweep file
+    key = ".".join(k for k in (at, found.key) if k)  # the key's full place
+    if found.unknown:
         valid = sorted({f.name for f in dataclasses.fields(cls)} - set(extra))
-        _fail(f"{where}: {key}", f"unknown key{hint}; valid keys: {', '.join(valid)}")
-    _fail(f"{where}: {key}", m["rest"].removeprefix(": "))
+        _fail(f"{where}: {key}", f"unknown key{found.hint}; valid keys: {', '.join(valid)}")
+    _fail(f"{where}: {key}", found.text)
 
 
 def _mapping(value: Any, where: str) -> dict:
